@@ -41,8 +41,11 @@ bench: $(STAMP)
 viz: $(STAMP)
 	$(BIN)/kedro viz build
 
+# The Dagster UI on 127.0.0.1:3000 (run history kept in .dagster_home/).
 dagster: $(STAMP)
-	$(BIN)/kedro dagster dev --host 127.0.0.1 --port 3000
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/dagster dev -m cxr_augment.definitions -h 127.0.0.1 -p 3000
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -20,11 +21,18 @@ def package_data(package: str, relative: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / relative)
 
 
+def env_var(name: str, default: str = "") -> str:
+    """``${env_var:NAME,default}``: a machine-specific path from the environment."""
+    return os.environ.get(name, default)
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    "custom_resolvers": {"package_data": package_data},
+    "custom_resolvers": {"package_data": package_data, "env_var": env_var},
+    # an environment (local, chexpert) overrides single parameters, not whole blocks
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals*", "globals*/**"],

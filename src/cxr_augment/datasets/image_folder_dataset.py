@@ -47,13 +47,10 @@ def _write_one(key: str) -> str:
 
 
 def _init_worker() -> None:
-    cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    # Nothing here may start or reconfigure a thread pool (OpenCV, torch's OpenMP): pools are
+    # not fork-safe once the parent has started them. ``cxr_augment`` keeps OpenCV at one
+    # thread, and image writing uses no torch.
+    pass
 
 
 class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[], np.ndarray]]]):

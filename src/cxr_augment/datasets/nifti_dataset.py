@@ -13,7 +13,7 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError, get_filepath_str, get_protocol_and_path
 
 
-class NiftiDataset(AbstractDataset[None, dict[str, Any]]):
+class NiftiDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     """Loads a NIfTI image as ``{"data": array, "spacing": (dx, dy, dz), "affine": 4x4,
     "axcodes": ("L", "A", "S")}``. Saving is not supported: volumes here are inputs.
 
@@ -67,9 +67,12 @@ class NiftiDataset(AbstractDataset[None, dict[str, Any]]):
             image = nib.Nifti1Image.from_stream(io.BytesIO(raw))
         except Exception as err:  # nibabel raises several types for a bad header
             raise DatasetError(f"{path}: not a readable NIfTI-1 volume ({err})") from err
-        data = np.asarray(image.dataobj)
-        if self._dtype:
-            data = data.astype(self._dtype)
+        if self._dtype and np.dtype(self._dtype).kind == "f":
+            data = image.get_fdata(dtype=np.dtype(self._dtype))  # no float64 detour
+        else:
+            data = np.asarray(image.dataobj)
+            if self._dtype:
+                data = data.astype(self._dtype)
         return {
             "data": data,
             "spacing": tuple(float(s) for s in image.header.get_zooms()[:3]),
@@ -77,5 +80,5 @@ class NiftiDataset(AbstractDataset[None, dict[str, Any]]):
             "axcodes": tuple(nib.aff2axcodes(image.affine)),
         }
 
-    def save(self, data: None) -> None:
+    def save(self, data: dict[str, Any]) -> None:
         raise DatasetError(f"NiftiDataset({self._filepath}) is read-only")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,8 +32,9 @@ from cxr_augment.render.ct import (
     LUNG_LOBES_RIGHT,
     AttenuationConfig,
     ChestCT,
-    arms_removed,
+    arm_cut,
     attenuation,
+    without_arms,
 )
 from cxr_augment.render.projector import (
     VIEWS,
@@ -146,14 +149,39 @@ def simulate(ct: ChestCT, spec: FindingSpec, seed: int) -> fd.FindingVolume:
     raise ValueError(f"unknown finding kind {spec.kind!r}")
 
 
-# --- parallel bank construction (fork: workers share the CT without copying) ---------------
+# --- parallel bank construction ---------------------------------------------------------
+# Workers are spawned, not forked: they run torch, whose OpenMP runtime is not fork-safe once
+# the parent has used it. They read the CT from memory-mapped .npy files, so nothing is copied.
 _SHARED: dict = {}
 
 
-def _entry_task(i: int) -> FindingEntry:
+def _init_worker(folder: str, spacing, structures, specs, cfg) -> None:
     torch.set_num_threads(1)  # one process per core already
+    hu = np.load(os.path.join(folder, "hu.npy"), mmap_mode="r")
+    labels = np.load(os.path.join(folder, "labels.npy"), mmap_mode="r")
+    _SHARED.update(
+        ct=ChestCT(hu=hu, labels=labels, spacing_mm=tuple(spacing), structures=structures),
+        specs=specs,
+        cfg=cfg,
+    )
+
+
+def _entry_task(i: int) -> FindingEntry:
     ct, specs, cfg = _SHARED["ct"], _SHARED["specs"], _SHARED["cfg"]
     return _build_entry(ct, specs[i], cfg, seed=cfg["seed"] * 1000 + i)
+
+
+def _build_bank(ct: ChestCT, specs: list[FindingSpec], cfg: dict, workers: int) -> list:
+    if workers <= 1 or len(specs) < 2:
+        return [_build_entry(ct, s, cfg, seed=cfg["seed"] * 1000 + i) for i, s in enumerate(specs)]
+    with tempfile.TemporaryDirectory(prefix="cxr-atlas-") as folder:
+        np.save(os.path.join(folder, "hu.npy"), ct.hu)
+        np.save(os.path.join(folder, "labels.npy"), ct.labels)
+        args = (folder, ct.spacing_mm, ct.structures, specs, cfg)
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=args
+        ) as pool:
+            return list(pool.map(_entry_task, range(len(specs))))
 
 
 def _build_entry(ct: ChestCT, spec: FindingSpec, cfg: dict, seed: int) -> FindingEntry:
@@ -205,19 +233,15 @@ def build_atlas(ct: ChestCT, params: dict) -> ProjectionAtlas:
         "seed": int(params["seed"]),
     }
     geometry = Geometry(ct.hu.shape, ct.spacing_mm)
-    soft, bone, window = {}, {}, {}
-    hu_lateral = arms_removed(ct, int(params["arm_margin_vox"]))
+    cut = arm_cut(ct, int(params["arm_margin_vox"]))
+    extend = int(round(float(params["extend_below_mm"]) / geometry.pixel_mm))
+    soft, bone, window, outline = {}, {}, {}, {}
     for view in VIEWS:
-        s_mu, b_mu = attenuation(ct.hu if view == "frontal" else hu_lateral, att)
-        for yi, yaw in enumerate(cfg["yaws_deg"]):
-            rows = int(round(float(params["extend_below_mm"]) / geometry.pixel_mm))
-            soft[view, yi] = _extend_below(
-                _full(project(s_mu, geometry, view, yaw), geometry, view), rows
-            )
-            bone[view, yi] = _extend_below(
-                _full(project(b_mu, geometry, view, yaw), geometry, view), rows
-            )
-    frame = chest_frame(ct, hu_lateral, geometry, float(params["frame_below_lungs_mm"]))
+        s_v, b_v, outline[view] = _base_projections(ct, geometry, view, cfg["yaws_deg"], att, cut)
+        for yi in range(len(cfg["yaws_deg"])):
+            soft[view, yi] = _extend_below(s_v[yi], extend)
+            bone[view, yi] = _extend_below(b_v[yi], extend)
+    frame = chest_frame(outline, float(params["frame_below_lungs_mm"]), geometry)
     for (view, yi), s in soft.items():
         f = frame[view]
         region = (s + bone[view, yi])[
@@ -228,16 +252,7 @@ def build_atlas(ct: ChestCT, params: dict) -> ProjectionAtlas:
         window[view, yi] = (float(np.percentile(inside, lo)), float(np.percentile(inside, hi)))
 
     specs = finding_bank(params["finding_bank"])
-    workers = max(1, int(params.get("workers", 1)))
-    if workers > 1 and "fork" in mp.get_all_start_methods():
-        _SHARED.update(ct=ct, specs=specs, cfg=cfg)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                built = list(pool.map(_entry_task, range(len(specs))))
-        finally:
-            _SHARED.clear()
-    else:
-        built = [_build_entry(ct, s, cfg, seed=cfg["seed"] * 1000 + i) for i, s in enumerate(specs)]
+    built = _build_bank(ct, specs, cfg, max(1, int(params.get("workers", 1))))
     entries = {e.spec.key: e for e in built}
     return ProjectionAtlas(
         geometry=geometry,
@@ -250,12 +265,6 @@ def build_atlas(ct: ChestCT, params: dict) -> ProjectionAtlas:
         window=window,
         config=cfg,
     )
-
-
-def _full(crop: Crop, geometry: Geometry, view: str) -> np.ndarray:
-    out = np.zeros(geometry.atlas_shape(view), dtype=np.float32)
-    paste(out, crop)
-    return out
 
 
 def _extend_below(image: np.ndarray, rows: int) -> np.ndarray:
@@ -275,16 +284,38 @@ def _extend_below(image: np.ndarray, rows: int) -> np.ndarray:
     return np.vstack([image, ext])
 
 
-def chest_frame(
-    ct: ChestCT, hu_lateral: np.ndarray, geometry: Geometry, below_lungs_mm: float
-) -> dict[str, dict]:
+def _base_projections(ct, geometry, view, yaws, att, cut, chunk: int = 24):
+    """Soft and bone line integrals at each yaw, and the yaw-0 lung and body outlines.
+
+    Works through the volume a slab of slices at a time (projection is exact per slab; see
+    ``projector._resample_rows``), so memory stays at a few slabs, not a few volumes.
+    """
+    shape = geometry.atlas_shape(view)
+    soft = [np.zeros(shape, np.float32) for _ in yaws]
+    bone = [np.zeros(shape, np.float32) for _ in yaws]
+    lung = np.zeros(shape, np.float32)
+    body = np.zeros(shape, np.float32)
+    lung_ids = ct.ids_of(*LUNG_LOBES_RIGHT, *LUNG_LOBES_LEFT)
+    for z0 in range(0, ct.hu.shape[2], chunk):
+        hu = ct.hu[:, :, z0 : z0 + chunk]
+        if view == "lateral":
+            hu = without_arms(hu, cut, z0)
+        s_mu, b_mu = attenuation(hu, att)
+        origin = (0, 0, z0)
+        for yi, yaw in enumerate(yaws):
+            paste(soft[yi], project(s_mu, geometry, view, yaw, origin))
+            paste(bone[yi], project(b_mu, geometry, view, yaw, origin))
+        lung_mask = np.isin(ct.labels[:, :, z0 : z0 + chunk], lung_ids).astype(np.float32)
+        paste(lung, project(lung_mask, geometry, view, 0.0, origin))
+        paste(body, project((hu > -500.0).astype(np.float32), geometry, view, 0.0, origin))
+    return soft, bone, {"lung": lung > 0, "body": body > 0}
+
+
+def chest_frame(outline: dict, below_lungs_mm: float, geometry: Geometry) -> dict[str, dict]:
     """Where the chest sits in each view's atlas image: lung box, body box, in pixels."""
-    lungs = ct.mask_of(*LUNG_LOBES_RIGHT, *LUNG_LOBES_LEFT).astype(np.float32)
     out = {}
-    for view in VIEWS:
-        body = ((ct.hu if view == "frontal" else hu_lateral) > -500.0).astype(np.float32)
-        lp = project(lungs, geometry, view, 0.0).data > 0
-        bp = project(body, geometry, view, 0.0).data > 0
+    for view, o in outline.items():
+        lp, bp = o["lung"], o["body"]
         lr, lc = np.flatnonzero(lp.any(1)), np.flatnonzero(lp.any(0))
         bc = np.flatnonzero(bp[lr[0] : lr[-1] + 1].any(0))
         bottom = min(lr[-1] + below_lungs_mm / geometry.pixel_mm, lp.shape[0])

@@ -158,13 +158,18 @@ def resample_z(ct: ChestCT, factor: int, sigma_vox: float) -> ChestCT:
     i0 = np.minimum(np.floor(pos).astype(int), n - 1)
     i1 = np.minimum(i0 + 1, n - 1)
     w = (pos - i0).astype(np.float32)
-    hu = ct.hu[:, :, i0] * (1.0 - w) + ct.hu[:, :, i1] * w
-    if sigma_vox > 0:
-        hu = ndi.gaussian_filter1d(hu, sigma_vox, axis=2, mode="nearest")
+    hu = np.empty(ct.hu.shape[:2] + (len(pos),), dtype=np.float32)
+    step = 32  # a slab of x at a time keeps the temporaries small
+    for x0 in range(0, hu.shape[0], step):
+        part = ct.hu[x0 : x0 + step]
+        block = part[:, :, i0] * (1.0 - w) + part[:, :, i1] * w
+        if sigma_vox > 0:
+            block = ndi.gaussian_filter1d(block, sigma_vox, axis=2, mode="nearest")
+        hu[x0 : x0 + step] = block
     pick = np.rint(pos).astype(int)
     dx, dy, dz = ct.spacing_mm
     return ChestCT(
-        hu=hu.astype(np.float32),
+        hu=hu,
         labels=ct.labels[:, :, pick],
         spacing_mm=(dx, dy, dz / factor),
         structures=ct.structures,
@@ -172,32 +177,46 @@ def resample_z(ct: ChestCT, factor: int, sigma_vox: float) -> ChestCT:
     )
 
 
-def arms_removed(ct: ChestCT, margin_vox: int) -> np.ndarray:
-    """HU with the arms set to air: for lateral views, where patients raise their arms.
+def arm_cut(ct: ChestCT, margin_vox: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the x range to keep for lateral views, where patients raise their arms.
 
-    Keeps, slice by slice, what lies within ``margin_vox`` of the rib cage's extent in x.
-    Above the ribs a slice takes the top rib slice's extent; below them (the abdomen, where
-    the last ribs are short) the widest extent of the whole cage.
+    Keeps what lies within ``margin_vox`` of the rib cage's extent in x. Above the ribs a
+    slice takes the top rib slice's extent; below them (the abdomen, where the last ribs are
+    short) the widest extent of the whole cage. The extent is widened to its maximum within
+    about a centimetre and smoothed, so it does not print slice-to-slice bands.
     """
     ribs = ct.mask_of(*[n for n in ct.structures if n.startswith("rib_")])
     has = np.flatnonzero(ribs.any(axis=(0, 1)))
     if has.size == 0:
         raise ValueError("the label map has no ribs: cannot find the arms")
     all_x = np.flatnonzero(ribs.any(axis=(1, 2)))
-    hu = ct.hu.copy()
-    x = np.arange(hu.shape[0])
-    for k in range(hu.shape[2]):
+    nz = ct.hu.shape[2]
+    lo = np.empty(nz)
+    hi = np.empty(nz)
+    for k in range(nz):
         if k < has[0]:
-            lo, hi = all_x[0], all_x[-1]
-        else:
-            xs = np.flatnonzero(ribs[:, :, min(k, has[-1])].any(axis=1))
-            if xs.size == 0:  # a gap between rib slices: the nearest slice with ribs
-                kk = has[np.abs(has - k).argmin()]
-                xs = np.flatnonzero(ribs[:, :, kk].any(axis=1))
-            lo, hi = xs[0], xs[-1]
-        outside = (x < lo - margin_vox) | (x > hi + margin_vox)
-        hu[outside, :, k] = -1000.0
-    return hu
+            lo[k], hi[k] = all_x[0], all_x[-1]
+            continue
+        kk = min(k, has[-1])
+        xs = np.flatnonzero(ribs[:, :, kk].any(axis=1))
+        if xs.size == 0:  # a gap between rib slices: the nearest slice with ribs
+            xs = np.flatnonzero(ribs[:, :, has[np.abs(has - kk).argmin()]].any(axis=1))
+        lo[k], hi[k] = xs[0], xs[-1]
+    reach = max(1, int(round(10.0 / ct.spacing_mm[2])))
+    lo = ndi.gaussian_filter1d(ndi.minimum_filter1d(lo, 2 * reach + 1), reach)
+    hi = ndi.gaussian_filter1d(ndi.maximum_filter1d(hi, 2 * reach + 1), reach)
+    return lo - margin_vox, hi + margin_vox
+
+
+def without_arms(hu: np.ndarray, cut: tuple[np.ndarray, np.ndarray], z0: int = 0) -> np.ndarray:
+    """A copy of ``hu`` (slices z0...) with everything outside the ``arm_cut`` set to air."""
+    out = hu.copy()
+    x = np.arange(hu.shape[0])
+    lo, hi = cut
+    for k in range(hu.shape[2]):
+        outside = (x < lo[z0 + k]) | (x > hi[z0 + k])
+        out[outside, :, k] = -1000.0
+    return out
 
 
 def attenuation(hu: np.ndarray, config: AttenuationConfig) -> tuple[np.ndarray, np.ndarray]:

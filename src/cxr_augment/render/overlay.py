@@ -32,6 +32,7 @@ def burn_in(image: np.ndarray, spec, rng: np.random.Generator) -> None:
             image[:, : max(1, band // 3)] = value
         else:
             image[:, w - max(1, band // 3) :] = value
+    marker_left = None
     if spec.marker:
         scale = float(rng.uniform(0.7, 1.1)) * unit
         thick = max(1, int(round(2 * unit)))
@@ -39,6 +40,7 @@ def burn_in(image: np.ndarray, spec, rng: np.random.Generator) -> None:
         margin = int(rng.integers(4, 20) * unit)
         # the marker sits on the side it names: patient's right is the viewer's left
         left = spec.marker == "R" if spec.view == "frontal" else rng.random() < 0.5
+        marker_left = left
         x = margin if left else w - tw - margin
         y = int(rng.integers(int(th + 4 * unit), int(h * 0.3)))
         value = int(rng.integers(225, 256))
@@ -49,7 +51,8 @@ def burn_in(image: np.ndarray, spec, rng: np.random.Generator) -> None:
     if spec.text:
         scale = float(rng.uniform(0.3, 0.45)) * unit
         thick = 1
-        corner = int(rng.integers(0, 2))  # top right or top left, away from the marker
+        # top right or top left, away from the marker
+        corner = int(rng.integers(0, 2)) if marker_left is None else int(marker_left is False)
         y = int(rng.integers(int(12 * unit), int(22 * unit)))
         value = int(rng.integers(215, 256))
         for line in spec.text:

@@ -150,7 +150,14 @@ def project(
 
 
 def _resample_rows(image_z: np.ndarray, geometry: Geometry, z0: int) -> tuple[np.ndarray, int]:
-    """Linear resampling of rows indexed by slice (ascending z) onto atlas rows."""
+    """Linear resampling of rows indexed by slice (ascending z) onto atlas rows.
+
+    A zero slice is assumed beyond each end, as in the full volume around a sub-volume, so a
+    sub-volume projects exactly as its part of the full volume does.
+    """
+    zeros = np.zeros((1, image_z.shape[1]), dtype=image_z.dtype)
+    image_z = np.vstack([zeros, image_z, zeros])
+    z0 = z0 - 1
     dz = dz_vol = geometry.spacing_mm[2]
     px = geometry.pixel_mm
     z_top = (geometry.shape[2] - 1) * dz

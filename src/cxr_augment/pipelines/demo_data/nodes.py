@@ -86,8 +86,10 @@ def export_chexpert_tables(
     )
 
 
-def _render_one(atlas: ProjectionAtlas, record: dict, height: int, width: int) -> np.ndarray:
-    return render(atlas, spec_from_record(record), height, width).image
+def _render_row(
+    atlas: ProjectionAtlas, specs: pd.DataFrame, i: int, height: int, width: int
+) -> np.ndarray:
+    return render(atlas, spec_from_record(specs.iloc[i]), height, width).image
 
 
 def render_demo_images(
@@ -104,8 +106,9 @@ def render_demo_images(
         ``Path -> callable`` returning the uint8 radiograph.
     """
     h, w = int(params["height"]), int(params["width"])
-    records = plan.to_dict("records")
-    return {rec["Path"]: partial(_render_one, atlas, rec, h, w) for rec in records}
+    # one shared table of specs; each image reads its row when it renders (bounded memory)
+    specs = plan[[c for c in plan.columns if c.startswith("spec_")]]
+    return {path: partial(_render_row, atlas, specs, i, h, w) for i, path in enumerate(plan["Path"])}
 
 
 def label_distribution(train_csv: pd.DataFrame) -> pd.DataFrame:
