@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class PeakMemory:
     """Peak of the summed PSS of this process and its children, sampled in a thread."""
 
-    def __init__(self, period_s: float = 0.02) -> None:
+    def __init__(self, period_s: float = 0.05) -> None:
         self.period_s = period_s
         self.peak = 0
         self._stop = threading.Event()
@@ -96,8 +96,13 @@ def naive_render(ct, atlas, plan, n: int, height: int, width: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2500, 20000],
-                    help="total images (train + valid + test) per run")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[2500, 20000],
+        help="total images (train + valid + test) per run",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive", type=int, default=8, help="images for the naive baseline")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "demo_render.json"))
@@ -110,8 +115,11 @@ def main() -> None:
     p = params["demo_data"]
     h, w = p["image"]["height"], p["image"]["width"]
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "image_size_hw": [h, w],
         "workers": args.workers,
         "runs": [],
@@ -119,8 +127,9 @@ def main() -> None:
     ct_volume, ct_labels = catalog.load("demo_ct"), catalog.load("demo_ct_labels")
     structures = catalog.load("demo_ct_structures")
     for total in args.sizes:
-        valid = max(1, total // 12)
-        test = max(1, total // 8)
+        # valid and test patients are capped by the release's numbering (200 and 500)
+        valid = min(200, max(1, total // 12))
+        test = min(300, max(1, total // 8))
         sizes = {"train_images": total - valid - test, "valid_images": valid, "test_images": test}
         with PeakMemory() as mem, tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -151,8 +160,12 @@ def main() -> None:
     from cxr_augment.render.ct import AttenuationConfig, ChestCT, prepare_ct, structure_table
 
     ct = prepare_ct(
-        ChestCT(ct_volume["data"], ct_labels["data"].astype(np.uint8), ct_volume["spacing"],
-                structure_table(structures.to_dict("records"))),
+        ChestCT(
+            ct_volume["data"],
+            ct_labels["data"].astype(np.uint8),
+            ct_volume["spacing"],
+            structure_table(structures.to_dict("records")),
+        ),
         AttenuationConfig(),
     )
     s_per_img = naive_render(ct, atlas, plan, args.naive, h, w)

@@ -17,10 +17,22 @@ TINY = {
             "yaws_deg": [0.0],
             "finding_bank": {
                 "pneumothorax": {"sides": ["right", "left"], "kinds": ["apical"], "sizes": [0.3]},
-                "pleural_effusion": {"sides": ["right", "left"], "levels": [0.3], "meniscus_mm": [35.0]},
+                "pleural_effusion": {
+                    "sides": ["right", "left"],
+                    "levels": [0.3],
+                    "meniscus_mm": [35.0],
+                },
                 "cardiomegaly": {"factors": [1.3]},
-                "lung_opacity": {"lobes": ["lung_lower_lobe_left"], "coverages": [0.5], "strength": 0.45},
-                "consolidation": {"lobes": ["lung_upper_lobe_right"], "coverages": [0.6], "strength": 0.9},
+                "lung_opacity": {
+                    "lobes": ["lung_lower_lobe_left"],
+                    "coverages": [0.5],
+                    "strength": 0.45,
+                },
+                "consolidation": {
+                    "lobes": ["lung_upper_lobe_right"],
+                    "coverages": [0.6],
+                    "strength": 0.9,
+                },
             },
         },
     }
@@ -43,32 +55,64 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
     import dagster as dg
     from kedro_dagster import KedroProjectTranslator
 
+    from cxr_augment.checks import asset_checks
+
     monkeypatch.chdir(tiny_project)
     monkeypatch.setenv("DAGSTER_HOME", str(tiny_project / ".dagster"))
     (tiny_project / ".dagster").mkdir()
     location = KedroProjectTranslator(env="local", project_path=tiny_project).to_dagster()
     names = {key.path[-1] for a in location.named_assets.values() for key in _keys(a)}
     expected = {
-        "demo_ct", "demo_ct_labels", "demo_ct_structures", "demo_projection_atlas",
-        "demo_render_plan", "demo_train_csv", "demo_valid_csv", "demo_groundtruth_csv",
-        "demo_truth", "demo_images", "demo_label_distribution", "demo_contact_sheet",
+        "demo_ct",
+        "demo_ct_labels",
+        "demo_ct_structures",
+        "demo_projection_atlas",
+        "demo_render_plan",
+        "chexpert_train_csv",
+        "chexpert_valid_csv",
+        "chexpert_groundtruth_csv",
+        "chexpert_truth",
+        "chexpert_images",
+        "demo_label_distribution",
+        "demo_contact_sheet",
+    }
+    expected |= {
+        "manifest",
+        "tensor_store",
+        "split_table",
+        "quarantine",
+        "preprocessing_report",
+        "label_distribution_table",
+        "policy_truth_agreement",
+        "mask_figure",
     }
     assert expected <= names
-    assert "demo_data" in location.named_jobs
-    defs = dg.Definitions(
-        assets=list(location.named_assets.values()),
-        resources={**location.named_resources, "io_manager": dg.fs_io_manager},
-    )
+    assert {"demo_data", "preprocessing"} <= set(location.named_jobs)
     result = dg.materialize(
-        list(location.named_assets.values()),
+        [*location.named_assets.values(), *asset_checks("local")],
         resources={**location.named_resources, "io_manager": dg.fs_io_manager},
     )
     assert result.success
-    assert defs is not None
     data = tiny_project / "data" / "01_raw" / "chexpert_demo"
     assert len(list(data.rglob("*.jpg"))) == 16
     assert (data / "CheXpert-v1.0-small" / "train.csv").exists()
     assert (tiny_project / "data" / "08_reporting" / "demo_data" / "contact_sheet.png").exists()
+    assert (tiny_project / "data" / "05_model_input" / "tensor_store" / "meta.json").exists()
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"no_patient_in_two_splits": True, "no_image_unreported": True}
+
+
+def test_split_check_fails_when_a_patient_is_in_two_splits():
+    import pandas as pd
+
+    from cxr_augment.checks import split_leak_result
+
+    ok = pd.DataFrame({"patient_id": [1, 2, 3], "split": ["train", "train", "internal_test"]})
+    assert split_leak_result(ok).passed
+    leak = pd.DataFrame({"patient_id": [1, 1, 2], "split": ["train", "internal_test", "train"]})
+    result = split_leak_result(leak)
+    assert not result.passed
+    assert result.metadata["leaking_patients"].value == 1
 
 
 def _keys(asset):

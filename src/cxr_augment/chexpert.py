@@ -84,3 +84,100 @@ def study_path(split: str, patient: int, study: int) -> str:
     """The ``Study`` value of groundtruth.csv (no trailing slash)."""
     release = FULL_RELEASE if split == "test" else SMALL_RELEASE
     return f"{release}/{split}/{patient_name(patient)}/study{study}"
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+class ChexpertFormatError(ValueError):
+    """A CheXpert table breaks a rule: the message names the file, the row and the rule."""
+
+    def __init__(self, file: str, row: int | None, rule: str, detail: str) -> None:
+        where = f"{file}" if row is None else f"{file}, row {row}"
+        super().__init__(f"{where}: {rule}: {detail}")
+        self.file, self.row, self.rule = file, row, rule
+
+
+def _csv_row(i: int) -> int:
+    """1-based line number in the file of the i-th data row (the header is line 1)."""
+    return int(i) + 2
+
+
+def check_columns(columns, expected: tuple[str, ...], file: str) -> None:
+    """The header must be exactly ``expected`` (names and order)."""
+    cols = tuple(columns)
+    missing = [c for c in expected if c not in cols]
+    extra = [c for c in cols if c not in expected]
+    if missing:
+        raise ChexpertFormatError(file, 1, "missing columns", ", ".join(missing))
+    if extra:
+        raise ChexpertFormatError(file, 1, "extra columns", ", ".join(extra))
+    if cols != expected:
+        raise ChexpertFormatError(file, 1, "column order", f"expected {', '.join(expected)}")
+
+
+LABEL_TEXT = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": None}
+
+
+def parse_labels(table, file: str, allowed: tuple[str, ...] = tuple(LABEL_TEXT)):
+    """Label columns (read as text) to floats, NaN for empty; any other value is an error."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for obs in OBSERVATIONS:
+        # few distinct values: map through categories, not string by string
+        cat = pd.Categorical(table[obs].fillna("").astype(str))
+        values = [str(v).strip() for v in cat.categories]
+        bad = [k for k, v in enumerate(values) if v not in allowed]
+        if bad:
+            i = int(np.flatnonzero(np.isin(cat.codes, bad))[0])
+            shown = f"{obs} = {str(table[obs].iloc[i]).strip()!r}"
+            rule = "allowed {1, 0, -1, empty}" if "" in allowed else "allowed {0, 1}"
+            raise ChexpertFormatError(file, _csv_row(i), "label value", f"{shown}, {rule}")
+        lut = np.array(
+            [np.nan if LABEL_TEXT[v] is None else LABEL_TEXT[v] for v in values] + [np.nan]
+        )
+        out[obs] = lut[cat.codes]  # code -1 (missing) takes the last entry, NaN
+    return pd.DataFrame(out, index=table.index)
+
+
+def check_paths(
+    paths, file: str, root_release: tuple[str, ...] = (SMALL_RELEASE, FULL_RELEASE)
+) -> None:
+    """Paths are relative, stay inside the root, start with a release folder, are unique.
+
+    Vectorised: the first offending row is reported.
+    """
+    import numpy as np
+    import pandas as pd
+
+    text = pd.Series(list(paths), dtype=object).astype(str)
+
+    def first(mask) -> int:
+        return int(np.flatnonzero(np.asarray(mask))[0])
+
+    absolute = (text == "") | text.str.match(r"^([/\\]|[A-Za-z]:)")
+    if absolute.any():
+        i = first(absolute)
+        raise ChexpertFormatError(file, _csv_row(i), "absolute path", text.iloc[i])
+    escapes = text.str.contains(r"(?:^|/)\.\.(?:/|$)", regex=True)
+    if escapes.any():
+        i = first(escapes)
+        raise ChexpertFormatError(file, _csv_row(i), "path escapes the root", text.iloc[i])
+    outside = ~text.str.split("/", n=1).str[0].isin(root_release)
+    if outside.any():
+        i = first(outside)
+        raise ChexpertFormatError(
+            file,
+            _csv_row(i),
+            "path outside the release",
+            f"{text.iloc[i]} (expected {root_release})",
+        )
+    dup = text.duplicated()
+    if dup.any():
+        i = first(dup)
+        j = first(text == text.iloc[i])
+        raise ChexpertFormatError(
+            file, _csv_row(i), "duplicate path", f"{text.iloc[i]} (first at row {_csv_row(j)})"
+        )

@@ -19,6 +19,7 @@ from cxr_augment.datasets import ImageFolderDataset
 from cxr_augment.pipelines.demo_data import create_pipeline
 
 SIZES = {"train_images": 24, "valid_images": 6, "test_images": 5}
+TEXT = {"dtype": str, "keep_default_na": False}
 
 
 def _run(root: Path, atlas, parameters, seed: int) -> Path:
@@ -33,17 +34,21 @@ def _run(root: Path, atlas, parameters, seed: int) -> Path:
             "params:demo_data.image": MemoryDataset(p["image"]),
             "params:demo_data.contact_sheet": MemoryDataset(p["contact_sheet"]),
             "demo_render_plan": ParquetDataset(filepath=str(root / "plan.parquet")),
-            "demo_train_csv": CSVDataset(
-                filepath=str(data / "CheXpert-v1.0-small/train.csv"), save_args={"index": False}
+            "chexpert_train_csv": CSVDataset(
+                filepath=str(data / "CheXpert-v1.0-small/train.csv"),
+                load_args=TEXT,
+                save_args={"index": False},
             ),
-            "demo_valid_csv": CSVDataset(
-                filepath=str(data / "CheXpert-v1.0-small/valid.csv"), save_args={"index": False}
+            "chexpert_valid_csv": CSVDataset(
+                filepath=str(data / "CheXpert-v1.0-small/valid.csv"),
+                load_args=TEXT,
+                save_args={"index": False},
             ),
-            "demo_groundtruth_csv": CSVDataset(
-                filepath=str(data / "groundtruth.csv"), save_args={"index": False}
+            "chexpert_groundtruth_csv": CSVDataset(
+                filepath=str(data / "groundtruth.csv"), load_args=TEXT, save_args={"index": False}
             ),
-            "demo_truth": ParquetDataset(filepath=str(data / "truth.parquet")),
-            "demo_images": ImageFolderDataset(path=str(data), save_args={"workers": 2}),
+            "chexpert_truth": ParquetDataset(filepath=str(data / "truth.parquet")),
+            "chexpert_images": ImageFolderDataset(path=str(data), save_args={"workers": 2}),
             "demo_label_distribution": CSVDataset(filepath=str(root / "labels.csv")),
             "demo_contact_sheet": MatplotlibDataset(filepath=str(root / "sheet.png")),
         }

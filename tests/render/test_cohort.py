@@ -61,14 +61,18 @@ def test_sizes_and_patient_numbering(plan, parameters):
     assert set(per_study) <= {("frontal",), ("frontal", "lateral")}
     assert plan.Path.is_unique
     test_paths = plan[plan.split == "test"].Path
-    assert test_paths.str.match(r"CheXpert-v1\.0/test/patient\d{5}/study1/view[12]_(frontal|lateral)\.jpg").all()
+    assert test_paths.str.match(
+        r"CheXpert-v1\.0/test/patient\d{5}/study1/view[12]_(frontal|lateral)\.jpg"
+    ).all()
 
 
 @pytest.mark.parametrize("obs", ["Pneumothorax", "Pleural Effusion"])
 def test_label_marginals_follow_table_1(plan, obs):
     train = plan[plan.split == "train"]
     col = train[obs]
-    observed = np.array([(col == 1).mean(), (col == -1).mean(), (col == 0).mean(), col.isna().mean()])
+    observed = np.array(
+        [(col == 1).mean(), (col == -1).mean(), (col == 0).mean(), col.isna().mean()]
+    )
     expected = np.array(cx.TABLE1_COUNTS[obs]) / cx.TABLE1_IMAGES
     assert np.abs(observed - expected).max() * 100 <= 1.5
     # the quota fills whole studies: the error is at most one two-view study
@@ -148,8 +152,17 @@ def test_truth_table_has_every_image_and_observation(plan, tiny_atlas):
     sub = plan.groupby("split").head(40)
     truth = export.truth_table(sub, tiny_atlas)
     assert len(truth) == len(sub) * len(cx.OBSERVATIONS)
-    assert set(truth.columns) >= {"Path", "observation", "truth", "csv_label", "rendered",
-                                  "finding", "side", "severity", "lesion_area_px"}
+    assert set(truth.columns) >= {
+        "Path",
+        "observation",
+        "truth",
+        "csv_label",
+        "rendered",
+        "finding",
+        "side",
+        "severity",
+        "lesion_area_px",
+    }
     merged = truth.merge(sub, on="Path")
     for obs in cx.OBSERVATIONS:
         part = merged[merged.observation == obs]

@@ -61,7 +61,9 @@ def test_thick_slabs_err_by_at_most_half_a_slab_of_shear():
     vol = np.zeros(GEO.shape, np.float32)
     vol[15:25, :, 5:12] = rng.random((10, 30, 7))
     exact = _full(project(vol, GEO, "frontal", 8.0, pad=8), 80)
-    approx = _full(combine_slabs(project_slabs(vol, GEO, "frontal", 5.6), GEO, "frontal", 8.0, 8), 80)
+    approx = _full(
+        combine_slabs(project_slabs(vol, GEO, "frontal", 5.6), GEO, "frontal", 8.0, 8), 80
+    )
     assert approx.sum() == pytest.approx(exact.sum(), rel=1e-5)  # mass is conserved
     # a column shift of at most 4 voxels * tan(8 deg) < 1 px: profiles stay close
     assert np.abs(approx.sum(0) - exact.sum(0)).max() < 0.25 * exact.sum(0).max()

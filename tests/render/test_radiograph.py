@@ -12,8 +12,15 @@ H, W = 390, 320
 
 
 def _spec(**kw) -> ImageSpec:
-    base = dict(view="frontal", projection="PA", seed=5, anatomy_seed=6, device_seed=7,
-                yaw_deg=0.0, dose=50000.0)
+    base = dict(
+        view="frontal",
+        projection="PA",
+        seed=5,
+        anatomy_seed=6,
+        device_seed=7,
+        yaw_deg=0.0,
+        dose=50000.0,
+    )
     return ImageSpec(**{**base, **kw})
 
 
@@ -44,13 +51,19 @@ def test_image_looks_like_a_chest_radiograph(tiny_atlas):
     assert np.percentile(img, 99) - np.percentile(img, 1) > 150
 
 
-@pytest.mark.parametrize("kind", ["pneumothorax", "pleural_effusion", "cardiomegaly",
-                                  "lung_opacity", "consolidation"])
+@pytest.mark.parametrize(
+    "kind", ["pneumothorax", "pleural_effusion", "cardiomegaly", "lung_opacity", "consolidation"]
+)
 @pytest.mark.parametrize("view", ["frontal", "lateral"])
 def test_finding_changes_pixels_only_where_its_mask_projects(tiny_atlas, kind, view):
     key = tiny_atlas.entries_of(kind)[0].spec.key
-    spec = _spec(view=view, projection="PA" if view == "frontal" else "LL",
-                 yaw_deg=4.0, roll_deg=3.0, scale_si=1.2)
+    spec = _spec(
+        view=view,
+        projection="PA" if view == "frontal" else "LL",
+        yaw_deg=4.0,
+        roll_deg=3.0,
+        scale_si=1.2,
+    )
     without = render(tiny_atlas, spec, H, W).image.astype(int)
     out = render(tiny_atlas, dataclasses.replace(spec, findings=(key,)), H, W, with_masks=True)
     changed = out.image.astype(int) != without
@@ -68,7 +81,13 @@ def test_finding_changes_pixels_only_where_its_mask_projects(tiny_atlas, kind, v
 def test_devices_draw_where_their_mask_says_and_brighten(tiny_atlas):
     spec = _spec(projection="AP")
     without = render(tiny_atlas, spec, H, W).image.astype(int)
-    for kind in ("endotracheal_tube", "nasogastric_tube", "central_line", "chest_drain", "pacemaker"):
+    for kind in (
+        "endotracheal_tube",
+        "nasogastric_tube",
+        "central_line",
+        "chest_drain",
+        "pacemaker",
+    ):
         out = render(tiny_atlas, dataclasses.replace(spec, devices=(kind,)), H, W, with_masks=True)
         mask = out.lesions[kind]
         changed = out.image.astype(int) != without
@@ -91,7 +110,9 @@ def test_device_course_is_shared_by_the_views_of_a_study(tiny_atlas):
 def test_markers_are_burned_in_near_the_edges(tiny_atlas):
     spec = _spec()
     plain = render(tiny_atlas, spec, H, W).image.astype(int)
-    marked = render(tiny_atlas, dataclasses.replace(spec, marker="R", text=("PORTABLE", "AP")), H, W)
+    marked = render(
+        tiny_atlas, dataclasses.replace(spec, marker="R", text=("PORTABLE", "AP")), H, W
+    )
     diff = np.argwhere(marked.image.astype(int) != plain)
     assert len(diff) > 30
     near_edge = (diff[:, 1] < 0.3 * W) | (diff[:, 1] > 0.7 * W)

@@ -1,6 +1,14 @@
-"""Custom Kedro datasets (written the kedro-datasets way: fsspec paths, load/save/_describe)."""
+"""Custom Kedro datasets (written the kedro-datasets way: load/save/_describe/_exists)."""
 
 from cxr_augment.datasets.image_folder_dataset import ImageFolderDataset
 from cxr_augment.datasets.nifti_dataset import NiftiDataset
+from cxr_augment.datasets.read_only_dataset import AbsentDataset, ReadOnlyDataset
+from cxr_augment.datasets.tensor_store_dataset import TensorStoreDataset
 
-__all__ = ["ImageFolderDataset", "NiftiDataset"]
+__all__ = [
+    "AbsentDataset",
+    "ImageFolderDataset",
+    "NiftiDataset",
+    "ReadOnlyDataset",
+    "TensorStoreDataset",
+]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import stat
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -53,7 +54,7 @@ def _init_worker() -> None:
     pass
 
 
-class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[], np.ndarray]]]):
+class ImageFolderDataset(AbstractDataset[Mapping[str, Any], "ImageFolder"]):
     """A tree of greyscale images under ``path``, keyed by relative path.
 
     Examples:
@@ -90,30 +91,35 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
         self._swap_depth = swap_depth
         self._save_args = {"workers": 1, "jpeg_quality": 95, **(save_args or {})}
         self.metadata = metadata
+        self._listing: ImageFolder | None = None  # kept (with its walk and stats) until a save
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._root), "swap_depth": self._swap_depth, **self._save_args}
 
     def _exists(self) -> bool:
-        return self._root.is_dir() and any(self._iter_files())
+        return self._root.is_dir() and next(self._iter_files(), None) is not None
 
     def _iter_files(self):
-        for dirpath, dirnames, filenames in os.walk(self._root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".staging-"))
+        """(relative key, absolute path) of every image file, in sorted order (plain strings:
+        pathlib costs seconds on a CheXpert-size tree)."""
+        root = str(self._root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".staging-", ".old-")))
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            prefix = "" if rel == "." else rel + "/"
             for name in sorted(filenames):
                 if name.lower().endswith(self._suffixes):
-                    yield Path(dirpath) / name
+                    yield prefix + name, os.path.join(dirpath, name)
 
-    def load(self) -> dict[str, Callable[[], np.ndarray]]:
+    def load(self) -> ImageFolder:
         if not self._root.is_dir():
             raise DatasetError(f"image folder not found: {self._root}")
-        out = {}
-        for file in self._iter_files():
-            key = PurePosixPath(file.relative_to(self._root)).as_posix()
-            out[key] = _Reader(file)
-        return out
+        if self._listing is None:
+            self._listing = ImageFolder(str(self._root), self._suffixes, self._iter_files)
+        return self._listing
 
     def save(self, data: Mapping[str, Any]) -> None:
+        self._listing = None
         keys = list(data)
         for key in keys:
             p = PurePosixPath(key)
@@ -127,7 +133,9 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
         staging.mkdir()
         try:
             self._write_all(data, keys, staging)
-            subtrees = sorted({PurePosixPath(*PurePosixPath(k).parts[: self._swap_depth]) for k in keys})
+            subtrees = sorted(
+                {PurePosixPath(*PurePosixPath(k).parts[: self._swap_depth]) for k in keys}
+            )
             for sub in subtrees:
                 final = self._root / sub
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -157,17 +165,119 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], dict[str, Callable[[
             _JOBS.clear()
 
 
-class _Reader:
-    """Decodes one image file to a uint8 greyscale array when called."""
+class ImageFolder(Mapping):
+    """The loaded tree: ``relative path -> reader``, lazy.
 
-    def __init__(self, path: Path) -> None:
+    Membership and access look at the one file (a ``stat``, remembered), so checking a
+    CheXpert-size list of paths costs no walk of the tree; iterating walks it once.
+    ``files_in(folder)`` lists the images directly inside one sub-folder.
+    """
+
+    def __init__(self, root: str, suffixes: tuple[str, ...], walk) -> None:
+        self._root = root
+        self._suffixes = suffixes
+        self._walk = walk
+        self._keys: list[str] | None = None
+        self._stats: dict[str, tuple[int, int]] = {}
+
+    def _path(self, key: str) -> str | None:
+        if not isinstance(key, str) or key.startswith("/") or ".." in key.split("/"):
+            return None
+        return f"{self._root}/{key}"
+
+    def __contains__(self, key) -> bool:
+        if key in self._stats:
+            return True
+        if not isinstance(key, str) or not key.lower().endswith(self._suffixes):
+            return False
+        path = self._path(key)
+        if path is None:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        self._stats[key] = (st.st_size, st.st_mtime_ns)
+        return True
+
+    def __getitem__(self, key: str) -> _Reader:
+        if key not in self:
+            raise KeyError(key)
+        return _Reader(self._path(key), self._stats[key])
+
+    def __iter__(self):
+        if self._keys is None:
+            self._keys = [key for key, _ in self._walk()]
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def missing(self, keys: list[str]) -> list[int]:
+        """Positions of ``keys`` that are not image files here (one ``stat`` each, remembered).
+
+        The bulk form of ``key in folder`` for a CheXpert-size list of paths.
+        """
+        out = []
+        stats, root, suffixes = self._stats, self._root, self._suffixes
+        for i, key in enumerate(keys):
+            if key in stats:
+                continue
+            if (
+                not isinstance(key, str)
+                or key.startswith("/")
+                or "/../" in f"/{key}/"
+                or not key.lower().endswith(suffixes)
+            ):
+                out.append(i)
+                continue
+            try:
+                st = os.stat(f"{root}/{key}")
+            except OSError:
+                out.append(i)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                stats[key] = (st.st_size, st.st_mtime_ns)
+            else:
+                out.append(i)
+        return out
+
+    def files_in(self, folder: str) -> list[str]:
+        """Image keys directly inside ``folder`` (a relative folder key), sorted."""
+        path = self._path(folder)
+        if path is None or not os.path.isdir(path):
+            return []
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(self._suffixes))
+        return [f"{folder}/{n}" for n in names if f"{folder}/{n}" in self]
+
+
+class _Reader:
+    """One image file: called, it decodes to a uint8 greyscale array; ``read_bytes`` gives the
+    raw file for stricter decoders, ``stat`` its size and modification time."""
+
+    __slots__ = ("path", "_stat")
+
+    def __init__(self, path: str, stat_: tuple[int, int] | None = None) -> None:
         self.path = path
+        self._stat = stat_
 
     def __call__(self) -> np.ndarray:
-        image = cv2.imread(str(self.path), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(self.path, cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise DatasetError(f"{self.path}: not a decodable image")
         return image
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def stat(self) -> tuple[int, int]:
+        if self._stat is None:
+            st = os.stat(self.path)
+            self._stat = (st.st_size, st.st_mtime_ns)
+        return self._stat
 
     def __repr__(self) -> str:
         return f"_Reader({self.path})"

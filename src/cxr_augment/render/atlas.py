@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 
 from cxr_augment.render import findings as fd
 from cxr_augment.render.ct import (
@@ -150,20 +147,9 @@ def simulate(ct: ChestCT, spec: FindingSpec, seed: int) -> fd.FindingVolume:
 
 
 # --- parallel bank construction ---------------------------------------------------------
-# Workers are spawned, not forked: they run torch, whose OpenMP runtime is not fork-safe once
-# the parent has used it. They read the CT from memory-mapped .npy files, so nothing is copied.
+# Forked workers share the CT with the parent copy-on-write. They run numpy, scipy and
+# single-threaded OpenCV only: no thread pool is started or reconfigured after the fork.
 _SHARED: dict = {}
-
-
-def _init_worker(folder: str, spacing, structures, specs, cfg) -> None:
-    torch.set_num_threads(1)  # one process per core already
-    hu = np.load(os.path.join(folder, "hu.npy"), mmap_mode="r")
-    labels = np.load(os.path.join(folder, "labels.npy"), mmap_mode="r")
-    _SHARED.update(
-        ct=ChestCT(hu=hu, labels=labels, spacing_mm=tuple(spacing), structures=structures),
-        specs=specs,
-        cfg=cfg,
-    )
 
 
 def _entry_task(i: int) -> FindingEntry:
@@ -172,16 +158,14 @@ def _entry_task(i: int) -> FindingEntry:
 
 
 def _build_bank(ct: ChestCT, specs: list[FindingSpec], cfg: dict, workers: int) -> list:
-    if workers <= 1 or len(specs) < 2:
+    if workers <= 1 or len(specs) < 2 or "fork" not in mp.get_all_start_methods():
         return [_build_entry(ct, s, cfg, seed=cfg["seed"] * 1000 + i) for i, s in enumerate(specs)]
-    with tempfile.TemporaryDirectory(prefix="cxr-atlas-") as folder:
-        np.save(os.path.join(folder, "hu.npy"), ct.hu)
-        np.save(os.path.join(folder, "labels.npy"), ct.labels)
-        args = (folder, ct.spacing_mm, ct.structures, specs, cfg)
-        with ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=args
-        ) as pool:
+    _SHARED.update(ct=ct, specs=specs, cfg=cfg)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
             return list(pool.map(_entry_task, range(len(specs))))
+    finally:
+        _SHARED.clear()
 
 
 def _build_entry(ct: ChestCT, spec: FindingSpec, cfg: dict, seed: int) -> FindingEntry:
@@ -210,7 +194,7 @@ def _build_entry(ct: ChestCT, spec: FindingSpec, cfg: dict, seed: int) -> Findin
 
 
 def _mean_over(values: Crop, mask: Crop) -> float:
-    """Mean of ``values`` over the pixels of ``mask`` (both placed in the atlas grid)."""
+    """Mean absolute value of ``values`` over the pixels of ``mask`` (both in the atlas grid)."""
     if mask.data.size == 0 or not mask.data.any():
         return 0.0
     rows, cols = np.nonzero(mask.data)
@@ -218,7 +202,7 @@ def _mean_over(values: Crop, mask: Crop) -> float:
     c = cols + mask.col0 - values.col0
     ok = (r >= 0) & (r < values.data.shape[0]) & (c >= 0) & (c < values.data.shape[1])
     vals = np.zeros(rows.shape, dtype=np.float64)
-    vals[ok] = values.data[r[ok], c[ok]]
+    vals[ok] = np.abs(values.data[r[ok], c[ok]])
     return float(vals.mean())
 
 

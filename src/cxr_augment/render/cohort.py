@@ -36,8 +36,14 @@ from cxr_augment.render.radiograph import ImageSpec, output_pixel_mm
 
 SPLITS = ("train", "valid", "test")
 CATEGORY_VALUE = {"positive": 1.0, "uncertain": -1.0, "negative": 0.0, "not_mentioned": np.nan}
-RENDERED = ("Pneumothorax", "Pleural Effusion", "Cardiomegaly", "Lung Opacity",
-            "Consolidation", "Support Devices")
+RENDERED = (
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Consolidation",
+    "Support Devices",
+)
 
 
 def label_fractions(overrides: dict | None = None) -> dict[str, tuple[float, float, float, float]]:
@@ -71,9 +77,16 @@ def _studies(split: str, n_images: int, params: dict, rng: np.random.Generator) 
                 f"({cx.FIRST_PATIENT[split]}-{cx.LAST_PATIENT[split]})"
             )
         sex = rng.choice(list(params["sex_weights"]), p=_normalised(params["sex_weights"]))
-        age = int(np.clip(rng.normal(params["age"]["mean"], params["age"]["sd"]),
-                          params["age"]["min"], params["age"]["max"]))
-        n_studies = 1 if split != "train" else int(rng.choice(spp["values"], p=_normalised(spp["weights"])))
+        age = int(
+            np.clip(
+                rng.normal(params["age"]["mean"], params["age"]["sd"]),
+                params["age"]["min"],
+                params["age"]["max"],
+            )
+        )
+        n_studies = (
+            1 if split != "train" else int(rng.choice(spp["values"], p=_normalised(spp["weights"])))
+        )
         for study in range(1, n_studies + 1):
             views = ["frontal", "lateral"] if rng.random() < two_view else ["frontal"]
             projection = "AP" if rng.random() < params["ap_fraction"] else "PA"
@@ -98,7 +111,9 @@ def _studies(split: str, n_images: int, params: dict, rng: np.random.Generator) 
     df = pd.DataFrame(rows)
     df["Path"] = [
         cx.image_path(s, p, st, vi, v)
-        for s, p, st, vi, v in zip(df.split, df.patient_id, df.study_id, df.view_index, df.view, strict=True)
+        for s, p, st, vi, v in zip(
+            df.split, df.patient_id, df.study_id, df.view_index, df.view, strict=True
+        )
     ]
     return df
 
@@ -134,9 +149,7 @@ def _quota_labels(
     return out
 
 
-def _study_labels(
-    studies: pd.DataFrame, params: dict, rng: np.random.Generator
-) -> pd.DataFrame:
+def _study_labels(studies: pd.DataFrame, params: dict, rng: np.random.Generator) -> pd.DataFrame:
     """Report labels for each study (rows: studies, columns: observations)."""
     shares = label_fractions(params.get("label_fractions"))
     lat = params["latent"]
@@ -224,7 +237,9 @@ def _study_findings(truth: pd.Series, atlas: ProjectionAtlas, p: dict, rng) -> d
         choice = str(rng.choice(list(p["effusion_sides"]), p=_normalised(p["effusion_sides"])))
         sides = ["right", "left"] if choice == "both" else [choice]
         # a pneumothorax and an effusion would reshape the same lung: keep them apart
-        sides = [s for s in sides if s not in busy] or [s for s in ("right", "left") if s not in busy]
+        sides = [s for s in sides if s not in busy] or [
+            s for s in ("right", "left") if s not in busy
+        ]
         for s in sides:
             findings.append(_pick(atlas, "pleural_effusion", s, sev_w, rng))
         busy.update(sides)
@@ -253,7 +268,9 @@ def _study_findings(truth: pd.Series, atlas: ProjectionAtlas, p: dict, rng) -> d
             kinds = list(d["probability"])
             devices.append(kinds[int(rng.choice(len(kinds), p=_normalised(d["probability"])))])
         if "chest_drain" in devices and truth["Pneumothorax"]:
-            out["drain_side"] = next(k.split("/")[1] for k in findings if k.startswith("pneumothorax"))
+            out["drain_side"] = next(
+                k.split("/")[1] for k in findings if k.startswith("pneumothorax")
+            )
     out["findings"] = tuple(findings)
     out["devices"] = tuple(devices)
     return out
@@ -297,8 +314,12 @@ def _spec_for_image(row, study: dict, patient: dict, p: dict, rng) -> ImageSpec:
         devices=study["devices"],
         drain_side=study["drain_side"],
         text=text,
-        marker=("R" if rng.random() < 0.5 else "L") if rng.random() < ann["marker_probability"] else "",
-        shutter=_uniform(rng, ann["shutter_size"]) if rng.random() < ann["shutter_probability"][proj] else 0.0,
+        marker=("R" if rng.random() < 0.5 else "L")
+        if rng.random() < ann["marker_probability"]
+        else "",
+        shutter=_uniform(rng, ann["shutter_size"])
+        if rng.random() < ann["shutter_probability"][proj]
+        else 0.0,
     )
 
 

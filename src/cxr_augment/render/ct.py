@@ -138,8 +138,9 @@ def prepare_ct(ct: ChestCT, config: AttenuationConfig) -> ChestCT:
     hu = np.clip(ct.hu, config.air_hu, None)
     hu = np.where(bone, hu, np.minimum(hu, config.soft_tissue_max_hu))
     hu = np.where(body, hu, config.air_hu).astype(np.float32)
-    return ChestCT(hu=hu, labels=ct.labels, spacing_mm=ct.spacing_mm,
-                   structures=ct.structures, body=body)
+    return ChestCT(
+        hu=hu, labels=ct.labels, spacing_mm=ct.spacing_mm, structures=ct.structures, body=body
+    )
 
 
 def resample_z(ct: ChestCT, factor: int, sigma_vox: float) -> ChestCT:

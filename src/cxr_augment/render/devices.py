@@ -106,13 +106,20 @@ def device_path(
         return {"path": _smooth(pts)}
     if kind == "pacemaker":
         side = "left" if rng.random() < 0.8 else "right"
-        can = landmarks[f"subclavian_{side}"][0] + np.array(
-            [(-1 if side == "right" else 1) * 25, 40, -35], np.float32
-        ) / sp
+        can = (
+            landmarks[f"subclavian_{side}"][0]
+            + np.array([(-1 if side == "right" else 1) * 25, 40, -35], np.float32) / sp
+        )
         svc = landmarks["svc"]
         pts = np.vstack(
-            [can, landmarks[f"subclavian_{side}"][0], svc[0], svc[-1],
-             landmarks["right_atrium"][0], landmarks["rv_apex"][0]]
+            [
+                can,
+                landmarks[f"subclavian_{side}"][0],
+                svc[0],
+                svc[-1],
+                landmarks["right_atrium"][0],
+                landmarks["rv_apex"][0],
+            ]
         )
         pts += _jitter(rng, len(pts), 2.0, sp)
         return {"path": _smooth(pts), "can": can[None]}

@@ -60,8 +60,16 @@ def truth_table(plan: pd.DataFrame, atlas: ProjectionAtlas) -> pd.DataFrame:
     area_scale = (atlas.geometry.pixel_mm / plan["output_pixel_mm"].to_numpy()) ** 2
     area_scale = area_scale * s_h * plan["spec_scale_si"].to_numpy()
     # per observation: the finding keys drawn, their side, severity, area and contrast
-    per_obs = {o: {"finding": [""] * n, "side": [""] * n, "severity": np.zeros(n, np.int8),
-                   "area": np.zeros(n), "contrast": np.zeros(n)} for o in cx.OBSERVATIONS}
+    per_obs = {
+        o: {
+            "finding": [""] * n,
+            "side": [""] * n,
+            "severity": np.zeros(n, np.int8),
+            "area": np.zeros(n),
+            "contrast": np.zeros(n),
+        }
+        for o in cx.OBSERVATIONS
+    }
     findings = plan["spec_findings"].to_numpy()
     views = plan["spec_view"].to_numpy()
     for i in range(n):

@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from cxr_augment.render.ct import LUNG_LOBES_LEFT, LUNG_LOBES_RIGHT, ChestCT, bone_ids
@@ -74,26 +72,19 @@ def sub_volume(ct: ChestCT, box: tuple[slice, slice, slice]) -> SubVolume:
     )
 
 
-def _sample(
-    volume: np.ndarray, q: np.ndarray, spacing: np.ndarray
-) -> np.ndarray:
+def _sample(volume: np.ndarray, q: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Trilinear samples of ``volume`` (X, Y, Z, C) at millimetre points q (N, 3).
 
     Returns (N, C), 0 outside the volume.
     """
-    shape = np.asarray(volume.shape[:3], dtype=np.float32)
-    # grid_sample: input (1, C, D, H, W) = (1, C, X, Y, Z); grid[..., :] = (z, y, x) in [-1, 1]
-    g = 2.0 * (q / spacing) / np.maximum(shape - 1.0, 1.0) - 1.0
-    grid = np.ascontiguousarray(g[:, ::-1], dtype=np.float32)
-    inp = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 3, 0), dtype=np.float32))
-    out = F.grid_sample(
-        inp[None],
-        torch.from_numpy(grid)[None, None, None],
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
+    coords = (q / spacing).T
+    return np.stack(
+        [
+            ndi.map_coordinates(volume[..., c], coords, order=1, mode="constant", cval=0.0)
+            for c in range(volume.shape[3])
+        ],
+        axis=1,
     )
-    return out[0, :, 0, 0, :].numpy().T
 
 
 def _presmooth(volume: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -165,9 +156,7 @@ def pneumothorax(
     s = 1.0 - size * weight  # 1 = untouched, smaller = more collapse
     moving = s < 1.0
     q = hilum + d[moving] / s[moving, None]
-    channels = np.stack(
-        [_presmooth(lung, 1.0), _presmooth(sv.hu + 1000.0, 1.0)], axis=-1
-    )
+    channels = np.stack([_presmooth(lung, 1.0), _presmooth(sv.hu + 1000.0, 1.0)], axis=-1)
     sampled = _sample(channels, q, sv.spacing)
     inside = sampled[:, 0] > 0.5
     # conserve mass: the same tissue squeezed into s^3 of the volume
@@ -310,9 +299,9 @@ def lung_opacity(
         for n, d in zip(sv.hu.shape, sv.spacing_mm, strict=True)
     ]
     coarse = rng.standard_normal(coarse_shape).astype(np.float32)
-    field = F.interpolate(
-        torch.from_numpy(coarse)[None, None], size=sv.hu.shape, mode="trilinear", align_corners=True
-    )[0, 0].numpy()
+    zoom = [(n - 1) / (c - 1) for n, c in zip(sv.hu.shape, coarse_shape, strict=True)]
+    field = ndi.zoom(coarse, zoom, order=1, grid_mode=False)
+    field = field[tuple(slice(0, n) for n in sv.hu.shape)]
     field = ndi.gaussian_filter(field, [blob_mm / 4 / d for d in sv.spacing_mm])
     values = field[region]
     threshold = np.quantile(values, 1.0 - coverage)

@@ -83,9 +83,7 @@ def _add_shifted(out: np.ndarray, plane: np.ndarray, k: int, weight: float) -> N
         out[lo:hi] += weight * plane[lo + k : hi + k]
 
 
-def _shear_sum(
-    planes: np.ndarray, shifts: np.ndarray, out_len: int, out_offset: int
-) -> np.ndarray:
+def _shear_sum(planes: np.ndarray, shifts: np.ndarray, out_len: int, out_offset: int) -> np.ndarray:
     """Sum planes[j] (S, Z) shifted by shifts[j] pixels along S into an output of out_len.
 
     Output index u covers input index u - out_offset + shift.
@@ -240,7 +238,9 @@ def project_slabs(
     return slabs
 
 
-def combine_slabs(slabs: list[Slab], geometry: Geometry, view: str, yaw_deg: float, pad: int) -> Crop:
+def combine_slabs(
+    slabs: list[Slab], geometry: Geometry, view: str, yaw_deg: float, pad: int
+) -> Crop:
     """Assemble the projection at ``yaw_deg`` from yaw-0 slabs (see ``project_slabs``)."""
     if not slabs:
         return Crop(0, 0, np.zeros((0, 0), dtype=np.float32))

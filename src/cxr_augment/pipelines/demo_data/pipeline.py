@@ -23,24 +23,29 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.export_chexpert_tables,
                 ["demo_render_plan", "demo_projection_atlas"],
-                ["demo_train_csv", "demo_valid_csv", "demo_groundtruth_csv", "demo_truth"],
+                [
+                    "chexpert_train_csv",
+                    "chexpert_valid_csv",
+                    "chexpert_groundtruth_csv",
+                    "chexpert_truth",
+                ],
                 name="export_chexpert_tables",
             ),
             Node(
                 nodes.render_demo_images,
                 ["demo_render_plan", "demo_projection_atlas", "params:demo_data.image"],
-                "demo_images",
+                "chexpert_images",
                 name="render_demo_images",
             ),
             Node(
                 nodes.label_distribution,
-                "demo_train_csv",
+                "chexpert_train_csv",
                 "demo_label_distribution",
                 name="demo_label_distribution",
             ),
             Node(
                 nodes.contact_sheet,
-                ["demo_images", "demo_render_plan", "params:demo_data.contact_sheet"],
+                ["chexpert_images", "demo_render_plan", "params:demo_data.contact_sheet"],
                 "demo_contact_sheet",
                 name="demo_contact_sheet",
             ),

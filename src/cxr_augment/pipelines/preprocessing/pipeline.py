@@ -1,0 +1,60 @@
+"""Wiring of ``preprocessing``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from cxr_augment.pipelines.preprocessing import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.ingest_chexpert,
+                [
+                    "chexpert_train_csv",
+                    "chexpert_valid_csv",
+                    "chexpert_groundtruth_csv",
+                    "chexpert_images",
+                ],
+                "manifest_ingested",
+                name="ingest_chexpert",
+            ),
+            Node(
+                nodes.apply_label_policies,
+                ["manifest_ingested", "params:preprocessing.labels"],
+                ["manifest_labelled", "label_distribution_table", "label_distribution_markdown"],
+                name="apply_label_policies",
+            ),
+            Node(
+                nodes.policy_truth_agreement,
+                ["manifest_ingested", "chexpert_truth", "params:preprocessing.labels"],
+                "policy_truth_agreement",
+                name="policy_truth_agreement",
+            ),
+            Node(
+                nodes.split_by_patient,
+                ["manifest_labelled", "params:preprocessing.split"],
+                ["manifest_split", "split_table"],
+                name="split_by_patient",
+            ),
+            Node(
+                nodes.build_tensor_store,
+                ["manifest_split", "chexpert_images", "params:preprocessing.images"],
+                "tensor_store",
+                name="build_tensor_store",
+            ),
+            Node(
+                nodes.finalize_manifest,
+                ["manifest_split", "tensor_store", "params:preprocessing"],
+                ["manifest", "quarantine", "preprocessing_report"],
+                name="finalize_manifest",
+            ),
+            Node(
+                nodes.mask_figure,
+                ["tensor_store", "manifest", "params:preprocessing.masks"],
+                "mask_figure",
+                name="mask_figure",
+            ),
+        ],
+        tags="preprocessing",
+    )
