@@ -4,11 +4,14 @@ from cxr_augment.datasets.image_folder_dataset import ImageFolderDataset
 from cxr_augment.datasets.nifti_dataset import NiftiDataset
 from cxr_augment.datasets.read_only_dataset import AbsentDataset, ReadOnlyDataset
 from cxr_augment.datasets.tensor_store_dataset import TensorStoreDataset
+from cxr_augment.datasets.torch_datasets import CheckpointFolderDataset, TorchStateDictDataset
 
 __all__ = [
     "AbsentDataset",
+    "CheckpointFolderDataset",
     "ImageFolderDataset",
     "NiftiDataset",
     "ReadOnlyDataset",
     "TensorStoreDataset",
+    "TorchStateDictDataset",
 ]

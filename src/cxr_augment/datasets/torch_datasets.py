@@ -1,0 +1,70 @@
+"""PyTorch state dicts and checkpoint folders in the catalog."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from kedro.io.core import AbstractDataset, DatasetError
+
+from cxr_augment.training import CheckpointStore
+
+
+class TorchStateDictDataset(AbstractDataset[dict, dict]):
+    """A model's ``state_dict`` as a ``.pt`` file, written atomically.
+
+    Loaded with ``weights_only=True``: a state dict holds tensors only, and a file from
+    elsewhere must never run code when it is opened.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> ds = TorchStateDictDataset(filepath=tempfile.mkdtemp() + "/m.pt")
+        >>> ds.save({"w": torch.ones(2)})
+        >>> ds.load()["w"].tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def load(self) -> dict:
+        if not self._filepath.is_file():
+            raise DatasetError(f"no model at {self._filepath}: run its training first")
+        return torch.load(self._filepath, map_location="cpu", weights_only=True)
+
+    def save(self, data: dict) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex[:8]}")
+        torch.save(data, tmp)
+        os.replace(tmp, self._filepath)
+
+
+class CheckpointFolderDataset(AbstractDataset[None, CheckpointStore]):
+    """Hands the training node the folder its per-epoch checkpoints go to (and resume from)."""
+
+    def __init__(self, *, path: str, keep: int = 2, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self._keep = keep
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "keep": self._keep}
+
+    def _exists(self) -> bool:
+        return True  # an empty folder is a valid (fresh) checkpoint store
+
+    def load(self) -> CheckpointStore:
+        return CheckpointStore(self._path, keep=self._keep)
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("checkpoints are written by the training node through the store")

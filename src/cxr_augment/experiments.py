@@ -1,0 +1,205 @@
+"""One classification experiment: its data, its training, its predictions.
+
+An experiment is an entry of ``parameters_study.yml`` merged over the study's defaults:
+an observation, a label policy, a view, a mask, a model, training settings. Nothing here knows
+Kedro; the classification nodes call these functions.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxr_augment import chexpert as cx
+from cxr_augment import imaging, labels
+from cxr_augment.models import ModelConfig, build_model, feature_extractor
+from cxr_augment.tensor_store import TensorStore, torch_dataset
+from cxr_augment.training import CheckpointStore, TrainConfig, predict, train
+
+EVAL_SPLITS = ("validation", "test", "internal_test")
+SPEC_KEYS = {"observation", "policy", "view", "mask", "model", "train", "evaluate", "data"}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of parameter mappings (``over`` wins)."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
+    """The experiment's full settings, validated early with messages that name it."""
+    spec = merge(defaults, overrides)
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"experiment {name}: unknown settings {sorted(unknown)}")
+    if spec["observation"] not in cx.OBSERVATIONS:
+        raise ValueError(f"experiment {name}: unknown observation {spec['observation']!r}")
+    if spec["view"] not in ("frontal", "lateral", "combined"):
+        raise ValueError(f"experiment {name}: view must be frontal, lateral or combined")
+    if spec["mask"] not in imaging.MASKS:
+        raise ValueError(f"experiment {name}: mask must be one of {imaging.MASKS}")
+    policy = labels.parse_policy(spec["policy"])
+    if policy.uncertain == "multiclass" and spec["train"].get("loss") != "multiclass":
+        raise ValueError(f"experiment {name}: U-MultiClass needs train.loss: multiclass")
+    ModelConfig(**spec["model"])
+    TrainConfig(**spec["train"])
+    spec["name"] = name
+    return spec
+
+
+def train_config(spec: dict, **changes) -> TrainConfig:
+    allowed = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in {**spec["train"], **changes}.items() if k in allowed})
+
+
+def _targets(manifest: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Training targets: the observation's raw labels under the policy (14 columns for a
+    14-output model)."""
+    policy = labels.parse_policy(spec["policy"])
+    if spec["model"].get("outputs", 1) == len(cx.OBSERVATIONS):
+        return np.stack([labels.impute(manifest[o], policy) for o in cx.OBSERVATIONS], axis=1)
+    return labels.impute(manifest[spec["observation"]], policy)
+
+
+def experiment_manifest(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """The experiment's images: its view, all splits, its training target and 0/1 truth.
+
+    ``y_true`` is the evaluation label: the radiologists' 0/1 on validation and test; on the
+    internal test set (from train.csv) the thesis's FillNM(0) + U-Ones reading of the report
+    labels, the same for every experiment so that their comparisons stay paired.
+    """
+    m = manifest if spec["view"] == "combined" else manifest[manifest["view"] == spec["view"]]
+    m = m.reset_index(drop=True)
+    targets = _targets(m, spec)
+    obs = spec["observation"]
+    out = m[["key", "patient_id", "split", "view", "store_row"]].copy()
+    out["label"] = m[obs].to_numpy()
+    report_reading = labels.impute(m[obs], labels.LabelPolicy("ones", 0))
+    official = out["split"].isin(["validation", "test"]).to_numpy()
+    out["y_true"] = np.where(official, m[obs].to_numpy(), report_reading)
+    if targets.ndim == 1:
+        out["target"] = targets
+    else:
+        for j, o in enumerate(cx.OBSERVATIONS):
+            out[f"target_{j:02d}_{o}"] = targets[:, j]
+    return out
+
+
+def target_matrix(exp: pd.DataFrame) -> np.ndarray:
+    cols = [c for c in exp.columns if c.startswith("target_")]
+    return exp[cols].to_numpy(dtype=float) if cols else exp["target"].to_numpy(dtype=float)
+
+
+def image_transform(spec: dict, shape: tuple[int, int], mask_params: dict):
+    """The experiment's mask as a transform on uint8 images (None for no mask)."""
+    if spec["mask"] == "none":
+        return None
+    hide = imaging.mask_region(spec["mask"], shape[0], shape[1], mask_params)
+    return lambda image: imaging.apply_mask(image, hide)
+
+
+def _model(spec: dict) -> torch.nn.Module:
+    torch.manual_seed(int(spec["train"]["seed"]))  # the initial weights come from the seed
+    return build_model(ModelConfig(**spec["model"]))
+
+
+def observation_column(spec: dict) -> int:
+    if spec["model"].get("outputs", 1) == len(cx.OBSERVATIONS):
+        return cx.OBSERVATIONS.index(spec["observation"])
+    return 0
+
+
+def fit(
+    exp: pd.DataFrame,
+    store: TensorStore,
+    spec: dict,
+    mask_params: dict,
+    checkpoints: CheckpointStore | None,
+) -> tuple[dict, pd.DataFrame]:
+    """Train the experiment's model (two stages for U-SelfTrained); return weights, history."""
+    config = train_config(spec)
+    transform = image_transform(spec, store.shape, mask_params)
+    train_rows = exp[exp["split"] == "train"]
+    val_rows = exp[exp["split"] == "validation"]
+    y_train = target_matrix(train_rows)
+    val_set = torch_dataset(store, val_rows["key"], val_rows["y_true"].to_numpy(float), transform)
+    fp = {
+        "experiment": spec["name"],
+        "model": spec["model"],
+        "policy": spec["policy"],
+        "view": spec["view"],
+        "mask": spec["mask"],
+        "store": store.fingerprint,
+        "n_train": len(train_rows),
+    }
+    policy = labels.parse_policy(spec["policy"])
+    stages = 2 if policy.uncertain == "self_trained" else 1
+    histories = []
+    for stage in range(stages):
+        train_set = torch_dataset(store, train_rows["key"], y_train, transform)
+        result = train(
+            _model(spec),
+            train_set,
+            val_set,
+            val_rows["y_true"].to_numpy(float),
+            config,
+            checkpoints=None
+            if checkpoints is None
+            else CheckpointStore(checkpoints.folder / f"stage{stage}", checkpoints.keep),
+            fingerprint_extra={**fp, "stage": stage, "targets": _hash(y_train)},
+            train_targets=y_train,
+        )
+        histories.append(result.history.assign(stage=stage))
+        if stage == 0 and stages == 2:
+            # U-SelfTrained: the uncertain training images take the model's probabilities
+            model = _model(spec)
+            model.load_state_dict(result.state_dict)
+            unc = np.flatnonzero(train_rows[spec["observation"]].to_numpy() == cx.UNCERTAIN)
+            if len(unc):
+                ds = torch_dataset(store, train_rows["key"].iloc[unc], None, transform)
+                y_train = y_train.copy()
+                y_train[unc] = predict(model, ds, config, observation_column(spec))
+    return result.state_dict, pd.concat(histories, ignore_index=True)
+
+
+def _hash(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.nan_to_num(np.asarray(a, float), nan=-9).tobytes()).hexdigest()[:16]
+
+
+def predictions(
+    exp: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
+) -> pd.DataFrame:
+    """P(positive) for every validation, test and internal-test image."""
+    model = _model(spec)
+    model.load_state_dict(state_dict)
+    rows = exp[exp["split"].isin(EVAL_SPLITS)].reset_index(drop=True)
+    ds = torch_dataset(store, rows["key"], None, image_transform(spec, store.shape, mask_params))
+    prob = predict(model, ds, train_config(spec), observation_column(spec))
+    return rows[["key", "patient_id", "split", "view", "y_true"]].assign(
+        prob=prob, experiment=spec["name"]
+    )
+
+
+def features(
+    rows: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Penultimate-layer features of ``rows`` and the head's (weights, bias) for one column."""
+    model = _model(spec)
+    model.load_state_dict(state_dict)
+    ds = torch_dataset(store, rows["key"], None, image_transform(spec, store.shape, mask_params))
+    feats = predict(model, ds, train_config(spec), features=feature_extractor(model))
+    from cxr_augment.models import head
+
+    lin = head(model)
+    col = observation_column(spec)
+    w = lin.weight.detach().cpu().numpy()[col]
+    b = float(lin.bias.detach().cpu().numpy()[col])
+    return feats, w, b

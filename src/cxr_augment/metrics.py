@@ -1,0 +1,117 @@
+"""Classification metrics (thesis 3.4.2), a stated threshold rule, and patient bootstrap CIs.
+
+Every point estimate is the textbook formula (tests check each against scikit-learn).
+The decision threshold is chosen on the validation set by maximising F1 (ties: the lowest such
+threshold) and applied unchanged to the test set. Confidence intervals are 95 % percentile
+intervals over bootstrap resamples of **patients** (with replacement; all of a patient's
+images move together), so correlated images of one patient do not narrow them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "kappa")
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney statistic (NaN if only one class is present)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = pd.Series(np.concatenate([pos, neg])).rank().to_numpy()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def confusion(y: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
+    return {
+        "tp": int(((pred == 1) & (y == 1)).sum()),
+        "fp": int(((pred == 1) & (y == 0)).sum()),
+        "fn": int(((pred == 0) & (y == 1)).sum()),
+        "tn": int(((pred == 0) & (y == 0)).sum()),
+    }
+
+
+def _safe(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """All metrics at ``threshold`` (prediction: p >= threshold)."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    pred = (p >= threshold).astype(int)
+    c = confusion(y, pred)
+    n = len(y)
+    precision = _safe(c["tp"], c["tp"] + c["fp"])
+    recall = _safe(c["tp"], c["tp"] + c["fn"])
+    po = _safe(c["tp"] + c["tn"], n)
+    pe = _safe(
+        (c["tp"] + c["fp"]) * (c["tp"] + c["fn"]) + (c["fn"] + c["tn"]) * (c["fp"] + c["tn"]), n * n
+    )
+    two_classes = 0 < y.sum() < n
+    return {
+        "accuracy": po,
+        "precision": precision,
+        "recall": recall,
+        "f1": _safe(2 * precision * recall, precision + recall),
+        "roc_auc": roc_auc(y, p),
+        "pr_auc": float(skm.average_precision_score(y, p)) if two_classes else float("nan"),
+        "kappa": _safe(po - pe, 1 - pe) if pe < 1 else 0.0,
+        **{k: float(v) for k, v in c.items()},
+    }
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The threshold that maximises F1 on (y, p): the stated rule for every experiment."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    if y.sum() == 0 or len(y) == 0:
+        return 0.5
+    candidates = np.unique(p)
+    best_t, best_f1 = 0.5, -1.0
+    for t in candidates:
+        f1 = point_metrics(y, p, t)["f1"]
+        if f1 > best_f1 + 1e-12:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+def bootstrap_ci(
+    y: np.ndarray,
+    p: np.ndarray,
+    patients: np.ndarray,
+    threshold: float,
+    resamples: int,
+    seed: int,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Point estimates and percentile CIs for every metric, resampling patients."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    patients = np.asarray(patients)
+    uniq, inv = np.unique(patients, return_inverse=True)
+    groups = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    samples = {m: [] for m in METRICS}
+    for _ in range(resamples):
+        pick = rng.integers(0, len(groups), len(groups))
+        idx = np.concatenate([groups[g] for g in pick])
+        m = point_metrics(y[idx], p[idx], threshold)
+        for k in METRICS:
+            samples[k].append(m[k])
+    point = point_metrics(y, p, threshold)
+    rows = []
+    for k in METRICS:
+        s = np.asarray(samples[k], dtype=float)
+        s = s[~np.isnan(s)]
+        lo, hi = np.quantile(s, [alpha / 2, 1 - alpha / 2]) if len(s) else (np.nan, np.nan)
+        rows.append({"metric": k, "value": point[k], "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows)

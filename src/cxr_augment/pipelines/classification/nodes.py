@@ -1,0 +1,204 @@
+"""Nodes of ``classification``: one experiment's training and evaluation, and group reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cxr_augment import experiments, metrics, plots, stats
+from cxr_augment.tensor_store import TensorStore
+from cxr_augment.training import CheckpointStore
+
+
+def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
+    """The experiment's settings: ``study.defaults`` merged with its entry."""
+    return experiments.experiment_spec(defaults, overrides, name)
+
+
+def select_images(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """The experiment's images (its view), targets under its label policy and the truth."""
+    return experiments.experiment_manifest(manifest, spec)
+
+
+def train_classifier(
+    images: pd.DataFrame,
+    store: TensorStore,
+    checkpoints: CheckpointStore,
+    spec: dict,
+    mask_params: dict,
+) -> tuple[dict, pd.DataFrame]:
+    """Train (resuming from the experiment's checkpoints); the best epoch's weights."""
+    return experiments.fit(images, store, spec, mask_params, checkpoints)
+
+
+def predict_images(
+    images: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
+) -> pd.DataFrame:
+    """P(positive) for the validation, test and internal-test images."""
+    return experiments.predictions(images, store, state_dict, spec, mask_params)
+
+
+def evaluate(predictions: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Every metric with its 95 % patient-bootstrap CI, on each evaluation split.
+
+    The threshold is chosen on the validation split (maximum F1) and applied unchanged to
+    the others.
+    """
+    ev = spec["evaluate"]
+    val = predictions[predictions["split"] == "validation"]
+    threshold = metrics.choose_threshold(val["y_true"].to_numpy(int), val["prob"].to_numpy())
+    rows = []
+    for split, part in predictions.groupby("split", sort=False):
+        part = part[~part["y_true"].isna()]
+        table = metrics.bootstrap_ci(
+            part["y_true"].to_numpy(int),
+            part["prob"].to_numpy(),
+            part["patient_id"].to_numpy(),
+            threshold,
+            int(ev["bootstrap"]),
+            int(ev["seed"]),
+        )
+        rows.append(
+            table.assign(
+                split=split,
+                images=len(part),
+                positives=int(part["y_true"].sum()),
+                threshold=threshold,
+            )
+        )
+    out = pd.concat(rows, ignore_index=True)
+    return out.assign(experiment=spec["name"], observation=spec["observation"])
+
+
+def _fmt(row) -> str:
+    return f"{row['value']:.4f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def group_report(group: dict, *tables_and_predictions) -> tuple[pd.DataFrame, str, object]:
+    """A thesis-style comparison table for a group of experiments, and their ROC curves.
+
+    Args:
+        group: ``title``, ``split`` (where the table is read), ``reference`` (the experiment the
+            tests compare against, per observation), ``experiments`` (in order).
+        tables_and_predictions: each experiment's metrics table, then its predictions, in
+            the group's order.
+
+    Returns:
+        The table (one row per experiment: metrics with CIs, McNemar and DeLong p-values
+        against the reference on the same images), its Markdown, and the ROC figure.
+    """
+    names = group["experiments"]
+    n = len(names)
+    tables, preds = tables_and_predictions[:n], tables_and_predictions[n:]
+    split = group["split"]
+    by_name = {name: (t, p) for name, t, p in zip(names, tables, preds, strict=True)}
+    refs = group.get("reference", {})
+    rows, curves = [], {}
+    for name in names:
+        table, pred = by_name[name]
+        t = table[table["split"] == split].set_index("metric")
+        obs = table["observation"].iloc[0]
+        p = pred[(pred["split"] == split) & ~pred["y_true"].isna()]
+        row = {
+            "experiment": name,
+            "observation": obs,
+            "images": int(t["images"].iloc[0]),
+            "positives": int(t["positives"].iloc[0]),
+        }
+        for m in ("accuracy", "f1", "roc_auc", "pr_auc", "kappa", "precision", "recall"):
+            row[m] = float(t.loc[m, "value"])
+            row[f"{m}_ci"] = f"[{t.loc[m, 'ci_low']:.3f}, {t.loc[m, 'ci_high']:.3f}]"
+        ref = refs.get(obs)
+        if ref and ref != name and ref in by_name:
+            rt, rp = by_name[ref]
+            rp = rp[(rp["split"] == split) & ~rp["y_true"].isna()]
+            both = p.merge(rp, on="key", suffixes=("", "_ref"))
+            thr = float(t["threshold"].iloc[0])
+            thr_ref = float(rt["threshold"].iloc[0])
+            mc = stats.mcnemar(both["y_true"], both["prob"] >= thr, both["prob_ref"] >= thr_ref)
+            dl = stats.delong(both["y_true"], both["prob"], both["prob_ref"])
+            row.update(
+                {
+                    "reference": ref,
+                    "paired_images": len(both),
+                    "mcnemar_stat": mc["statistic"],
+                    "mcnemar_p": mc["p_value"],
+                    "delong_z": dl["z"],
+                    "delong_p": dl["p_value"],
+                }
+            )
+        else:
+            row.update(
+                {
+                    "reference": "",
+                    "paired_images": np.nan,
+                    "mcnemar_stat": np.nan,
+                    "mcnemar_p": np.nan,
+                    "delong_z": np.nan,
+                    "delong_p": np.nan,
+                }
+            )
+        rows.append(row)
+        curves[name] = (p["y_true"].to_numpy(int), p["prob"].to_numpy())
+    table = pd.DataFrame(rows)
+    md = [
+        f"# {group['title']}\n\nSplit: **{split}**; 95 % CIs by patient bootstrap; "
+        "p-values against the reference on the same images (McNemar on the thresholded "
+        "decisions, DeLong on the AUCs).\n\n"
+    ]
+    show = table[
+        [
+            "experiment",
+            "observation",
+            "images",
+            "positives",
+            "accuracy",
+            "f1",
+            "f1_ci",
+            "roc_auc",
+            "roc_auc_ci",
+            "kappa",
+            "mcnemar_p",
+            "delong_p",
+        ]
+    ]
+    md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n")
+    fig = plots.roc_figure(curves, f"{group['title']} ({split})")
+    return table, "".join(md), fig
+
+
+def feature_pca(
+    images: pd.DataFrame,
+    store: TensorStore,
+    state_dict: dict,
+    spec: dict,
+    mask_params: dict,
+    metrics_table: pd.DataFrame,
+    params: dict,
+) -> tuple[pd.DataFrame, object]:
+    """Thesis Figure 20: training images (up to ``per_class`` of each class) in the plane of the
+    two principal components of the penultimate features, with the decision boundary at the
+    experiment's threshold (chosen on validation): w . f + b = logit(threshold).
+
+    Returns the points (key, PCA coordinates, label, prediction, signed distance to the
+    boundary) and the figure.
+    """
+    rng = np.random.default_rng(int(params["seed"]))
+    train = images[(images["split"] == "train") & ~images["y_true"].isna()]
+    picks = []
+    for cls in (0, 1):
+        part = train[train["y_true"] == cls]
+        picks.append(part.iloc[rng.permutation(len(part))[: int(params["per_class"])]])
+    rows = pd.concat(picks, ignore_index=True)
+    feats, w, b = experiments.features(rows, store, state_dict, spec, mask_params)
+    t = float(np.clip(metrics_table["threshold"].iloc[0], 1e-6, 1 - 1e-6))
+    b = b - float(np.log(t / (1 - t)))  # the boundary where P(positive) = threshold
+    z, w2, b2, distance = plots.pca_boundary(feats, w, b)
+    logit = feats @ w + b
+    pred = (logit >= 0).astype(int)
+    y = rows["y_true"].to_numpy(int)
+    points = rows[["key", "patient_id"]].assign(
+        pc1=z[:, 0], pc2=z[:, 1], y_true=y, pred=pred, distance=distance
+    )
+    fig = plots.pca_figure(z, y, pred, w2, b2, f"{spec['name']}: penultimate features, PCA")
+    return points, fig

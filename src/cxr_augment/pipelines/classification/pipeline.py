@@ -1,0 +1,138 @@
+"""Wiring of ``classification``: a namespaced pipeline per experiment of the study, and a
+report per group of experiments (a thesis table or figure).
+
+The experiments and groups are read from ``parameters_study.yml`` (the ``study`` block), so
+adding an experiment there adds only its own nodes and assets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial, update_wrapper
+
+from kedro.pipeline import Node, Pipeline
+
+from cxr_augment.pipelines.classification import nodes
+from cxr_augment.study import study_config
+
+
+def _named(func, **kwargs):
+    return update_wrapper(partial(func, **kwargs), func)
+
+
+def experiment_pipeline(name: str) -> Pipeline:
+    """One experiment: settings, images, training, predictions, metrics (namespace = name)."""
+    masks = "params:preprocessing.masks"
+    template = Pipeline(
+        [
+            Node(
+                _named(nodes.experiment_spec, name=name),
+                ["params:study.defaults", "params:experiment"],
+                "spec",
+                name="experiment_spec",
+            ),
+            Node(nodes.select_images, ["manifest", "spec"], "images", name="select_images"),
+            Node(
+                nodes.train_classifier,
+                ["images", "tensor_store", "checkpoints", "spec", masks],
+                ["model", "training_history"],
+                name="train_classifier",
+            ),
+            Node(
+                nodes.predict_images,
+                ["images", "tensor_store", "model", "spec", masks],
+                "predictions",
+                name="predict_images",
+            ),
+            Node(nodes.evaluate, ["predictions", "spec"], "metrics", name="evaluate"),
+        ]
+    )
+    return Pipeline(
+        template,
+        namespace=name,
+        inputs={"manifest", "tensor_store"},
+        parameters={
+            "params:study.defaults": "params:study.defaults",
+            "params:experiment": f"params:study.experiments.{name}",
+            masks: masks,
+        },
+        tags=["classification", name],
+    )
+
+
+def group_pipeline(group: str, spec: dict) -> Pipeline:
+    """The report of a group: its table (CSV, Markdown) and ROC curves."""
+    names = spec["experiments"]
+    return Pipeline(
+        [
+            Node(
+                nodes.group_report,
+                [
+                    f"params:study.groups.{group}",
+                    *[f"{n}.metrics" for n in names],
+                    *[f"{n}.predictions" for n in names],
+                ],
+                [f"report.{group}.table", f"report.{group}.markdown", f"report.{group}.roc"],
+                name=f"report_{group}",
+            )
+        ],
+        tags=["classification", "report"],
+    )
+
+
+def pca_pipeline(reference: str) -> Pipeline:
+    masks = "params:preprocessing.masks"
+    return Pipeline(
+        [
+            Node(
+                nodes.feature_pca,
+                [
+                    f"{reference}.images",
+                    "tensor_store",
+                    f"{reference}.model",
+                    f"{reference}.spec",
+                    masks,
+                    f"{reference}.metrics",
+                    "params:study.pca",
+                ],
+                ["report.pca.points", "report.pca.figure"],
+                name="feature_pca",
+            )
+        ],
+        tags=["classification", "report"],
+    )
+
+
+def build(experiments: list[str], groups: dict[str, dict], pca_reference: str | None) -> Pipeline:
+    parts = [experiment_pipeline(name) for name in experiments]
+    parts += [group_pipeline(group, spec) for group, spec in groups.items()]
+    if pca_reference:
+        parts.append(pca_pipeline(pca_reference))
+    return Pipeline(parts)  # one construction: adding pipelines one by one is quadratic
+
+
+@lru_cache(maxsize=8)
+def _cached(key: str) -> Pipeline:
+    # find_pipelines() is called again and again (kedro-dagster: once per node); the study's
+    # structure does not change within a process, so its pipeline is built once
+    study = study_config()
+    if key == "all":
+        return build(list(study["experiments"]), study["groups"], study["pca"]["experiment"])
+    head = study["headline"]
+    groups = {g: study["groups"][g] for g in head["groups"]}
+    names = list(
+        dict.fromkeys(
+            [*head["experiments"], *[n for g in groups.values() for n in g["experiments"]]]
+        )
+    )
+    pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
+    return build(names, groups, pca)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Every experiment and group of the study."""
+    return _cached("all")
+
+
+def create_headline_pipeline() -> Pipeline:
+    """The laptop-sized subset the default pipeline runs (``study.headline``)."""
+    return _cached("headline")

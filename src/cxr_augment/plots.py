@@ -1,0 +1,87 @@
+"""Figures: ROC curves of a group of experiments, and the thesis's Figure 20 (PCA of the
+penultimate-layer features with the classifier's decision boundary)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> plt.Figure:
+    """``curves``: name -> (y, p). One ROC curve each, AUC in the legend."""
+    from cxr_augment.metrics import roc_auc
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for name, (y, p) in curves.items():
+        if 0 < np.sum(y) < len(y):
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {roc_auc(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pca_boundary(features: np.ndarray, weight: np.ndarray, bias: float):
+    """2-D PCA of the features and the head's boundary w.f + b = 0 in that plane.
+
+    With f = mean + P^T z (z the two PCA coordinates), the boundary is
+    (P w) . z + (w . mean + b) = 0: a line; each point's signed distance to it is
+    ((P w) . z + w . mean + b) / |P w|.
+    """
+    mean = features.mean(axis=0)
+    centred = features - mean
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    p = vt[:2]
+    z = centred @ p.T
+    w2 = p @ weight
+    b2 = float(weight @ mean + bias)
+    distance = (z @ w2 + b2) / max(np.linalg.norm(w2), 1e-12)
+    return z, w2, b2, distance
+
+
+def pca_figure(
+    z: np.ndarray, y: np.ndarray, pred: np.ndarray, w2: np.ndarray, b2: float, title: str
+) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    wrong = pred != y
+    for cls, colour in ((0, "tab:blue"), (1, "tab:red")):
+        sel = (y == cls) & ~wrong
+        ax.scatter(
+            z[sel, 0],
+            z[sel, 1],
+            s=6,
+            c=colour,
+            alpha=0.6,
+            label=f"{'positive' if cls else 'negative'}",
+        )
+        sel = (y == cls) & wrong
+        ax.scatter(
+            z[sel, 0],
+            z[sel, 1],
+            s=14,
+            facecolors="none",
+            edgecolors=colour,
+            lw=0.8,
+            label=f"misclassified {'positive' if cls else 'negative'}",
+        )
+    xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 200)
+    if abs(w2[1]) > 1e-12:
+        ax.plot(xs, -(w2[0] * xs + b2) / w2[1], color="black", lw=1, label="decision boundary")
+    ax.set_xlim(z[:, 0].min() - 1, z[:, 0].max() + 1)
+    ax.set_ylim(z[:, 1].min() - 1, z[:, 1].max() + 1)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,48 @@
+"""The study's structure (experiments, groups), read from the project configuration.
+
+The pipeline registry needs the experiment names before a Kedro context exists, so they are
+read here from ``conf/base`` and ``conf/local`` (and the environment named by ``KEDRO_ENV``);
+their settings still reach the nodes as parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+
+
+def _project_root() -> Path:
+    from kedro.framework.project import PACKAGE_NAME  # noqa: F401  (set by bootstrap)
+    from kedro.utils import find_kedro_project
+
+    found = find_kedro_project(Path.cwd())
+    return found if found is not None else Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=4)
+def _load(conf: str, env: str) -> dict:
+    from cxr_augment.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(
+        conf,
+        base_env="base",
+        default_run_env=env,
+        custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"],
+        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
+        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
+    )
+    return dict(loader["parameters"])
+
+
+def study_config() -> dict:
+    conf = str(_project_root() / "conf")
+    env = os.environ.get("KEDRO_ENV", "local")
+    study = _load(conf, env)["study"]
+    for group, spec in study["groups"].items():
+        missing = [n for n in spec["experiments"] if n not in study["experiments"]]
+        if missing:
+            raise ValueError(f"study.groups.{group}: unknown experiments {missing}")
+    return study

@@ -1,0 +1,356 @@
+"""Training and inference for the classifiers, from the tensor store.
+
+- Adam, early stopping on the validation AUC (the best epoch's weights are kept).
+- Losses: ``bce``; ``weighted_bce`` (positives weighted by negatives / positives); masked
+  targets (NaN: U-Ignore, U-SelfTrained's first stage) drop out of either; ``multiclass``
+  (U-MultiClass: cross-entropy over 0 / 1 / u).
+- Reproducible and resumable: each epoch's data order and dropout come from seeds derived from
+  (seed, epoch), and a checkpoint (weights, optimiser, early-stopping state) is written
+  atomically after every epoch, so a run killed midway and resumed ends with the same weights
+  as an uninterrupted one (on CPU, where the kernels are deterministic).
+- On a GPU: bf16 autocast, channels_last, larger batches, loader workers with pinned memory.
+
+``CheckpointStore`` is the folder the catalog hands to the training node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from tqdm.auto import tqdm
+
+from cxr_augment.metrics import roc_auc
+
+LOSSES = ("bce", "weighted_bce", "multiclass")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "bce"
+    patience: int = 3  # epochs without a better validation AUC before stopping
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # loader processes (0: in the training process)
+    bf16: bool = True  # on CUDA only
+    channels_last: bool = True  # on CUDA only
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+    def fingerprint(self, extra: dict | None = None) -> str:
+        payload = {k: v for k, v in asdict(self).items() if k not in ("progress", "num_workers")}
+        payload.update(extra or {})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class CheckpointStore:
+    """A folder of per-epoch checkpoints, written atomically (temporary file, then rename)."""
+
+    def __init__(self, folder: str | Path, keep: int = 2) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def _path(self, epoch: int) -> Path:
+        return self.folder / f"epoch_{epoch:04d}.pt"
+
+    def save(self, epoch: int, state: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".tmp-{uuid.uuid4().hex[:8]}.pt"
+        torch.save(state, tmp)
+        final = self._path(epoch)
+        os.replace(tmp, final)
+        for old in sorted(self.folder.glob("epoch_*.pt"))[: -self.keep]:
+            old.unlink()
+        return final
+
+    def latest(self) -> dict | None:
+        files = sorted(self.folder.glob("epoch_*.pt")) if self.folder.exists() else []
+        if not files:
+            return None
+        # weights_only=True: checkpoints hold tensors and plain containers only
+        return torch.load(files[-1], map_location="cpu", weights_only=True)
+
+    def clear(self) -> None:
+        for f in self.folder.glob("epoch_*.pt") if self.folder.exists() else []:
+            f.unlink()
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict
+    history: pd.DataFrame
+    best_epoch: int
+    best_val_auc: float
+    resumed_from: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _loss_fn(config: TrainConfig, pos_weight: float | None) -> Callable:
+    if config.loss == "multiclass":
+        ce = nn.CrossEntropyLoss(reduction="none")
+
+        def multiclass(logits, y):
+            keep = ~torch.isnan(y)
+            if not keep.any():
+                return logits.sum() * 0.0
+            return ce(logits[keep], y[keep].long()).mean()
+
+        return multiclass
+    pw = None if pos_weight is None else torch.tensor(pos_weight)
+
+    def bce(logits, y):
+        y = y.reshape(logits.shape) if y.ndim == logits.ndim else y.unsqueeze(1).expand_as(logits)
+        keep = ~torch.isnan(y)
+        if not keep.any():
+            return logits.sum() * 0.0
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits[keep], y[keep], pos_weight=None if pw is None else pw.to(logits.device)
+        )
+
+    return bce
+
+
+def positive_probability(logits: torch.Tensor, loss: str, column: int = 0) -> torch.Tensor:
+    """P(positive) from the head's output.
+
+    U-MultiClass follows Irvin et al. (2019): a softmax over the negative and positive logits
+    only, the uncertain class left out.
+    """
+    if loss == "multiclass":
+        return torch.softmax(logits[:, :2].float(), dim=1)[:, 1]
+    return torch.sigmoid(logits[:, column].float())
+
+
+def _loader(dataset, config: TrainConfig, device: torch.device, epoch: int | None) -> DataLoader:
+    if epoch is None:
+        sampler = SequentialSampler(dataset)
+    else:
+        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        sampler = RandomSampler(dataset, generator=g)
+    workers = config.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+        # a last batch of one image breaks batch normalisation in training: drop only that
+        drop_last=epoch is not None and len(dataset) % config.batch_size == 1,
+    )
+
+
+def _autocast(device: torch.device, config: TrainConfig):
+    enabled = device.type == "cuda" and config.bf16
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset,
+    config: TrainConfig,
+    column: int = 0,
+    features: Callable | None = None,
+) -> np.ndarray:
+    """P(positive) for every item of ``dataset`` (or the features, if a function is given)."""
+    device = resolve_device(config.device)
+    model = model.to(device).eval()
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    out = []
+    for batch in _loader(dataset, config, device, epoch=None):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda" and config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, config):
+            y = (
+                features(x)
+                if features is not None
+                else positive_probability(model(x), config.loss, column)
+            )
+        out.append(y.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0,))
+
+
+def train(
+    model: nn.Module,
+    train_set,
+    val_set,
+    val_targets: np.ndarray,
+    config: TrainConfig,
+    checkpoints: CheckpointStore | None = None,
+    fingerprint_extra: dict | None = None,
+    stop_after_epoch: int | None = None,
+    train_targets: np.ndarray | None = None,
+) -> TrainResult:
+    """Train with early stopping on the validation AUC; resume from ``checkpoints``.
+
+    Args:
+        model: the freshly built model (its initial weights must come from ``config.seed``).
+        train_set: items (image tensor, target) with NaN targets masked out of the loss.
+        val_set: validation items; ``val_targets`` their 0/1 truth for the AUC.
+        checkpoints: where each epoch's state goes; a matching checkpoint is resumed.
+        fingerprint_extra: what else identifies the run (data, model), for resuming safely.
+        stop_after_epoch: stop (as if killed) after this epoch's checkpoint; for tests.
+        train_targets: the training targets, for ``weighted_bce``'s positive weight.
+    """
+    device = resolve_device(config.device)
+    deterministic = device.type == "cpu"
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        pos_weight = None
+        if config.loss == "weighted_bce":
+            if train_targets is None:
+                raise ValueError("weighted_bce needs the training targets for its positive weight")
+            t = np.asarray(train_targets, dtype=float)
+            pos_weight = float((t == 0).sum()) / max(float((t == 1).sum()), 1.0)
+        return _train(
+            model,
+            train_set,
+            val_set,
+            val_targets,
+            config,
+            checkpoints,
+            fingerprint_extra,
+            stop_after_epoch,
+            device,
+            pos_weight,
+        )
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    model,
+    train_set,
+    val_set,
+    val_targets,
+    config,
+    checkpoints,
+    fingerprint_extra,
+    stop_after_epoch,
+    device,
+    pos_weight,
+) -> TrainResult:
+    fp = config.fingerprint(fingerprint_extra)
+    loss_fn = _loss_fn(config, pos_weight)
+    model = model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start, history, best_auc, best_epoch, bad, best_state, resumed = (
+        0,
+        [],
+        -math.inf,
+        -1,
+        0,
+        None,
+        None,
+    )
+    state = checkpoints.latest() if checkpoints is not None else None
+    if state is not None and state.get("fingerprint") == fp:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["epoch"] + 1, list(state["history"])
+        best_auc, best_epoch, bad = state["best_auc"], state["best_epoch"], state["bad_epochs"]
+        best_state = state["best_model"]
+        resumed = state["epoch"]
+    elif state is not None:
+        checkpoints.clear()  # a different run's checkpoints: start afresh
+    for epoch in range(start, config.epochs):
+        if bad >= config.patience:
+            break
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any random layer
+        model.train()
+        total, n = 0.0, 0
+        loader = _loader(train_set, config, device, epoch)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        )
+        for x, y in bar:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if device.type == "cuda" and config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, config):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(x)
+            n += len(x)
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+        prob = predict(model, val_set, config)
+        auc = roc_auc(val_targets, prob)
+        improved = auc > best_auc
+        if improved:
+            best_auc, best_epoch, bad = auc, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        history.append(
+            {"epoch": epoch, "train_loss": total / max(n, 1), "val_auc": auc, "best": improved}
+        )
+        if checkpoints is not None:
+            checkpoints.save(
+                epoch,
+                {
+                    "fingerprint": fp,
+                    "epoch": epoch,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "best_auc": best_auc,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad,
+                    "best_model": best_state,
+                },
+            )
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+    if best_state is None:
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return TrainResult(
+        best_state,
+        pd.DataFrame(history),
+        best_epoch,
+        float(best_auc),
+        resumed,
+        {"device": str(device), "pos_weight": pos_weight},
+    )
