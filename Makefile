@@ -35,8 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Benchmarks (not part of the tests): each prints and saves JSON in bench/results/.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[bench]"
 	$(BIN)/python bench/bench_demo_render.py
+	$(BIN)/python bench/bench_preprocessing.py
+	$(BIN)/python bench/bench_augmentation.py
+	$(BIN)/python bench/bench_training.py
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

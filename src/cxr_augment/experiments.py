@@ -17,11 +17,11 @@ import torch
 from cxr_augment import chexpert as cx
 from cxr_augment import imaging, labels
 from cxr_augment.models import ModelConfig, build_model, feature_extractor
-from cxr_augment.tensor_store import TensorStore, torch_dataset
+from cxr_augment.tensor_store import CombinedStore, TensorStore, torch_dataset
 from cxr_augment.training import CheckpointStore, TrainConfig, predict, train
 
 EVAL_SPLITS = ("validation", "test", "internal_test")
-SPEC_KEYS = {"observation", "policy", "view", "mask", "model", "train", "evaluate", "data"}
+SPEC_KEYS = {"observation", "policy", "view", "mask", "model", "train", "evaluate", "augmentation"}
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -49,6 +49,19 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
         raise ValueError(f"experiment {name}: U-MultiClass needs train.loss: multiclass")
     ModelConfig(**spec["model"])
     TrainConfig(**spec["train"])
+    aug = spec.get("augmentation")
+    if aug:
+        from cxr_augment import strategies, transforms
+
+        unknown = [m for m in aug["methods"] if m not in transforms.METHODS]
+        if unknown:
+            raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
+        strategies.settings(aug["strategy"])
+        if spec["model"].get("outputs", 1) != 1 or policy.uncertain in (
+            "multiclass",
+            "self_trained",
+        ):
+            raise ValueError(f"experiment {name}: augmentation needs a binary target and model")
     spec["name"] = name
     return spec
 
@@ -115,19 +128,61 @@ def observation_column(spec: dict) -> int:
     return 0
 
 
+def augmentation_plan(exp: pd.DataFrame, store: TensorStore, spec: dict):
+    """The experiment's augmented set: (store job, generated rows, selection, Table 4/5 counts)."""
+    from cxr_augment import augment, strategies
+
+    a = spec["augmentation"]
+    train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
+    selection = strategies.select(train_rows, a["strategy"], int(a["seed"]))
+    rows = augment.plan(
+        train_rows,
+        selection,
+        list(a["methods"]),
+        a.get("settings", {}),
+        int(a["seed"]),
+        store.shape,
+        prefix=f"augmented/{spec['name']}",
+    )
+    counts = strategies.counts_table(train_rows, selection, a["strategy"])
+    job = augment.job(rows, store, list(a["methods"]), a.get("settings", {}))
+    return job, rows, selection, counts.assign(experiment=spec["name"])
+
+
+def _training_rows(exp: pd.DataFrame, spec: dict, augmented) -> tuple[pd.DataFrame, np.ndarray]:
+    """The real training rows (all, or the strategy's selection) plus the generated ones."""
+    train_rows = exp[exp["split"] == "train"]
+    if augmented is None:
+        return train_rows, target_matrix(train_rows)
+    from cxr_augment import strategies
+
+    aug_rows, selection = augmented[0], augmented[2]
+    if strategies.settings(spec["augmentation"]["strategy"])["real"] == "selected":
+        train_rows = train_rows[train_rows["key"].isin(selection["key"])]
+    rows = pd.concat(
+        [train_rows[["key", "target"]], aug_rows[["key", "target"]]], ignore_index=True
+    )
+    return rows, rows["target"].to_numpy(float)
+
+
 def fit(
     exp: pd.DataFrame,
     store: TensorStore,
     spec: dict,
     mask_params: dict,
     checkpoints: CheckpointStore | None,
+    augmented: tuple[pd.DataFrame, TensorStore, pd.DataFrame] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Train the experiment's model (two stages for U-SelfTrained); return weights, history."""
+    """Train the experiment's model (two stages for U-SelfTrained); return weights, history.
+
+    ``augmented`` is (generated rows, their store, the selection) for an augmented experiment.
+    """
     config = train_config(spec)
     transform = image_transform(spec, store.shape, mask_params)
-    train_rows = exp[exp["split"] == "train"]
     val_rows = exp[exp["split"] == "validation"]
-    y_train = target_matrix(train_rows)
+    train_rows, y_train = _training_rows(exp, spec, augmented)
+    if augmented is not None:
+        store = CombinedStore([store, augmented[1]])
     val_set = torch_dataset(store, val_rows["key"], val_rows["y_true"].to_numpy(float), transform)
     fp = {
         "experiment": spec["name"],
@@ -160,7 +215,7 @@ def fit(
             # U-SelfTrained: the uncertain training images take the model's probabilities
             model = _model(spec)
             model.load_state_dict(result.state_dict)
-            unc = np.flatnonzero(train_rows[spec["observation"]].to_numpy() == cx.UNCERTAIN)
+            unc = np.flatnonzero(train_rows["label"].to_numpy() == cx.UNCERTAIN)
             if len(unc):
                 ds = torch_dataset(store, train_rows["key"].iloc[unc], None, transform)
                 y_train = y_train.copy()

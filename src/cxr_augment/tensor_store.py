@@ -204,16 +204,21 @@ class TensorStore:
     def __getitem__(self, row: int) -> np.ndarray:
         return np.array(self._map(int(self._shard[row]))[int(self._offset[row])])
 
-    def rows_of(self, keys) -> np.ndarray:
-        """Store rows of ``keys`` (KeyError naming the first missing key)."""
+    def positions(self, keys) -> np.ndarray:
+        """Store rows of ``keys``, -1 where a key is not stored."""
         if self._rows is None:
             self._rows = pd.Index(self.index["key"].to_numpy())
+        pos = self._rows.get_indexer(np.asarray(keys, dtype=object))
+        return np.where(pos >= 0, self.index["row"].to_numpy()[np.maximum(pos, 0)], -1)
+
+    def rows_of(self, keys) -> np.ndarray:
+        """Store rows of ``keys`` (KeyError naming the first missing key)."""
         keys = np.asarray(keys, dtype=object)
-        pos = self._rows.get_indexer(keys)
-        if (pos < 0).any():
-            missing = keys[pos < 0]
+        rows = self.positions(keys)
+        if (rows < 0).any():
+            missing = keys[rows < 0]
             raise KeyError(f"{len(missing)} keys not in the tensor store, e.g. {missing[0]!r}")
-        return self.index["row"].to_numpy()[pos]
+        return rows
 
     def get(self, key: str) -> np.ndarray:
         return self[int(self.rows_of([key])[0])]
@@ -254,3 +259,41 @@ def torch_dataset(store: TensorStore, keys, targets=None, transform=None):
             return (x, y[i]) if y is not None else x
 
     return _StoreDataset()
+
+
+class CombinedStore:
+    """Several stores read as one (the real images and an augmented set, say).
+
+    Rows are numbered store after store; keys must be unique across the stores.
+    """
+
+    def __init__(self, stores: list[TensorStore]) -> None:
+        if len({s.shape for s in stores}) != 1:
+            raise ValueError(f"stores of different image sizes: {[s.shape for s in stores]}")
+        self.stores = stores
+        self.offsets = np.cumsum([0] + [len(s) for s in stores])
+        self.shape = stores[0].shape
+        self.fingerprint = "+".join(s.fingerprint for s in stores)
+        self.meta = {"shape": list(self.shape), "fingerprint": self.fingerprint}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        k = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        return self.stores[k][row - int(self.offsets[k])]
+
+    def rows_of(self, keys) -> np.ndarray:
+        keys = np.asarray(keys, dtype=object)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        for k, store in enumerate(self.stores):
+            pos = store.positions(keys)
+            hit = (pos >= 0) & (out < 0)
+            out[hit] = pos[hit] + self.offsets[k]
+        if (out < 0).any():
+            missing = keys[out < 0]
+            raise KeyError(f"{len(missing)} keys in none of the stores, e.g. {missing[0]!r}")
+        return out
+
+    def get(self, key: str) -> np.ndarray:
+        return self[int(self.rows_of([key])[0])]

@@ -160,3 +160,42 @@ def test_group_table_compares_against_the_reference(run):
     md = catalog.load("report.g.markdown")
     assert md.startswith("# Tiny table") and "| a " in md
     assert (tmp / "g.md").exists()
+
+
+def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):
+    from cxr_augment.datasets import TensorStoreDataset
+
+    manifest, store = synthetic(tmp_path)
+    over = {
+        "augmentation": {"methods": ["rotation", "flipping"], "strategy": "unbalanced", "seed": 4}
+    }
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "params:study.defaults": MemoryDataset(
+            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
+        ),
+        "params:preprocessing.masks": MemoryDataset({}),
+        "params:study.experiments.aug": MemoryDataset(over),
+        "aug.model": TorchStateDictDataset(filepath=str(tmp_path / "m.pt")),
+        "aug.checkpoints": CheckpointFolderDataset(path=str(tmp_path / "ck")),
+        "aug.augmented_store": TensorStoreDataset(path=str(tmp_path / "aug_store")),
+        "aug.augmented_manifest": ParquetDataset(filepath=str(tmp_path / "aug.parquet")),
+        "aug.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
+        "aug.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
+    }
+    catalog = DataCatalog(data)
+    SequentialRunner().run(build(["aug"], {}, None, augmented={"aug"}), catalog)
+    rows = pd.read_parquet(tmp_path / "aug.parquet")
+    train = manifest[(manifest.split == "train")]
+    positives = int((train.Pneumothorax.isin([1.0, -1.0])).sum())  # FillNM(0) + U-Ones
+    negatives = len(train) - positives
+    assert len(rows) == 11 * positives + negatives // 3  # thesis Table 4's arithmetic
+    assert set(rows.origin) == {"augmentation"} and rows.parent_key.isin(train.key).all()
+    assert rows.params.str.contains('"rotation"').all()
+    aug_store = catalog.load("aug.augmented_store")
+    assert len(aug_store) == len(rows)
+    parent = store.get(rows.parent_key.iloc[0])
+    assert not np.array_equal(aug_store.get(rows.key.iloc[0]), parent)
+    counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
+    assert counts.loc["Positive", "generated_images"] == 11 * positives

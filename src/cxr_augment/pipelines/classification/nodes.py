@@ -31,6 +31,63 @@ def train_classifier(
     return experiments.fit(images, store, spec, mask_params, checkpoints)
 
 
+def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
+    """The experiment's augmentation strategy and methods (thesis 4.4-4.5).
+
+    Returns:
+        The lazy store of generated images, their manifest (source, method, parameters drawn,
+        parent), the selection (which training images, how many copies) and the counts of
+        thesis Tables 4 / 5.
+    """
+    return experiments.augmentation_plan(images, store, spec)
+
+
+def train_classifier_augmented(
+    images: pd.DataFrame,
+    store: TensorStore,
+    checkpoints: CheckpointStore,
+    spec: dict,
+    mask_params: dict,
+    augmented_manifest: pd.DataFrame,
+    augmented_store: TensorStore,
+    selection: pd.DataFrame,
+) -> tuple[dict, pd.DataFrame]:
+    """Train on the real training images plus the generated ones."""
+    return experiments.fit(
+        images,
+        store,
+        spec,
+        mask_params,
+        checkpoints,
+        augmented=(augmented_manifest, augmented_store, selection),
+    )
+
+
+def augmentation_examples(manifest: pd.DataFrame, store: TensorStore, params: dict):
+    """Thesis Figure 22: one training image under every traditional method."""
+    import matplotlib.pyplot as plt
+
+    from cxr_augment import augment
+
+    frontal = manifest[(manifest["split"] == "train") & (manifest["view"] == "frontal")]
+    image = store[int(frontal["store_row"].iloc[int(params["figure"]["image_index"])])]
+    methods = list(params["figure"]["methods"])
+    examples = augment.figure_examples(
+        image, methods, params.get("settings", {}), int(params["figure"]["seed"])
+    )
+    cols = 7
+    rows = -(-len(examples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, (img, _)) in zip(axes.ravel(), examples.items(), strict=False):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(name, fontsize=7)
+    fig.suptitle("Traditional augmentation methods (thesis Figure 22)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def predict_images(
     images: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
 ) -> pd.DataFrame:

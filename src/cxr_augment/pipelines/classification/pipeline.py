@@ -19,9 +19,50 @@ def _named(func, **kwargs):
     return update_wrapper(partial(func, **kwargs), func)
 
 
-def experiment_pipeline(name: str) -> Pipeline:
-    """One experiment: settings, images, training, predictions, metrics (namespace = name)."""
+def experiment_pipeline(name: str, augmented: bool = False) -> Pipeline:
+    """One experiment: settings, images, (augmentation,) training, predictions, metrics.
+
+    Everything is namespaced by the experiment's name.
+    """
     masks = "params:preprocessing.masks"
+    if augmented:
+        train = [
+            Node(
+                nodes.augment_images,
+                ["images", "tensor_store", "spec"],
+                [
+                    "augmented_store",
+                    "augmented_manifest",
+                    "augmentation_selection",
+                    "augmentation_counts",
+                ],
+                name="augment_images",
+            ),
+            Node(
+                nodes.train_classifier_augmented,
+                [
+                    "images",
+                    "tensor_store",
+                    "checkpoints",
+                    "spec",
+                    masks,
+                    "augmented_manifest",
+                    "augmented_store",
+                    "augmentation_selection",
+                ],
+                ["model", "training_history"],
+                name="train_classifier",
+            ),
+        ]
+    else:
+        train = [
+            Node(
+                nodes.train_classifier,
+                ["images", "tensor_store", "checkpoints", "spec", masks],
+                ["model", "training_history"],
+                name="train_classifier",
+            )
+        ]
     template = Pipeline(
         [
             Node(
@@ -31,12 +72,7 @@ def experiment_pipeline(name: str) -> Pipeline:
                 name="experiment_spec",
             ),
             Node(nodes.select_images, ["manifest", "spec"], "images", name="select_images"),
-            Node(
-                nodes.train_classifier,
-                ["images", "tensor_store", "checkpoints", "spec", masks],
-                ["model", "training_history"],
-                name="train_classifier",
-            ),
+            *train,
             Node(
                 nodes.predict_images,
                 ["images", "tensor_store", "model", "spec", masks],
@@ -55,7 +91,7 @@ def experiment_pipeline(name: str) -> Pipeline:
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
         },
-        tags=["classification", name],
+        tags=["augmentation" if augmented else "classification", name],
     )
 
 
@@ -102,21 +138,58 @@ def pca_pipeline(reference: str) -> Pipeline:
     )
 
 
-def build(experiments: list[str], groups: dict[str, dict], pca_reference: str | None) -> Pipeline:
-    parts = [experiment_pipeline(name) for name in experiments]
+def is_augmented(study: dict, name: str) -> bool:
+    return bool(
+        study["experiments"][name].get("augmentation") or study["defaults"].get("augmentation")
+    )
+
+
+def build(
+    experiments: list[str],
+    groups: dict[str, dict],
+    pca_reference: str | None,
+    augmented: set[str] = frozenset(),
+    figure22: bool = False,
+) -> Pipeline:
+    parts = [experiment_pipeline(name, name in augmented) for name in experiments]
     parts += [group_pipeline(group, spec) for group, spec in groups.items()]
     if pca_reference:
         parts.append(pca_pipeline(pca_reference))
-    return Pipeline(parts)  # one construction: adding pipelines one by one is quadratic
+    if figure22:
+        parts.append(figure22_pipeline())
+    return Pipeline(parts)
+
+
+def figure22_pipeline() -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.augmentation_examples,
+                ["manifest", "tensor_store", "params:augmentation"],
+                "report.augmentation_examples",
+                name="augmentation_examples",
+            )
+        ],
+        tags=["augmentation", "report"],
+    )  # one construction: adding pipelines one by one is quadratic
 
 
 @lru_cache(maxsize=8)
 def _cached(key: str) -> Pipeline:
     # find_pipelines() is called again and again (kedro-dagster: once per node); the study's
-    # structure does not change within a process, so its pipeline is built once
+    # structure does not change within a process, so its pipelines are built once
     study = study_config()
-    if key == "all":
-        return build(list(study["experiments"]), study["groups"], study["pca"]["experiment"])
+    aug = {n for n in study["experiments"] if is_augmented(study, n)}
+    if key in ("classification", "augmentation"):
+        wanted = aug if key == "augmentation" else set(study["experiments"]) - aug
+        names = [n for n in study["experiments"] if n in wanted]
+        groups = {
+            g: spec
+            for g, spec in study["groups"].items()
+            if g != "headline" and bool(aug & set(spec["experiments"])) == (key == "augmentation")
+        }
+        pca = study["pca"]["experiment"] if key == "classification" else None
+        return build(names, groups, pca, aug, figure22=key == "augmentation")
     head = study["headline"]
     groups = {g: study["groups"][g] for g in head["groups"]}
     names = list(
@@ -125,12 +198,17 @@ def _cached(key: str) -> Pipeline:
         )
     )
     pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
-    return build(names, groups, pca)
+    return build(names, groups, pca, aug, figure22=bool(aug & set(names)))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Every experiment and group of the study."""
-    return _cached("all")
+    """Every experiment of the study without augmentation, and its groups."""
+    return _cached("classification")
+
+
+def create_augmentation_pipeline() -> Pipeline:
+    """Every augmentation experiment of the study, its groups and Figure 22."""
+    return _cached("augmentation")
 
 
 def create_headline_pipeline() -> Pipeline:
