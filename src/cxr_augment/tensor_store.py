@@ -17,7 +17,6 @@ A store is written into a staging folder and renamed into place when complete.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 import uuid
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_augment.imaging import DecodeError
+from cxr_augment.parallel import fork_map
 
 FORMAT = 1
 
@@ -114,11 +114,7 @@ def write_store(
         ]
         _JOB.update(job=job, folder=staging, shard_size=shard_size, data_offsets=data_offsets)
         try:
-            if workers <= 1 or len(bounds) < 2 or "fork" not in mp.get_all_start_methods():
-                results = [_write_chunk(b) for b in bounds]
-            else:
-                with mp.get_context("fork").Pool(workers) as pool:
-                    results = pool.map(_write_chunk, bounds, chunksize=1)
+            results = fork_map(_write_chunk, bounds, workers)
         finally:
             _JOB.clear()
         failed = dict(f for part in results for f in part)

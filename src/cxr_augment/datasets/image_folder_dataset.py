@@ -11,7 +11,6 @@ Loading returns ``relative path -> callable`` that decodes the file on demand.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import stat
@@ -23,6 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
+
+from cxr_augment.parallel import fork_map
 
 _JOBS: dict[str, Any] = {}  # set before forking: workers read the mapping from here
 
@@ -153,14 +154,7 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], "ImageFolder"]):
         workers = max(1, int(self._save_args["workers"]))
         _JOBS.update(data=data, staging=staging, quality=int(self._save_args["jpeg_quality"]))
         try:
-            if workers == 1 or len(keys) < 2 or "fork" not in mp.get_all_start_methods():
-                for key in keys:
-                    _write_one(key)
-                return
-            ctx = mp.get_context("fork")
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
-                for _ in pool.imap_unordered(_write_one, keys, chunksize=8):
-                    pass
+            fork_map(_write_one, keys, workers, chunksize=8, initializer=_init_worker)
         finally:
             _JOBS.clear()
 
