@@ -15,7 +15,6 @@ from kedro.config import OmegaConfigLoader
 
 
 def _project_root() -> Path:
-    from kedro.framework.project import PACKAGE_NAME  # noqa: F401  (set by bootstrap)
     from kedro.utils import find_kedro_project
 
     found = find_kedro_project(Path.cwd())
