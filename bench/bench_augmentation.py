@@ -83,6 +83,7 @@ def ours_pipelines(seed: int = 0):
     from cxr_augment import transforms as tf
 
     out = {}
+
     def first(t):
         return lambda img: t(img)[0]
 

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterable
 
 
 def fork_map(
-    func: Callable, items: Iterable, workers: int, chunksize: int = 1,
+    func: Callable,
+    items: Iterable,
+    workers: int,
+    chunksize: int = 1,
     initializer: Callable | None = None,
 ) -> list:
     """``[func(x) for x in items]`` in ``workers`` forked processes, in order.

@@ -96,9 +96,26 @@ def run(tmp_path_factory):
             "split": "validation",
             "reference": {"Pneumothorax": "a"},
             "experiments": ["a", "b", "c"],
-        }
+        },
+        "t": {
+            "title": "With truth",
+            "split": "validation",
+            "truth_agreement": True,
+            "experiments": ["a", "b"],
+        },
     }
+    agreement = pd.DataFrame(
+        {
+            "observation": ["Pneumothorax", "Pneumothorax"],
+            "policy": ["FillNM(0) U-Ones", "FillNM(0) U-Zeros"],
+            "accuracy": [0.9, 0.8],
+            "implied_positive_rate": [0.31, 0.25],
+            "true_positive_rate": [0.3, 0.3],
+        }
+    )
     data = {
+        "policy_truth_agreement": MemoryDataset(agreement),
+        "params:study.groups.t": MemoryDataset(groups["t"]),
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         "params:study.defaults": MemoryDataset(DEFAULTS),
@@ -113,6 +130,7 @@ def run(tmp_path_factory):
         data[f"{name}.metrics"] = CSVDataset(filepath=str(tmp / name / "metrics.csv"))
     data["report.g.table"] = CSVDataset(filepath=str(tmp / "g.csv"))
     data["report.g.markdown"] = TextDataset(filepath=str(tmp / "g.md"))
+    data["report.t.table"] = CSVDataset(filepath=str(tmp / "t.csv"))
     catalog = DataCatalog(data)
     pipe = build(list(experiments), groups, pca_reference=None)
     SequentialRunner().run(pipe, catalog)
@@ -160,6 +178,20 @@ def test_group_table_compares_against_the_reference(run):
     md = catalog.load("report.g.markdown")
     assert md.startswith("# Tiny table") and "| a " in md
     assert (tmp / "g.md").exists()
+
+
+def test_a_truth_group_lists_each_policys_agreement_with_the_truth(run):
+    catalog, _ = run
+    table = catalog.load("report.t.table").set_index("experiment")
+    from cxr_augment.labels import parse_policy
+
+    assert table.loc["a", "policy"] == parse_policy("nm0_uones").name
+    assert table.loc["b", "policy"] == parse_policy("nm0_uzeros").name
+    md = catalog.load("report.t.markdown")
+    assert "against the truth" in md
+    assert table.loc["a", "label_truth_accuracy"] == 0.9
+    assert table.loc["b", "label_positive_rate"] == 0.25
+    assert table.loc["b", "true_positive_rate"] == 0.3
 
 
 def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_augment import experiments, metrics, plots, stats
+from cxr_augment.labels import parse_policy
 from cxr_augment.tensor_store import TensorStore
 from cxr_augment.training import CheckpointStore
 
@@ -124,7 +125,11 @@ def evaluate(predictions: pd.DataFrame, spec: dict) -> pd.DataFrame:
             )
         )
     out = pd.concat(rows, ignore_index=True)
-    return out.assign(experiment=spec["name"], observation=spec["observation"])
+    return out.assign(
+        experiment=spec["name"],
+        observation=spec["observation"],
+        policy=parse_policy(spec["policy"]).name,
+    )
 
 
 def _fmt(row) -> str:
@@ -222,6 +227,47 @@ def group_report(group: dict, *tables_and_predictions) -> tuple[pd.DataFrame, st
     md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n")
     fig = plots.roc_figure(curves, f"{group['title']} ({split})")
     return table, "".join(md), fig
+
+
+def group_report_with_truth(
+    group: dict, agreement: pd.DataFrame, *tables_and_predictions
+) -> tuple[pd.DataFrame, str, object]:
+    """``group_report`` plus, per experiment, how well its label policy's training targets
+    agree with the demo's truth (empty columns for a real download)."""
+    table, md, fig = group_report(group, *tables_and_predictions)
+    n = len(group["experiments"])
+    policies = {t["experiment"].iloc[0]: t["policy"].iloc[0] for t in tables_and_predictions[:n]}
+    table["policy"] = table["experiment"].map(policies)
+    cols = {
+        "accuracy": "label_truth_accuracy",
+        "implied_positive_rate": "label_positive_rate",
+        "true_positive_rate": "true_positive_rate",
+    }
+    if agreement is not None and len(agreement):
+        a = agreement.rename(columns=cols)[["observation", "policy", *cols.values()]]
+        table = table.merge(a, on=["observation", "policy"], how="left")
+    else:
+        for c in cols.values():
+            table[c] = np.nan
+    show = table[
+        [
+            "experiment",
+            "observation",
+            "policy",
+            "f1",
+            "roc_auc",
+            "kappa",
+            "label_truth_accuracy",
+            "label_positive_rate",
+            "true_positive_rate",
+        ]
+    ]
+    md += (
+        "\n## The training targets against the truth (demo data)\n\n"
+        + show.to_markdown(index=False, floatfmt=".4f")
+        + "\n"
+    )
+    return table, md, fig
 
 
 def feature_pca(

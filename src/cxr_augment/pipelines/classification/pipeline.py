@@ -96,17 +96,19 @@ def experiment_pipeline(name: str, augmented: bool = False) -> Pipeline:
 
 
 def group_pipeline(group: str, spec: dict) -> Pipeline:
-    """The report of a group: its table (CSV, Markdown) and ROC curves."""
+    """The report of a group: its table (CSV, Markdown) and ROC curves; a group with
+    ``truth_agreement: true`` also lists how its label policies agree with the demo's truth."""
     names = spec["experiments"]
+    inputs = [*[f"{n}.metrics" for n in names], *[f"{n}.predictions" for n in names]]
+    if spec.get("truth_agreement"):
+        func, inputs = nodes.group_report_with_truth, ["policy_truth_agreement", *inputs]
+    else:
+        func = nodes.group_report
     return Pipeline(
         [
             Node(
-                nodes.group_report,
-                [
-                    f"params:study.groups.{group}",
-                    *[f"{n}.metrics" for n in names],
-                    *[f"{n}.predictions" for n in names],
-                ],
+                func,
+                [f"params:study.groups.{group}", *inputs],
                 [f"report.{group}.table", f"report.{group}.markdown", f"report.{group}.roc"],
                 name=f"report_{group}",
             )
