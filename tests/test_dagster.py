@@ -111,6 +111,19 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
     assert checks == {"no_patient_in_two_splits": True, "no_image_unreported": True}
 
 
+def test_no_node_is_named_like_a_dataset():
+    """kedro-dagster names a node's op after the node and an asset after its dataset: a node
+    named like a dataset that another pipeline reads makes the two collide, and the whole
+    translation fails (its producer goes missing)."""
+    from kedro.pipeline import Pipeline
+
+    from cxr_augment.pipeline_registry import register_pipelines
+
+    every = sum(register_pipelines().values(), start=Pipeline([]))
+    clashes = sorted(n.name for n in every.nodes if n.name in every.datasets())
+    assert clashes == []
+
+
 def test_split_check_fails_when_a_patient_is_in_two_splits():
     import pandas as pd
 

@@ -29,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.policy_truth_agreement,
                 ["manifest_ingested", "chexpert_truth", "params:preprocessing.labels"],
                 "policy_truth_agreement",
-                name="policy_truth_agreement",
+                name="compare_policies_with_truth",
             ),
             Node(
                 nodes.split_by_patient,
@@ -53,7 +53,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.mask_figure,
                 ["tensor_store", "manifest", "params:preprocessing.masks"],
                 "mask_figure",
-                name="mask_figure",
+                name="draw_mask_figure",
             ),
         ],
         tags="preprocessing",

@@ -1,0 +1,95 @@
+"""kedro-datasets' file datasets, saved atomically on a local disk.
+
+kedro-datasets streams a save straight into its target (``to_csv`` into the open file, for
+instance), so a run killed mid-save, or a serialiser that fails halfway, leaves a truncated
+table that the next run would read as if it were whole. These subclasses write to a hidden
+``.<name>.partial-<id><suffix>`` beside the target and rename it over the target only once
+the save finished (``os.replace``: atomic on one filesystem); a failed save removes its
+partial file and leaves the previous version untouched. Other filesystems (s3, gcs...) and
+versioned datasets save as kedro-datasets does.
+
+Use them by their full path in the catalog::
+
+    type: cxr_augment.datasets.atomic.CSVDataset
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro_datasets.json import JSONDataset as _JSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset as _MatplotlibDataset
+from kedro_datasets.pandas import CSVDataset as _CSVDataset
+from kedro_datasets.pandas import ParquetDataset as _ParquetDataset
+from kedro_datasets.pickle import PickleDataset as _PickleDataset
+from kedro_datasets.text import TextDataset as _TextDataset
+
+
+def partial_path(final: PurePosixPath) -> PurePosixPath:
+    """The hidden file a save goes to before it is renamed to ``final``."""
+    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+class _AtomicSave:
+    """Mixin: ``save`` through a partial file renamed over the target."""
+
+    _containers_are_folders = False  # MatplotlibDataset saves a list or dict as a folder
+
+    def save(self, data: Any) -> None:
+        parent = super().save  # kedro's wrapper around the parent's save
+        inner = getattr(parent, "__wrapped__", None)
+
+        def run() -> None:
+            # the wrapper of this class already logs and wraps errors: call the bare save
+            inner(self, data) if inner is not None else parent(data)
+
+        if self._protocol != "file" or getattr(self, "_version", None) is not None:
+            run()
+            return
+        final = self._filepath
+        if self._containers_are_folders and isinstance(data, list | dict):
+            run()
+            return
+        tmp = partial_path(final)
+        self._filepath = tmp
+        try:
+            run()
+            os.replace(tmp, final)
+        finally:
+            self._filepath = final
+            Path(tmp).unlink(missing_ok=True)
+        self._invalidate_cache()
+
+    # kedro's AbstractDataset.__init_subclass__ makes ``save`` an alias of ``_save`` when a
+    # class has one (kedro-datasets' classes do): both must name the atomic save
+    _save = save
+
+
+class CSVDataset(_AtomicSave, _CSVDataset):
+    """``pandas.CSVDataset``, saved atomically."""
+
+
+class ParquetDataset(_AtomicSave, _ParquetDataset):
+    """``pandas.ParquetDataset``, saved atomically."""
+
+
+class JSONDataset(_AtomicSave, _JSONDataset):
+    """``json.JSONDataset``, saved atomically."""
+
+
+class TextDataset(_AtomicSave, _TextDataset):
+    """``text.TextDataset``, saved atomically."""
+
+
+class PickleDataset(_AtomicSave, _PickleDataset):
+    """``pickle.PickleDataset``, saved atomically."""
+
+
+class MatplotlibDataset(_AtomicSave, _MatplotlibDataset):
+    """``matplotlib.MatplotlibDataset``: one figure saved atomically (a list or dict of
+    figures is a folder, saved as kedro-datasets does)."""
+
+    _containers_are_folders = True
