@@ -8,6 +8,8 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
+from cxr_augment.hooks import RunHooks
+
 
 def package_data(package: str, relative: str) -> str:
     """Path of a data file shipped inside an installed package (``${package_data:...}``).
@@ -38,3 +40,5 @@ CONFIG_LOADER_ARGS = {
         "globals": ["globals*", "globals*/**"],
     },
 }
+
+HOOKS = (RunHooks(),)  # gc.freeze() of the start-up objects for the run
