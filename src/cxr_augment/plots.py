@@ -3,6 +3,8 @@ penultimate-layer features with the classifier's decision boundary)."""
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -16,18 +18,14 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     from cxr_augment.metrics import roc_auc
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    for name, (y, p) in curves.items():
+    for i, (name, (y, p)) in enumerate(curves.items()):
         if 0 < np.sum(y) < len(y):
             fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {roc_auc(y, p):.3f})")
+            style = ("-", "--", ":")[(i // 10) % 3]  # the colour cycle has ten colours
+            ax.plot(fpr, tpr, lw=1.2, ls=style, label=f"{name} (AUC {roc_auc(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=title,
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)  # long table titles wrap, not clip
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return fig
