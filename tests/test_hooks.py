@@ -28,3 +28,32 @@ def test_a_failed_run_thaws_too():
 
 def test_the_project_registers_the_hook():
     assert any(isinstance(h, RunHooks) for h in HOOKS)
+
+
+def test_loading_every_pipeline_and_dataset_does_not_import_torch():
+    """Every `kedro run` and Dagster's translation load all pipelines: torch (~0.6 GB, seconds
+    to import) must wait for the first node that trains or predicts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys\n"
+        "from kedro.framework.startup import bootstrap_project\n"
+        f"bootstrap_project({str(root)!r})\n"
+        "import cxr_augment.datasets\n"
+        "from cxr_augment.pipeline_registry import register_pipelines\n"
+        "assert len(register_pipelines()['classification'].nodes) > 50\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.training import CheckpointStore
+if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
+    from cxr_augment.training import CheckpointStore
 
 
 class TorchStateDictDataset(AbstractDataset[dict, dict]):
@@ -40,16 +40,20 @@ class TorchStateDictDataset(AbstractDataset[dict, dict]):
     def load(self) -> dict:
         if not self._filepath.is_file():
             raise DatasetError(f"no model at {self._filepath}: run its training first")
+        import torch
+
         return torch.load(self._filepath, map_location="cpu", weights_only=True)
 
     def save(self, data: dict) -> None:
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex[:8]}")
+        import torch
+
         torch.save(data, tmp)
         os.replace(tmp, self._filepath)
 
 
-class CheckpointFolderDataset(AbstractDataset[None, CheckpointStore]):
+class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
     """Hands the training node the folder its per-epoch checkpoints go to (and resume from)."""
 
     def __init__(self, *, path: str, keep: int = 2, metadata: dict[str, Any] | None = None) -> None:
@@ -64,6 +68,8 @@ class CheckpointFolderDataset(AbstractDataset[None, CheckpointStore]):
         return True  # an empty folder is a valid (fresh) checkpoint store
 
     def load(self) -> CheckpointStore:
+        from cxr_augment.training import CheckpointStore
+
         return CheckpointStore(self._path, keep=self._keep)
 
     def save(self, data: Any) -> None:

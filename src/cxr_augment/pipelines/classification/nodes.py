@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from cxr_augment import experiments, metrics, plots, stats
+from cxr_augment import metrics, plots, stats
 from cxr_augment.labels import parse_policy
 from cxr_augment.tensor_store import TensorStore
-from cxr_augment.training import CheckpointStore
+
+if TYPE_CHECKING:
+    from cxr_augment.training import CheckpointStore
+
+
+def _experiments():
+    """The experiment runner, imported when a node first needs it: loading the pipelines
+    (every ``kedro run``, Dagster's translation) then does not import torch."""
+    from cxr_augment import experiments
+
+    return experiments
 
 
 def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
     """The experiment's settings: ``study.defaults`` merged with its entry."""
-    return experiments.experiment_spec(defaults, overrides, name)
+    return _experiments().experiment_spec(defaults, overrides, name)
 
 
 def select_images(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """The experiment's images (its view), targets under its label policy and the truth."""
-    return experiments.experiment_manifest(manifest, spec)
+    return _experiments().experiment_manifest(manifest, spec)
 
 
 def train_classifier(
@@ -29,7 +41,7 @@ def train_classifier(
     mask_params: dict,
 ) -> tuple[dict, pd.DataFrame]:
     """Train (resuming from the experiment's checkpoints); the best epoch's weights."""
-    return experiments.fit(images, store, spec, mask_params, checkpoints)
+    return _experiments().fit(images, store, spec, mask_params, checkpoints)
 
 
 def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
@@ -40,7 +52,7 @@ def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
         parent), the selection (which training images, how many copies) and the counts of
         thesis Tables 4 / 5.
     """
-    return experiments.augmentation_plan(images, store, spec)
+    return _experiments().augmentation_plan(images, store, spec)
 
 
 def train_classifier_augmented(
@@ -54,7 +66,7 @@ def train_classifier_augmented(
     selection: pd.DataFrame,
 ) -> tuple[dict, pd.DataFrame]:
     """Train on the real training images plus the generated ones."""
-    return experiments.fit(
+    return _experiments().fit(
         images,
         store,
         spec,
@@ -93,7 +105,7 @@ def predict_images(
     images: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
 ) -> pd.DataFrame:
     """P(positive) for the validation, test and internal-test images."""
-    return experiments.predictions(images, store, state_dict, spec, mask_params)
+    return _experiments().predictions(images, store, state_dict, spec, mask_params)
 
 
 def evaluate(predictions: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -293,7 +305,7 @@ def feature_pca(
         part = train[train["y_true"] == cls]
         picks.append(part.iloc[rng.permutation(len(part))[: int(params["per_class"])]])
     rows = pd.concat(picks, ignore_index=True)
-    feats, w, b = experiments.features(rows, store, state_dict, spec, mask_params)
+    feats, w, b = _experiments().features(rows, store, state_dict, spec, mask_params)
     t = float(np.clip(metrics_table["threshold"].iloc[0], 1e-6, 1 - 1e-6))
     b = b - float(np.log(t / (1 - t)))  # the boundary where P(positive) = threshold
     z, w2, b2, distance = plots.pca_boundary(feats, w, b)
