@@ -15,7 +15,6 @@ timed too, on the GPU when there is one. Prints and saves bench/results/augmenta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,29 +24,16 @@ import numpy as np
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 ROOT = Path(__file__).resolve().parents[1]
-EIGHT = (
-    "rotation",
-    "flipping",
-    "translation",
-    "shearing",
-    "cropping",
-    "noise",
-    "blurring",
-    "colouring",
-)
+
+from _common import demo_train_files, save_results  # noqa: E402  (same folder)
+
+from cxr_augment.transforms import THESIS_METHODS as EIGHT  # noqa: E402
 
 
 def images(n: int) -> list[np.ndarray]:
     from cxr_augment import imaging
-    from cxr_augment.datasets import ImageFolderDataset
 
-    for source in (ROOT / "data/01_raw/chexpert_demo", ROOT / "bench/.cache/demo_2500"):
-        if (source / "CheXpert-v1.0-small").exists():
-            break
-    else:
-        raise FileNotFoundError("no demo images: run `make run` first")
-    files = ImageFolderDataset(path=str(source)).load()
-    keys = [k for k in files if "/train/" in k][:n]
+    files, keys = demo_train_files(n)
     return [imaging.resize(imaging.decode_grey(files[k].read_bytes()), 389, 320) for k in keys]
 
 
@@ -171,10 +157,7 @@ def main() -> None:
     ratios = [v["ratio"] for v in results["per_core_images_per_s"].values()]
     results["min_ratio"] = min(ratios)
     results["target"] = ">= 1.5 x albumentations per core"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    save_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -192,10 +192,9 @@ def main() -> None:
     results["speedup_render_vs_naive_per_process"] = round(best / args.workers * s_per_img, 1)
     results["targets"] = {"images_per_s": ">= 20", "peak_gib": "<= 3"}
     print(json.dumps(results["naive_full_ct_projection"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    from _common import save_results  # same folder
+
+    save_results(results, args.out)
 
 
 if __name__ == "__main__":

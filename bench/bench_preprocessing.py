@@ -201,10 +201,9 @@ def main() -> None:
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
     results["targets"] = {"ratio_to_floor_per_core": ">= 0.9", "peak_pss_gib": "<= 2, flat"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    from _common import save_results  # same folder
+
+    save_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -34,17 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_store(folder: Path, n: int) -> TensorStore:  # noqa: F821
     """A 389 x 320 store from the demo images (rendered by make run, or bench/.cache)."""
+    from _common import demo_train_files  # same folder
+
     from cxr_augment import imaging
-    from cxr_augment.datasets import ImageFolderDataset
     from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
 
-    for source in (ROOT / "data/01_raw/chexpert_demo", ROOT / "bench/.cache/demo_2500"):
-        if (source / "CheXpert-v1.0-small").exists():
-            break
-    else:
-        raise FileNotFoundError("no demo images: run `make run` first")
-    files = ImageFolderDataset(path=str(source)).load()
-    keys = [k for k in files if "/train/" in k][:n]
+    files, keys = demo_train_files(n)
 
     def produce(i):
         data = files[keys[i]].read_bytes()
@@ -184,13 +179,13 @@ def main() -> None:
         "gpu_speedup_tuned_vs_thesis": ">= 4.5",
         "gpu_loader_efficiency": ">= 0.9",
     }
+    from _common import save_results  # same folder
+
     out = Path(
         args.out or ROOT / "bench" / "results" / ("training_gpu.json" if gpu else "training.json")
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: results[k] for k in ("speedup_tuned_vs_thesis", "loader_efficiency")}))
-    print(f"saved {out}")
+    save_results(results, out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
+from cxr_augment.chexpert import OBSERVATIONS
 from cxr_augment.datasets import CheckpointFolderDataset, TorchStateDictDataset
 from cxr_augment.pipelines.classification.pipeline import build
 from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
@@ -59,21 +60,9 @@ def synthetic(tmp_path, n=240):
             "Pleural Effusion": truth.astype(float),
         }
     )
-    for obs in (
-        "No Finding",
-        "Enlarged Cardiomediastinum",
-        "Cardiomegaly",
-        "Lung Opacity",
-        "Lung Lesion",
-        "Edema",
-        "Consolidation",
-        "Pneumonia",
-        "Atelectasis",
-        "Pleural Other",
-        "Fracture",
-        "Support Devices",
-    ):
-        manifest[obs] = np.nan
+    for obs in OBSERVATIONS:
+        if obs not in manifest:
+            manifest[obs] = np.nan
     return manifest, TensorStore(tmp_path / "store")
 
 
