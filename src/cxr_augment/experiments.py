@@ -53,9 +53,15 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
     if aug:
         from cxr_augment import strategies, transforms
 
-        unknown = [m for m in aug["methods"] if m not in transforms.METHODS]
-        if unknown:
-            raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
+        source = aug.get("source", "transforms")
+        if source == "transforms":
+            unknown = [m for m in aug.get("methods", []) if m not in transforms.METHODS]
+            if unknown or not aug.get("methods"):
+                raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
+        elif aug.get("methods"):
+            raise ValueError(
+                f"experiment {name}: augmentation from generator {source!r} takes no methods"
+            )
         strategies.settings(aug["strategy"])
         if spec["model"].get("outputs", 1) != 1 or policy.uncertain in (
             "multiclass",
@@ -147,6 +153,47 @@ def augmentation_plan(exp: pd.DataFrame, store: TensorStore, spec: dict):
     counts = strategies.counts_table(train_rows, selection, a["strategy"])
     job = augment.job(rows, store, list(a["methods"]), a.get("settings", {}))
     return job, rows, selection, counts.assign(experiment=spec["name"])
+
+
+def generation_plan(
+    exp: pd.DataFrame, store: TensorStore, spec: dict, model, generation: dict, memorisation: dict
+):
+    """The experiment's synthetic set from a diffusion generator (``augmentation.source``):
+    the strategy's selection says how many images of each class (the sum of its copies), and
+    the generator makes them (thesis 4.5 with a generator in place of the transforms).
+
+    A generator whose memorisation check failed (share of generated images closer to a
+    training image than the real-to-real percentile above ``max_share``) is refused.
+    """
+    from cxr_augment import strategies
+    from cxr_augment.generation.sets import generated_set
+    from cxr_augment.pipelines.generation.nodes import sampler_config
+
+    a = spec["augmentation"]
+    source = a["source"]
+    if memorisation.get("status") == "ok" and not memorisation.get("passed", False):
+        raise ValueError(
+            f"experiment {spec['name']}: generator {source!r} failed its memorisation check "
+            f"({memorisation['share']:.1%} of its images are closer to a training image than "
+            f"the real-to-real {memorisation['percentile']}th percentile; limit "
+            f"{memorisation['max_share']:.1%}): its images are not used"
+        )
+    train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
+    selection = strategies.select(train_rows, a["strategy"], int(a["seed"]))
+    per_class = selection.groupby("target")["copies"].sum()
+    counts = {int(c): int(per_class.get(c, 0)) for c in (0, 1)}
+    job, rows = generated_set(
+        model,
+        counts,
+        sampler_config(generation, source, **a.get("sampler", {})),
+        int(a["seed"]),
+        store.shape,
+        prefix=f"generated/{spec['name']}",
+        name=source,
+        model_name=generation["generators"][source]["model"],
+    )
+    table = strategies.counts_table(train_rows, selection, a["strategy"])
+    return job, rows, selection, table.assign(experiment=spec["name"], source=source)
 
 
 def _training_rows(exp: pd.DataFrame, spec: dict, augmented) -> tuple[pd.DataFrame, np.ndarray]:

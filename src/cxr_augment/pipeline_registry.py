@@ -5,8 +5,8 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# the demo study, in order: render, preprocess, the headline classification experiments
-DEFAULT = ("demo_data", "preprocessing", "classification_headline")
+# the demo study: render, preprocess, the headline generator, the headline experiments
+DEFAULT = ("demo_data", "preprocessing", "generation_headline", "classification_headline")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -45,3 +45,14 @@ def study_config() -> dict:
         if missing:
             raise ValueError(f"study.groups.{group}: unknown experiments {missing}")
     return study
+
+
+def generation_config() -> dict:
+    """The ``generation`` block (models, generators, tables), read as ``study_config``."""
+    conf = str(_project_root() / "conf")
+    env = os.environ.get("KEDRO_ENV", "local")
+    gen = _load(conf, env)["generation"]
+    for name, spec in gen["generators"].items():
+        if "model" in spec and spec["model"] not in gen["models"]:
+            raise ValueError(f"generation.generators.{name}: unknown model {spec['model']!r}")
+    return gen

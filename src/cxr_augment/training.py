@@ -72,14 +72,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 class CheckpointStore:
-    """A folder of per-epoch checkpoints, written atomically (temporary file, then rename)."""
+    """A folder of checkpoints (per epoch, or per ``stem`` unit such as a training step),
+    written atomically (temporary file, then rename)."""
 
-    def __init__(self, folder: str | Path, keep: int = 2) -> None:
+    def __init__(
+        self, folder: str | Path, keep: int = 2, stem: str = "epoch", digits: int = 4
+    ) -> None:
         self.folder = Path(folder)
         self.keep = keep
+        self.stem = stem
+        self.digits = digits  # zero-padded, so that names sort in order
 
     def _path(self, epoch: int) -> Path:
-        return self.folder / f"epoch_{epoch:04d}.pt"
+        return self.folder / f"{self.stem}_{epoch:0{self.digits}d}.pt"
 
     def save(self, epoch: int, state: dict) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -87,19 +92,19 @@ class CheckpointStore:
         torch.save(state, tmp)
         final = self._path(epoch)
         os.replace(tmp, final)
-        for old in sorted(self.folder.glob("epoch_*.pt"))[: -self.keep]:
+        for old in sorted(self.folder.glob(f"{self.stem}_*.pt"))[: -self.keep]:
             old.unlink()
         return final
 
     def latest(self) -> dict | None:
-        files = sorted(self.folder.glob("epoch_*.pt")) if self.folder.exists() else []
+        files = sorted(self.folder.glob(f"{self.stem}_*.pt")) if self.folder.exists() else []
         if not files:
             return None
         # weights_only=True: checkpoints hold tensors and plain containers only
         return torch.load(files[-1], map_location="cpu", weights_only=True)
 
     def clear(self) -> None:
-        for f in self.folder.glob("epoch_*.pt") if self.folder.exists() else []:
+        for f in self.folder.glob(f"{self.stem}_*.pt") if self.folder.exists() else []:
             f.unlink()
 
 

@@ -1,17 +1,24 @@
 """Custom Kedro datasets (written the kedro-datasets way: load/save/_describe/_exists)."""
 
+from cxr_augment.datasets.diffusion_model_dataset import DiffusionModelDataset
 from cxr_augment.datasets.image_folder_dataset import ImageFolderDataset
 from cxr_augment.datasets.nifti_dataset import NiftiDataset
 from cxr_augment.datasets.read_only_dataset import AbsentDataset, ReadOnlyDataset
 from cxr_augment.datasets.tensor_store_dataset import TensorStoreDataset
-from cxr_augment.datasets.torch_datasets import CheckpointFolderDataset, TorchStateDictDataset
+from cxr_augment.datasets.torch_datasets import (
+    CheckpointFolderDataset,
+    SafetensorsDataset,
+    TorchStateDictDataset,
+)
 
 __all__ = [
     "AbsentDataset",
     "CheckpointFolderDataset",
+    "DiffusionModelDataset",
     "ImageFolderDataset",
     "NiftiDataset",
     "ReadOnlyDataset",
+    "SafetensorsDataset",
     "TensorStoreDataset",
     "TorchStateDictDataset",
 ]

@@ -74,3 +74,43 @@ class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
 
     def save(self, data: Any) -> None:
         raise DatasetError("checkpoints are written by the training node through the store")
+
+
+class SafetensorsDataset(AbstractDataset[dict, dict]):
+    """A dict of tensors (LoRA weights, say) as a ``.safetensors`` file, written atomically.
+
+    safetensors holds tensors only: loading never runs code. An empty dict (a skipped
+    fine-tuning) is saved and loaded as an empty file of the format.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> ds = SafetensorsDataset(filepath=tempfile.mkdtemp() + "/w.safetensors")
+        >>> ds.save({"a": torch.ones(2)})
+        >>> ds.load()["a"].tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def load(self) -> dict:
+        if not self._filepath.is_file():
+            raise DatasetError(f"no weights at {self._filepath}: run the step that trains them")
+        from safetensors.torch import load_file
+
+        return load_file(str(self._filepath))
+
+    def save(self, data: dict) -> None:
+        from safetensors.torch import save_file
+
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex[:8]}")
+        save_file({k: v.detach().cpu().contiguous() for k, v in data.items()}, str(tmp))
+        os.replace(tmp, self._filepath)

@@ -55,6 +55,20 @@ def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
     return _experiments().augmentation_plan(images, store, spec)
 
 
+def generate_images(
+    images: pd.DataFrame,
+    store: TensorStore,
+    spec: dict,
+    model,
+    generation: dict,
+    memorisation: dict,
+):
+    """The experiment's strategy with a diffusion generator as the source of its synthetic
+    images (thesis 4.5-4.6): as ``augment_images``, the images sampled instead of transformed.
+    """
+    return _experiments().generation_plan(images, store, spec, model, generation, memorisation)
+
+
 def train_classifier_augmented(
     images: pd.DataFrame,
     store: TensorStore,

@@ -19,25 +19,52 @@ def _named(func, **kwargs):
     return update_wrapper(partial(func, **kwargs), func)
 
 
-def experiment_pipeline(name: str, augmented: bool = False) -> Pipeline:
+def experiment_pipeline(
+    name: str, augmented: bool = False, generator: tuple[str, str] | None = None
+) -> Pipeline:
     """One experiment: settings, images, (augmentation,) training, predictions, metrics.
 
-    Everything is namespaced by the experiment's name.
+    Everything is namespaced by the experiment's name. ``generator`` is (generator, model)
+    for an experiment whose synthetic images come from a diffusion generator.
     """
     masks = "params:preprocessing.masks"
+    outside = {"manifest", "tensor_store"}
+    if generator is not None:
+        gen, model = generator
+        make = Node(
+            nodes.generate_images,
+            [
+                "images",
+                "tensor_store",
+                "spec",
+                f"generation.{model}.model",
+                "params:generation",
+                f"generation.{gen}.memorisation_summary",
+            ],
+            [
+                "augmented_store",
+                "augmented_manifest",
+                "augmentation_selection",
+                "augmentation_counts",
+            ],
+            name="generate_images",
+        )
+        outside |= {f"generation.{model}.model", f"generation.{gen}.memorisation_summary"}
+    else:
+        make = Node(
+            nodes.augment_images,
+            ["images", "tensor_store", "spec"],
+            [
+                "augmented_store",
+                "augmented_manifest",
+                "augmentation_selection",
+                "augmentation_counts",
+            ],
+            name="augment_images",
+        )
     if augmented:
         train = [
-            Node(
-                nodes.augment_images,
-                ["images", "tensor_store", "spec"],
-                [
-                    "augmented_store",
-                    "augmented_manifest",
-                    "augmentation_selection",
-                    "augmentation_counts",
-                ],
-                name="augment_images",
-            ),
+            make,
             Node(
                 nodes.train_classifier_augmented,
                 [
@@ -85,11 +112,12 @@ def experiment_pipeline(name: str, augmented: bool = False) -> Pipeline:
     return Pipeline(
         template,
         namespace=name,
-        inputs={"manifest", "tensor_store"},
+        inputs=outside,
         parameters={
             "params:study.defaults": "params:study.defaults",
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
+            **({"params:generation": "params:generation"} if generator else {}),
         },
         tags=["augmentation" if augmented else "classification", name],
     )
@@ -140,6 +168,26 @@ def pca_pipeline(reference: str) -> Pipeline:
     )
 
 
+def generator_of(name: str) -> tuple[str, str] | None:
+    """(generator, model) when experiment ``name`` draws its synthetic images from a diffusion
+    generator (``augmentation.source``), else None."""
+    study = study_config()
+    aug = {**study["defaults"].get("augmentation", {}), **(
+        study["experiments"][name].get("augmentation") or {})}
+    source = aug.get("source", "transforms")
+    if source == "transforms":
+        return None
+    from cxr_augment.study import generation_config
+
+    gens = generation_config()["generators"]
+    if source not in gens or "model" not in gens[source]:
+        raise ValueError(
+            f"study.experiments.{name}: augmentation.source {source!r} is not a diffusion "
+            f"generator of generation.generators ({sorted(g for g in gens if 'model' in gens[g])})"
+        )
+    return source, gens[source]["model"]
+
+
 def is_augmented(study: dict, name: str) -> bool:
     return bool(
         study["experiments"][name].get("augmentation") or study["defaults"].get("augmentation")
@@ -153,7 +201,9 @@ def build(
     augmented: set[str] = frozenset(),
     figure22: bool = False,
 ) -> Pipeline:
-    parts = [experiment_pipeline(name, name in augmented) for name in experiments]
+    parts = [
+        experiment_pipeline(name, name in augmented, generator_of(name)) for name in experiments
+    ]
     parts += [group_pipeline(group, spec) for group, spec in groups.items()]
     if pca_reference:
         parts.append(pca_pipeline(pca_reference))

@@ -1,0 +1,1 @@
+"""Diffusion generation: image-quality and memorisation metrics."""

@@ -1,0 +1,179 @@
+"""Wiring of ``generation``: a training pipeline per model, a generated set and its metrics per
+generator, Tables 13 and 14, Figure 23, the memorisation figure and the sampler sweep.
+
+Models and generators are read from ``parameters_generation.yml`` (the ``generation`` block),
+so adding one there adds only its own nodes and assets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial, update_wrapper
+
+from kedro.pipeline import Node, Pipeline
+
+from cxr_augment.pipelines.generation import nodes
+from cxr_augment.study import generation_config
+
+P = "params:generation"
+STUDY = "params:study"
+
+
+def _named(func, **kwargs):
+    return update_wrapper(partial(func, **kwargs), func)
+
+
+def _model_nodes(name: str) -> list[Node]:
+    return [
+        Node(
+            _named(nodes.train_model, name=name),
+            ["generation.training_rows", "tensor_store", f"generation.{name}.checkpoints", P],
+            [f"generation.{name}.model", f"generation.{name}.history",
+             f"generation.{name}.loss_curve"],
+            name=f"generation_train_{name}",
+        )
+    ]
+
+
+def _generator_nodes(name: str, spec: dict) -> list[Node]:
+    out = [f"generation.{name}.samples", f"generation.{name}.samples_manifest"]
+    if "model" in spec:
+        make = Node(
+            _named(nodes.sample_set, generator=name),
+            [f"generation.{spec['model']}.model", "tensor_store", P],
+            out,
+            name=f"generation_sample_{name}",
+        )
+        status = None
+    elif name == "traditional":
+        make = Node(
+            nodes.traditional_set,
+            ["generation.training_rows", "tensor_store", P],
+            out,
+            name="generation_sample_traditional",
+        )
+        status = None
+    else:  # Stable Diffusion
+        status = f"generation.{name}.status"
+        make = Node(
+            _named(nodes.stable_diffusion_set, generator=name),
+            ["generation.training_rows", "manifest", "tensor_store", P],
+            [*out, status, f"generation.{name}.lora"],
+            name=f"generation_sample_{name}",
+        )
+    evaluate = Node(
+        _named(nodes.evaluate_generator, generator=name),
+        [
+            *out,
+            "generation.reference",
+            "tensor_store",
+            "feature_model",
+            STUDY,
+            P,
+            *([status] if status else []),
+        ],
+        [
+            f"generation.{name}.metrics",
+            f"generation.{name}.memorisation",
+            f"generation.{name}.memorisation_summary",
+        ],
+        name=f"generation_evaluate_{name}",
+    )
+    return [make, evaluate]
+
+
+def _common(gen: dict) -> list[Node]:
+    return [
+        Node(nodes.training_rows, ["manifest", P], "generation.training_rows",
+             name="generation_training_rows"),
+        Node(
+            nodes.reference_set,
+            ["generation.training_rows", "tensor_store", "feature_model", STUDY, P],
+            "generation.reference",
+            name="generation_reference_set",
+        ),
+    ]
+
+
+def _generators(gen: dict) -> dict[str, dict]:
+    return {"traditional": {}, **gen["generators"]}
+
+
+def build(gen: dict, headline: bool = False) -> Pipeline:
+    generators = _generators(gen)
+    if headline:
+        generators = {g: generators[g] for g in gen["headline"]["generators"]}
+    models = list(dict.fromkeys(s["model"] for s in generators.values() if "model" in s))
+    parts = _common(gen)
+    for m in models:
+        parts += _model_nodes(m)
+    for g, spec in generators.items():
+        parts += _generator_nodes(g, spec)
+    if not headline:
+        for t, table in gen["tables"].items():
+            parts.append(
+                Node(
+                    _named(nodes.generation_table, table=table),
+                    [f"generation.{g}.metrics" for g in table["generators"]],
+                    [f"generation.report.{t}.table", f"generation.report.{t}.markdown"],
+                    name=f"generation_report_{t}",
+                )
+            )
+        shown = gen["figure"]["generators"]
+        parts.append(
+            Node(
+                nodes.figure23,
+                ["generation.reference", "tensor_store", P,
+                 *[d for g in shown for d in (f"generation.{g}.samples",
+                                              f"generation.{g}.samples_manifest")]],
+                "generation.report.figure23",
+                name="generation_figure23",
+            )
+        )
+        parts.append(
+            Node(
+                nodes.memorisation_figure,
+                ["tensor_store", P,
+                 *[d for g in shown for d in (f"generation.{g}.samples",
+                                              f"generation.{g}.memorisation")]],
+                "generation.report.memorisation_figure",
+                name="generation_memorisation_figure",
+            )
+        )
+        sw = gen["sweep"]["model"]
+        parts.append(
+            Node(
+                nodes.sampler_sweep,
+                [f"generation.{sw}.model", "generation.reference", "tensor_store",
+                 "feature_model", STUDY, P],
+                ["generation.report.sweep.table", "generation.report.sweep.figure"],
+                name="generation_sampler_sweep",
+            )
+        )
+    return Pipeline(
+        parts,
+        # the domain feature extractor is the headline classifier's weights
+        inputs={"manifest", "tensor_store"},
+        tags=["generation"],
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached(headline: bool) -> Pipeline:
+    gen = generation_config()
+    return _with_features(build(gen, headline), gen)
+
+
+def _with_features(p: Pipeline, gen: dict) -> Pipeline:
+    """``feature_model`` is the weights of ``metrics.feature_experiment`` (the classifier)."""
+    name = gen["metrics"]["feature_experiment"]
+    return Pipeline(p, inputs={"feature_model": f"{name}.model"}) if "feature_model" in p.inputs() else p
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Every model and generator, Tables 13 and 14, Figure 23, memorisation, sweep."""
+    return _cached(False)
+
+
+def create_headline_pipeline() -> Pipeline:
+    """What the default pipeline runs: the headline generators, their models and checks."""
+    return _cached(True)

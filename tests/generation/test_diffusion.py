@@ -1,0 +1,251 @@
+"""Diffusion models, training and sampling at tiny size on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxr_augment.generation.models import (
+    DiffusionModel,
+    ScheduleConfig,
+    UNetConfig,
+    build_unet,
+    null_class,
+)
+from cxr_augment.generation.sampling import SamplerConfig, _predict, guided, sample_class
+from cxr_augment.generation.sets import generated_set
+from cxr_augment.generation.training import DiffusionTrainConfig, ImageSet, train_unet
+from cxr_augment.tensor_store import TensorStore, write_store
+from cxr_augment.training import CheckpointStore
+
+TINY = UNetConfig(
+    sample_size=16,
+    layers_per_block=1,
+    block_out_channels=(16, 32),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
+SCHEDULE = ScheduleConfig(num_train_timesteps=200, beta_end=0.1)  # reaches noise in 200
+TRAIN = dict(batch_size=8, lr=2e-3, progress=False, checkpoint_every=3, seed=4, device="cpu")
+
+
+class ArrayStore:
+    """The part of a tensor store ``ImageSet`` reads: rows by index."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+
+def two_class_images(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 is bright on the left half, class 0 on the right; 20 x 18, noisy."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(20, 60, (n, 20, 18)).astype(np.uint8)
+    x[y == 1, :, :9] += 150
+    x[y == 0, :, 9:] += 150
+    return x, y
+
+
+def tiny_model(conditional: bool, channels: str = "grey", seed: int = 0) -> DiffusionModel:
+    torch.manual_seed(seed)
+    if conditional:
+        return DiffusionModel(
+            {"all": build_unet(TINY, channels, 2)}, SCHEDULE, "class_conditional", channels
+        )
+    unets = {}
+    for c in ("0", "1"):
+        unets[c] = build_unet(TINY, channels)
+    return DiffusionModel(unets, SCHEDULE, "per_class", channels)
+
+
+def test_thesis_preset_is_the_thesis_unet(parameters):
+    preset = parameters["generation"]["presets"]["thesis"]
+    unet = build_unet(UNetConfig(**preset), "grey")
+    c = unet.config
+    assert (c.in_channels, c.out_channels, c.sample_size) == (1, 1, 256)
+    assert tuple(c.block_out_channels) == (128, 128, 256, 256, 512, 512)
+    assert c.layers_per_block == 2
+    assert c.down_block_types[4] == "AttnDownBlock2D" and c.up_block_types[1] == "AttnUpBlock2D"
+    assert sum(1 for t in c.down_block_types if t.startswith("Attn")) == 1
+    # 113.7 M parameters, as diffusers' UNet2DModel with these settings (anchors.md)
+    assert sum(p.numel() for p in unet.parameters()) / 1e6 == pytest.approx(113.7, abs=0.1)
+    s = parameters["generation"]["schedule"]
+    assert (s["beta_start"], s["beta_end"], s["num_train_timesteps"]) == (1e-4, 0.02, 1000)
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="divisible"):
+        UNetConfig(
+            sample_size=18,
+            block_out_channels=(16, 32, 64),
+            down_block_types=("DownBlock2D",) * 3,
+            up_block_types=("UpBlock2D",) * 3,
+            norm_num_groups=8,
+        )
+    with pytest.raises(ValueError, match="pure noise"):
+        ScheduleConfig(num_train_timesteps=50)
+    with pytest.raises(ValueError, match="prediction_type"):
+        ScheduleConfig(prediction_type="x0")
+    with pytest.raises(ValueError, match="all T"):
+        SamplerConfig("ddpm", steps=10)
+
+
+def test_grey_and_rgb_data_paths():
+    x, _ = two_class_images(6)
+    grey = ImageSet(ArrayStore(x), np.arange(6), 16, "grey")
+    rgb = ImageSet(ArrayStore(x), np.arange(6), 16, "rgb")
+    g, r = grey[0], rgb[0]
+    assert g.shape == (1, 16, 16) and r.shape == (3, 16, 16)
+    assert torch.equal(r[0], g[0]) and torch.equal(r[2], g[0])
+    assert -1.0 <= float(g.min()) and float(g.max()) <= 1.0
+    # the resize is area averaging of the stored image (cv2), to the model's square size
+    import cv2
+
+    ref = cv2.resize(x[0], (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(g[0].numpy(), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type,snr_gamma", [("epsilon", None), ("v_prediction", 5.0)])
+def test_loss_falls(prediction_type, snr_gamma):
+    x, y = two_class_images(64)
+    data = ImageSet(ArrayStore(x), np.arange(64), 16)
+    torch.manual_seed(0)
+    schedule = ScheduleConfig(prediction_type=prediction_type)
+    cfg = DiffusionTrainConfig(**{**TRAIN, "epochs": 10, "lr": 3e-3}, snr_gamma=snr_gamma)
+    _, history = train_unet(build_unet(TINY, "grey", 2), data, y, schedule, cfg)
+    assert len(history) == cfg.total_steps(64) == 80
+    first, last = history["loss"].head(10).mean(), history["loss"].tail(10).mean()
+    assert last < 0.7 * first, (first, last)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    x, y = two_class_images(40)
+    data = ImageSet(ArrayStore(x), np.arange(40), 16)
+    cfg = DiffusionTrainConfig(**{**TRAIN, "epochs": 2, "grad_accumulation": 2, "batch_size": 4})
+
+    def run(ck=None, stop=None):
+        torch.manual_seed(4)
+        return train_unet(
+            build_unet(TINY, "grey", 2), data, y, SCHEDULE, cfg, ck, {"t": 1}, stop_after_step=stop
+        )
+
+    full, full_hist = run()
+    ck = CheckpointStore(tmp_path / "ck", stem="step", digits=8)
+    run(ck, stop=5)  # "killed" after the checkpoint of step 5
+    assert sorted(p.name for p in (tmp_path / "ck").glob("step_*.pt"))[-1] == "step_00000005.pt"
+    resumed, hist = run(ck)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert hist["loss"].tolist() == full_hist["loss"].tolist()
+    assert not list((tmp_path / "ck").glob(".tmp-*"))  # no partial checkpoint left behind
+
+
+def test_guidance_limits_are_the_conditional_and_unconditional_predictions():
+    model = tiny_model(True)
+    unet = model.unets["all"].eval()
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([10, 20, 30])
+    with torch.no_grad():
+        cond = unet(x, t, class_labels=torch.ones(3, dtype=torch.long)).sample
+        uncond = unet(x, t, class_labels=torch.full((3,), null_class(unet))).sample
+        at1 = _predict(unet, x, t, 1, 1.0, null_class(unet))
+        at0 = _predict(unet, x, t, 1, 0.0, null_class(unet))
+        at3 = _predict(unet, x, t, 1, 3.0, null_class(unet))
+    torch.testing.assert_close(at1, cond)
+    torch.testing.assert_close(at0, uncond, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(at3, uncond + 3 * (cond - uncond), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(guided(cond, uncond, 1.0), cond)
+
+
+@pytest.mark.parametrize(
+    "sampler,calls",
+    [
+        (SamplerConfig("ddpm", None, batch_size=4), 200),
+        (SamplerConfig("ddim", 7, eta=0.0, batch_size=4), 7),
+        (SamplerConfig("ddim", 5, eta=1.0, batch_size=4), 5),
+        (SamplerConfig("dpmsolver++", 6, batch_size=4, guidance=2.0), 6),
+    ],
+)
+def test_each_sampler_takes_the_steps_asked_and_is_reproducible(sampler, calls):
+    model = tiny_model(sampler.guidance != 1.0)
+    unet = model.unet_for(1)[0]
+    seen = []
+    hook = unet.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    a = sample_class(model, 1, 4, sampler, seed=3)
+    hook.remove()
+    assert len(seen) == calls  # one forward per step (CFG: one over the doubled batch)
+    assert seen[0] == (8 if sampler.guidance != 1.0 else 4)
+    b = sample_class(model, 1, 4, sampler, seed=3)
+    c = sample_class(model, 1, 4, sampler, seed=4)
+    assert a.dtype == np.uint8 and a.shape == (4, 16, 16)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_a_trained_model_samples_its_classes():
+    """Conditional samples follow their class: class 1 bright left, class 0 bright right
+    (v-prediction with min-SNR weights learns this in 200 steps)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = rng.integers(0, 30, (64, 16, 16)).astype(np.uint8)
+    x[y == 1, :, :8] += 200
+    x[y == 0, :, 8:] += 200
+    data = ImageSet(ArrayStore(x), np.arange(64), 16)
+    torch.manual_seed(0)
+    schedule = ScheduleConfig(prediction_type="v_prediction")
+    cfg = DiffusionTrainConfig(
+        **{**TRAIN, "epochs": 50, "lr": 3e-3, "batch_size": 16},
+        ema_decay=0.95,
+        snr_gamma=5.0,
+        p_uncond=0.2,
+    )
+    unet, _ = train_unet(build_unet(TINY, "grey", 2), data, y, schedule, cfg)
+    model = DiffusionModel({"all": unet}, schedule, "class_conditional", "grey")
+    for scheduler, w in (("ddim", 1.0), ("dpmsolver++", 1.0), ("dpmsolver++", 2.0)):
+        s = SamplerConfig(scheduler, 25, guidance=w, batch_size=16)
+        for cls, sign in ((1, 1), (0, -1)):
+            imgs = sample_class(model, cls, 16, s, seed=1).astype(float)
+            left, right = imgs[:, :, :8].mean(), imgs[:, :, 8:].mean()
+            assert sign * (left - right) > 120, (scheduler, w, cls, left, right)
+
+
+def test_generated_set_streams_into_a_store_at_the_classifier_size(tmp_path):
+    model = tiny_model(False, "rgb")
+    sampler = SamplerConfig("ddim", 3, batch_size=4)
+    job, manifest = generated_set(model, {0: 3, 1: 6}, sampler, 7, (20, 18), "gen/x", "ddim", "rgb")
+    write_store(tmp_path / "s", job)
+    store = TensorStore(tmp_path / "s")
+    assert len(store) == 9 and store.shape == (20, 18)
+    assert manifest["target"].tolist() == [0.0] * 3 + [1.0] * 6
+    assert set(manifest["scheduler"]) == {"ddim"} and set(manifest["steps"]) == {3}
+    assert manifest["checkpoint_hash"].nunique() == 1
+    assert len(manifest["checkpoint_hash"].iloc[0]) == 16
+    # the images are the sampler's, resized: batch 1 of class 1 holds images 4 and 5
+    direct = sample_class(model, 1, 6, sampler, seed=7)
+    import cv2
+
+    want = cv2.resize(direct[5], (18, 20), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(store.get("gen/x/class1/0000005"), want)
+    # the same inputs give the same fingerprint (a rerun reuses the store)
+    job2, _ = generated_set(model, {0: 3, 1: 6}, sampler, 7, (20, 18), "gen/x", "ddim", "rgb")
+    assert job2.fingerprint == job.fingerprint
+
+
+def test_model_folder_round_trip_opens_in_plain_diffusers(tmp_path):
+    from diffusers import DDPMPipeline
+
+    from cxr_augment.datasets import DiffusionModelDataset
+
+    model = tiny_model(False)
+    ds = DiffusionModelDataset(path=str(tmp_path / "m"))
+    ds.save(model)
+    back = ds.load()
+    assert back.checkpoint_hash() == model.checkpoint_hash()
+    assert back.conditioning == "per_class" and back.schedule == SCHEDULE
+    pipe = DDPMPipeline.from_pretrained(str(tmp_path / "m" / "1"), local_files_only=True)
+    assert pipe.scheduler.config.num_train_timesteps == 200
+    assert not list(tmp_path.glob(".m.*"))  # no staging folder left
