@@ -143,3 +143,43 @@ def _keys(asset):
     if isinstance(asset, dg.AssetsDefinition):
         return list(asset.keys)
     return [asset.key]
+
+
+def test_a_memorised_generated_set_blocks_what_follows():
+    """The memorisation check is blocking: a failing generated set stops its downstream
+    assets; a passing one lets them run."""
+    import dagster as dg
+
+    from cxr_augment.checks import _memorisation_check
+
+    def run(share: float):
+        key = dg.AssetKey(["local", "generation__ddim__memorisation_summary"])
+
+        @dg.asset(key=key)
+        def summary():
+            return {
+                "status": "ok",
+                "share": share,
+                "max_share": 0.05,
+                "share_pixel": share,
+                "share_feature": 0.0,
+                "n_gen": 10,
+                "n_train": 20,
+                "percentile": 1.0,
+            }
+
+        @dg.asset(key=dg.AssetKey(["local", "experiment"]), deps=[summary])
+        def experiment():
+            return 1
+
+        result = dg.materialize(
+            [summary, experiment, _memorisation_check("local", "ddim")], raise_on_error=False
+        )
+        done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        return done, checks
+
+    done, checks = run(0.2)
+    assert checks == {"ddim_not_memorised": False} and "experiment" not in done
+    done, checks = run(0.01)
+    assert checks == {"ddim_not_memorised": True} and "experiment" in done

@@ -32,6 +32,50 @@ def quarantine_result(report: dict) -> dg.AssetCheckResult:
     )
 
 
+def memorisation_result(summary: dict) -> dg.AssetCheckResult:
+    """Fails when more of a generated set sits closer to a training image than real images sit
+    to each other (the real-to-real nearest-neighbour percentile) than ``max_share`` allows.
+    A skipped generator (no images) passes with its reason."""
+    meta = {
+        k: summary[k]
+        for k in (
+            "share",
+            "share_pixel",
+            "share_feature",
+            "max_share",
+            "n_gen",
+            "n_train",
+            "percentile",
+        )
+        if k in summary
+    }
+    if summary.get("status") != "ok":
+        return dg.AssetCheckResult(passed=True, metadata={"status": str(summary.get("status"))})
+    passed = bool(summary["share"] <= summary["max_share"])
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata=meta,
+        description=None
+        if passed
+        else f"{summary['share']:.1%} of the generated images look memorised "
+        f"(limit {summary['max_share']:.1%}): downstream use is blocked",
+    )
+
+
+def _memorisation_check(prefix: str, generator: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey([prefix, f"generation__{generator}__memorisation_summary"]),
+        name=f"{generator}_not_memorised",
+        description=f"Generator {generator}: at most max_share of its images closer to a "
+        "training image than the real-to-real 1st percentile (blocks downstream use).",
+        blocking=True,
+    )
+    def not_memorised(context, summary: dict) -> dg.AssetCheckResult:
+        return memorisation_result(summary)
+
+    return not_memorised
+
+
 def asset_checks(prefix: str) -> list[dg.AssetChecksDefinition]:
     """The project's checks, for assets under the Kedro environment ``prefix``."""
 
@@ -51,4 +95,8 @@ def asset_checks(prefix: str) -> list[dg.AssetChecksDefinition]:
     def no_image_unreported(preprocessing_report: dict) -> dg.AssetCheckResult:
         return quarantine_result(preprocessing_report)
 
-    return [no_patient_in_two_splits, no_image_unreported]
+    from cxr_augment.study import generation_config
+
+    generators = ["traditional", *generation_config()["generators"]]
+    memorised = [_memorisation_check(prefix, g) for g in generators]
+    return [no_patient_in_two_splits, no_image_unreported, *memorised]

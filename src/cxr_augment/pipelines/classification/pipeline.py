@@ -172,8 +172,10 @@ def generator_of(name: str) -> tuple[str, str] | None:
     """(generator, model) when experiment ``name`` draws its synthetic images from a diffusion
     generator (``augmentation.source``), else None."""
     study = study_config()
-    aug = {**study["defaults"].get("augmentation", {}), **(
-        study["experiments"][name].get("augmentation") or {})}
+    aug = {
+        **study["defaults"].get("augmentation", {}),
+        **(study["experiments"][name].get("augmentation") or {}),
+    }
     source = aug.get("source", "transforms")
     if source == "transforms":
         return None

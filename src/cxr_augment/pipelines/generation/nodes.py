@@ -137,7 +137,9 @@ def _loss_figure(history: pd.DataFrame, name: str):
         label = {"0": "negative model", "1": "positive model", "all": "class-conditional"}
         smooth = h["loss"].rolling(max(1, len(h) // 20), min_periods=1).mean()
         ax.plot(h["step"], h["loss"], alpha=0.25, lw=0.8)
-        ax.plot(h["step"], smooth, lw=1.5, label=label.get(part, part), color=ax.lines[-1].get_color())
+        ax.plot(
+            h["step"], smooth, lw=1.5, label=label.get(part, part), color=ax.lines[-1].get_color()
+        )
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss (MSE)")
     ax.set_title(f"Diffusion model '{name}': training loss", fontsize=9)
@@ -194,7 +196,12 @@ def traditional_set(rows: pd.DataFrame, store: TensorStore, params: dict):
     selection = sel.groupby(["key", "target"], as_index=False).size()
     selection = selection.rename(columns={"size": "copies"})
     plan = augment.plan(
-        rows, selection, list(t["methods"]), t.get("settings", {}), int(t["seed"]), store.shape,
+        rows,
+        selection,
+        list(t["methods"]),
+        t.get("settings", {}),
+        int(t["seed"]),
+        store.shape,
         prefix="generated/traditional",
     )
     job = augment.job(plan, store, list(t["methods"]), t.get("settings", {}))
@@ -244,16 +251,24 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
         caps = sd.captions(train.reset_index(), list(cfg.get("caption_observations") or []) or None)
         images = np.stack([store[int(r)] for r in rows["store_row"]])
         lora, _ = sd.train_lora(pipe, images, caps, settings, device=str(device))
-        pipe = sd.apply_lora(sd.load_pipeline(cfg["base_model"], str(device), dtype), lora, settings)
+        pipe = sd.apply_lora(
+            sd.load_pipeline(cfg["base_model"], str(device), dtype), lora, settings
+        )
     n = int(params["metrics"]["n_per_class"])
     images, keys, targets = [], [], []
     for c in (0, 1):
         prompt = sd.class_prompt(params["observation"], bool(c))
         images.append(
             sd.generate(
-                pipe, prompt, n, seed=int(params["metrics"]["seed"]) + c,
-                steps=int(cfg["steps"]), guidance=float(cfg["guidance"]), size=int(cfg["size"]),
-                batch_size=int(cfg["batch_size"]), out_shape=store.shape,
+                pipe,
+                prompt,
+                n,
+                seed=int(params["metrics"]["seed"]) + c,
+                steps=int(cfg["steps"]),
+                guidance=float(cfg["guidance"]),
+                size=int(cfg["size"]),
+                batch_size=int(cfg["batch_size"]),
+                out_shape=store.shape,
             )
         )
         keys += [f"generated/{generator}/class{c}/{j:07d}" for j in range(n)]
@@ -302,8 +317,9 @@ def _inception(params: dict):
         return None, str(err)
 
 
-def reference_set(rows: pd.DataFrame, store: TensorStore, feature_model: dict, study: dict,
-                  params: dict) -> dict:
+def reference_set(
+    rows: pd.DataFrame, store: TensorStore, feature_model: dict, study: dict, params: dict
+) -> dict:
     """The real side of every comparison: the training images of both classes (at most
     ``metrics.max_reference`` per class, drawn with the seed), their classes, and their
     domain (and, with its weights, Inception) features."""
@@ -412,7 +428,9 @@ def evaluate_generator(
         reference["keys"][i] for i in per_image["nearest_feature_index"]
     ]
     summary.update(
-        generator=generator, status="ok", max_share=float(mem["max_share"]),
+        generator=generator,
+        status="ok",
+        max_share=float(mem["max_share"]),
         passed=bool(summary["share"] <= float(mem["max_share"])),
     )
     return table, per_image, summary
@@ -463,13 +481,19 @@ def generation_table(*metrics_tables, table: dict) -> tuple[pd.DataFrame, str]:
                 "PSNR (dB)": _pm(r.get("psnr_mean"), r.get("psnr_sd"), 2),
                 "domain FD [95% CI]": _ci(r, "domain_fd"),
                 "domain KID x100 [CI]": _ci(
-                    {k: r.get(k, np.nan) * 100 for k in
-                     ("domain_kid", "domain_kid_ci_low", "domain_kid_ci_high")}, "domain_kid", ".3f"
+                    {
+                        k: r.get(k, np.nan) * 100
+                        for k in ("domain_kid", "domain_kid_ci_low", "domain_kid_ci_high")
+                    },
+                    "domain_kid",
+                    ".3f",
                 ),
                 "domain P / R / D / C": "/".join(
                     f"{r.get('domain_' + m, np.nan):.2f}"
                     for m in ("precision", "recall", "density", "coverage")
-                ) if np.isfinite(r.get("domain_precision", np.nan)) else "",
+                )
+                if np.isfinite(r.get("domain_precision", np.nan))
+                else "",
                 "FID [CI]": _ci(r, "inception_fd"),
                 "IS": _pm(r.get("inception_is"), r.get("inception_is_sd"), 2),
                 "thesis SSIM": _pm(th.get("ssim"), th.get("ssim_sd")) if th else "",
@@ -506,17 +530,26 @@ def figure23(reference: dict, store: TensorStore, params: dict, *sets):
     names = list(f["generators"])
     labels_ = params["tables"]["table14"].get("labels", {})
     ref_y = np.asarray(reference["target"])
-    rows = [("real (training)", [
-        [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]] for c in (0, 1)
-    ])]
+    rows = [
+        (
+            "real (training)",
+            [
+                [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]]
+                for c in (0, 1)
+            ],
+        )
+    ]
     for name, (s, m) in zip(names, zip(sets[0::2], sets[1::2], strict=True), strict=True):
         if len(m) == 0:
             rows.append((f"{labels_.get(name, name)} (skipped)", [[], []]))
             continue
         y = m["target"].to_numpy(int)
-        rows.append((labels_.get(name, name), [
-            [s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)
-        ]))
+        rows.append(
+            (
+                labels_.get(name, name),
+                [[s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)],
+            )
+        )
     fig, axes = plt.subplots(
         len(rows), 2 * k, figsize=(1.15 * 2 * k, 1.45 * len(rows)), squeeze=False
     )
@@ -528,12 +561,15 @@ def figure23(reference: dict, store: TensorStore, params: dict, *sets):
                 if j < len(per_class[c]):
                     ax.imshow(per_class[c][j], cmap="gray", vmin=0, vmax=255)
                 if r == 0 and j == 0:
-                    ax.set_title(f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7,
-                                 loc="left")
-        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
-                        va="center", fontsize=7)
-    fig.suptitle("Figure 23: generated images by model and class, beside real training images",
-                 fontsize=8)
+                    ax.set_title(
+                        f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7, loc="left"
+                    )
+        axes[r, 0].text(
+            -0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7
+        )
+    fig.suptitle(
+        "Figure 23: generated images by model and class, beside real training images", fontsize=8
+    )
     fig.tight_layout(rect=(0.1, 0, 1, 0.97))
     return fig
 
@@ -548,35 +584,51 @@ def memorisation_figure(store: TensorStore, params: dict, *sets):
 
     k = int(params["metrics"]["memorisation"]["pairs_shown"])
     names = list(params["figure"]["generators"])
-    fig, axes = plt.subplots(
-        2 * len(names), k, figsize=(1.2 * k, 2.6 * len(names)), squeeze=False
-    )
+    fig, axes = plt.subplots(2 * len(names), k, figsize=(1.2 * k, 2.6 * len(names)), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for r, (name, (s, mem)) in enumerate(zip(names, zip(sets[0::2], sets[1::2], strict=True),
-                                             strict=True)):
+    for r, (name, (s, mem)) in enumerate(
+        zip(names, zip(sets[0::2], sets[1::2], strict=True), strict=True)
+    ):
         if len(mem) == 0:
             axes[2 * r, 0].text(0, 0.5, f"{name}: skipped", fontsize=7)
             continue
         closest = mem.sort_values("pixel_distance").head(k)
         for j, (_, row) in enumerate(closest.iterrows()):
             axes[2 * r, j].imshow(s.get(row["key"]), cmap="gray", vmin=0, vmax=255)
-            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0,
-                                      vmax=255)
+            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0, vmax=255)
             flag = " *" if row["pixel_memorised"] else ""
             axes[2 * r, j].set_title(f"d={row['pixel_distance']:.1f}{flag}", fontsize=6)
-        axes[2 * r, 0].text(-0.1, 0.5, f"{name}\ngenerated", transform=axes[2 * r, 0].transAxes,
-                            ha="right", va="center", fontsize=7)
-        axes[2 * r + 1, 0].text(-0.1, 0.5, "nearest\nreal", transform=axes[2 * r + 1, 0].transAxes,
-                                ha="right", va="center", fontsize=7)
-    fig.suptitle("Memorisation check: each generator's closest generated / training pairs "
-                 "(pixel L2; * below the real-to-real 1st percentile)", fontsize=8)
+        axes[2 * r, 0].text(
+            -0.1,
+            0.5,
+            f"{name}\ngenerated",
+            transform=axes[2 * r, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+        axes[2 * r + 1, 0].text(
+            -0.1,
+            0.5,
+            "nearest\nreal",
+            transform=axes[2 * r + 1, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    fig.suptitle(
+        "Memorisation check: each generator's closest generated / training pairs "
+        "(pixel L2; * below the real-to-real 1st percentile)",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0.1, 0, 1, 0.96))
     return fig
 
 
-def sampler_sweep(model, reference: dict, store: TensorStore, feature_model: dict, study: dict,
-                  params: dict):
+def sampler_sweep(
+    model, reference: dict, store: TensorStore, feature_model: dict, study: dict, params: dict
+):
     """Sampler x steps x guidance weight of one model, scored by the domain FD and KID against
     the real training images (pooled over both classes).
 
@@ -595,31 +647,44 @@ def sampler_sweep(model, reference: dict, store: TensorStore, feature_model: dic
     for scheduler in sw["schedulers"]:
         for steps in sw["steps"] if scheduler != "ddpm" else [None]:
             for w in sw["guidance"] if model.conditioning == "class_conditional" else [1.0]:
-                cfg = SamplerConfig(**{**base, "scheduler": scheduler, "steps": steps,
-                                       "guidance": float(w)})
-                imgs = np.concatenate([
-                    sample_class(model, c, n, cfg, int(sw["seed"])) for c in (0, 1)
-                ])
+                cfg = SamplerConfig(
+                    **{**base, "scheduler": scheduler, "steps": steps, "guidance": float(w)}
+                )
+                imgs = np.concatenate(
+                    [sample_class(model, c, n, cfg, int(sw["seed"])) for c in (0, 1)]
+                )
                 imgs = np.stack([to_store_shape(i, store.shape) for i in imgs])
                 feats = _features_of_arrays(imgs, feature_model, spec)
                 fd = gm.frechet_distance(reference["domain"], feats)
-                k = gm.kid(reference["domain"], feats, int(params["metrics"]["kid"]["subsets"]),
-                           int(params["metrics"]["kid"]["subset_size"]), int(sw["seed"]))
-                rows.append({
-                    "model": sw["model"], "scheduler": scheduler,
-                    "steps": steps or model.schedule.num_train_timesteps, "guidance": float(w),
-                    "n_gen": len(imgs), "n_real": len(reference["keys"]), "domain_fd": fd,
-                    "domain_kid": k["mean"], "domain_kid_ci_low": k["ci_low"],
-                    "domain_kid_ci_high": k["ci_high"],
-                })
+                k = gm.kid(
+                    reference["domain"],
+                    feats,
+                    int(params["metrics"]["kid"]["subsets"]),
+                    int(params["metrics"]["kid"]["subset_size"]),
+                    int(sw["seed"]),
+                )
+                rows.append(
+                    {
+                        "model": sw["model"],
+                        "scheduler": scheduler,
+                        "steps": steps or model.schedule.num_train_timesteps,
+                        "guidance": float(w),
+                        "n_gen": len(imgs),
+                        "n_real": len(reference["keys"]),
+                        "domain_fd": fd,
+                        "domain_kid": k["mean"],
+                        "domain_kid_ci_low": k["ci_low"],
+                        "domain_kid_ci_high": k["ci_high"],
+                    }
+                )
     table = pd.DataFrame(rows)
     return table, _sweep_figure(table)
 
 
 def _features_of_arrays(images: np.ndarray, feature_model: dict, spec: dict) -> np.ndarray:
-    from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
-
     import tempfile
+
+    from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
 
     with tempfile.TemporaryDirectory() as tmp:
         keys = [f"sweep/{i}" for i in range(len(images))]

@@ -27,8 +27,11 @@ def _model_nodes(name: str) -> list[Node]:
         Node(
             _named(nodes.train_model, name=name),
             ["generation.training_rows", "tensor_store", f"generation.{name}.checkpoints", P],
-            [f"generation.{name}.model", f"generation.{name}.history",
-             f"generation.{name}.loss_curve"],
+            [
+                f"generation.{name}.model",
+                f"generation.{name}.history",
+                f"generation.{name}.loss_curve",
+            ],
             name=f"generation_train_{name}",
         )
     ]
@@ -83,8 +86,12 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
 
 def _common(gen: dict) -> list[Node]:
     return [
-        Node(nodes.training_rows, ["manifest", P], "generation.training_rows",
-             name="generation_training_rows"),
+        Node(
+            nodes.training_rows,
+            ["manifest", P],
+            "generation.training_rows",
+            name="generation_training_rows",
+        ),
         Node(
             nodes.reference_set,
             ["generation.training_rows", "tensor_store", "feature_model", STUDY, P],
@@ -122,9 +129,16 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
         parts.append(
             Node(
                 nodes.figure23,
-                ["generation.reference", "tensor_store", P,
-                 *[d for g in shown for d in (f"generation.{g}.samples",
-                                              f"generation.{g}.samples_manifest")]],
+                [
+                    "generation.reference",
+                    "tensor_store",
+                    P,
+                    *[
+                        d
+                        for g in shown
+                        for d in (f"generation.{g}.samples", f"generation.{g}.samples_manifest")
+                    ],
+                ],
                 "generation.report.figure23",
                 name="generation_figure23",
             )
@@ -132,9 +146,15 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
         parts.append(
             Node(
                 nodes.memorisation_figure,
-                ["tensor_store", P,
-                 *[d for g in shown for d in (f"generation.{g}.samples",
-                                              f"generation.{g}.memorisation")]],
+                [
+                    "tensor_store",
+                    P,
+                    *[
+                        d
+                        for g in shown
+                        for d in (f"generation.{g}.samples", f"generation.{g}.memorisation")
+                    ],
+                ],
                 "generation.report.memorisation_figure",
                 name="generation_memorisation_figure",
             )
@@ -143,8 +163,14 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
         parts.append(
             Node(
                 nodes.sampler_sweep,
-                [f"generation.{sw}.model", "generation.reference", "tensor_store",
-                 "feature_model", STUDY, P],
+                [
+                    f"generation.{sw}.model",
+                    "generation.reference",
+                    "tensor_store",
+                    "feature_model",
+                    STUDY,
+                    P,
+                ],
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
                 name="generation_sampler_sweep",
             )
@@ -166,7 +192,11 @@ def _cached(headline: bool) -> Pipeline:
 def _with_features(p: Pipeline, gen: dict) -> Pipeline:
     """``feature_model`` is the weights of ``metrics.feature_experiment`` (the classifier)."""
     name = gen["metrics"]["feature_experiment"]
-    return Pipeline(p, inputs={"feature_model": f"{name}.model"}) if "feature_model" in p.inputs() else p
+    return (
+        Pipeline(p, inputs={"feature_model": f"{name}.model"})
+        if "feature_model" in p.inputs()
+        else p
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:

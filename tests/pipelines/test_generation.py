@@ -1,0 +1,203 @@
+"""The generation pipeline at tiny size through Kedro, and a study experiment that draws its
+synthetic images from a generator."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from cxr_augment.datasets import (
+    CheckpointFolderDataset,
+    DiffusionModelDataset,
+    TensorStoreDataset,
+)
+from cxr_augment.models import ModelConfig, build_model
+from cxr_augment.pipelines.generation.pipeline import _with_features, build
+from tests.pipelines.test_classification import DEFAULTS, synthetic
+
+
+class Kept(MemoryDataset):
+    """A memory dataset the runner does not release, so the test can read it afterwards."""
+
+    def _release(self) -> None:
+        pass
+
+
+TINY_PRESET = {
+    "sample_size": 16,
+    "layers_per_block": 1,
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "norm_num_groups": 8,
+    "attention_head_dim": 8,
+}
+
+
+def tiny_generation(parameters: dict) -> dict:
+    """The project's generation parameters with tiny models, sets and metrics."""
+    g = copy.deepcopy(parameters["generation"])
+    g["device"] = "cpu"
+    g["schedule"].update(num_train_timesteps=100, beta_end=0.2)
+    g["presets"] = {"tiny": TINY_PRESET}
+    for m in g["models"].values():
+        m["preset"] = "tiny"
+    g["train"].update(max_steps=3, batch_size=8, progress=False, checkpoint_every=2)
+    g["sampling"]["batch_size"] = 8
+    g["generators"]["ddpm"]["n_per_class"] = 3
+    g["generators"]["ddim"]["sampler"]["steps"] = 4
+    g["generators"]["ddim_rgb"]["sampler"]["steps"] = 4
+    g["generators"]["cfg_dpmpp"]["sampler"]["steps"] = 3
+    g["traditional"]["methods"] = ["rotation", "flipping"]
+    g["metrics"].update(
+        n_per_class=6,
+        max_reference=20,
+        feature_experiment="feat",
+        bootstrap=10,
+        kid={"subsets": 5, "subset_size": 6},
+        prdc_k=2,
+    )
+    g["metrics"]["memorisation"].update(max_share=1.0, pairs_shown=3)
+    g["figure"]["per_class"] = 2
+    g["sweep"].update(
+        schedulers=["ddim", "dpmsolver++"], steps=[2, 3], guidance=[1.0, 2.0], n_per_class=3
+    )
+    return g
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, parameters):
+    tmp = tmp_path_factory.mktemp("gen")
+    manifest, store = synthetic(tmp)
+    gen = tiny_generation(parameters)
+    defaults = copy.deepcopy(DEFAULTS)
+    study = {"defaults": defaults, "experiments": {"feat": {}}}
+    feature = build_model(ModelConfig("tiny_densenet", outputs=1)).state_dict()
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "params:generation": MemoryDataset(gen),
+        "params:study": MemoryDataset(study),
+        "feat.model": MemoryDataset(feature),
+    }
+    for m in gen["models"]:
+        data[f"generation.{m}.model"] = DiffusionModelDataset(path=str(tmp / "models" / m))
+        data[f"generation.{m}.checkpoints"] = CheckpointFolderDataset(path=str(tmp / "ck" / m))
+    for g in ["traditional", *gen["generators"]]:
+        data[f"generation.{g}.samples"] = TensorStoreDataset(path=str(tmp / "samples" / g))
+    pipe = _with_features(build(gen), gen)
+    for name in pipe.datasets():
+        data.setdefault(name, Kept(copy_mode="assign"))
+    catalog = DataCatalog(data)
+    SequentialRunner().run(pipe, catalog)
+    return catalog, gen, store, manifest, tmp
+
+
+def test_every_model_and_generator_is_made(run):
+    catalog, gen, store, _, tmp = run
+    for m in gen["models"]:
+        model = catalog.load(f"generation.{m}.model")
+        assert model.conditioning == gen["models"][m]["conditioning"]
+        assert list((tmp / "ck" / m).rglob("step_*.pt"))  # checkpoints were written
+        hist = catalog.load(f"generation.{m}.history")
+        assert (hist.groupby("part")["step"].max() == 2).all()  # max_steps 3
+    for g, spec in gen["generators"].items():
+        m = catalog.load(f"generation.{g}.samples_manifest")
+        if "model" not in spec:
+            assert len(m) == 0  # Stable Diffusion: no base model configured
+            status = catalog.load(f"generation.{g}.status")
+            assert status["status"] == "skipped"
+            assert "generation.stable_diffusion.base_model" in status["reason"]
+            continue
+        s = catalog.load(f"generation.{g}.samples")
+        n = spec.get("n_per_class") or gen["metrics"]["n_per_class"]
+        assert len(s) == 2 * n and s.shape == store.shape
+        assert sorted(m["target"].value_counts().to_dict().items()) == [(0.0, n), (1.0, n)]
+        assert m["checkpoint_hash"].str.len().eq(16).all()
+        want_steps = spec["sampler"]["steps"] or gen["schedule"]["num_train_timesteps"]
+        assert set(m["steps"]) == {want_steps}
+
+
+def test_metrics_carry_their_n_and_extractor(run):
+    catalog, gen, store, *_ = run
+    t = catalog.load("generation.ddim.metrics").set_index("class")
+    assert list(t.index) == ["0", "1", "all"]
+    assert t.loc["all", "n_gen"] == 12 and t.loc["all", "image_size"] == "40x32"
+    assert "feat" in t.loc["all", "domain_extractor"]
+    assert (
+        t.loc["all", "domain_fd"] >= 0
+        and t.loc["all", "domain_fd_ci_low"] <= t.loc["all", "domain_fd_ci_high"]
+    )
+    assert 0 <= t.loc["all", "ssim_mean"] <= 1 and t.loc["all", "psnr_mean"] > 0
+    assert "pt_inception-2015-12-05-6726825d.pth" in t.loc["all", "status"]  # FID skipped
+    mem = catalog.load("generation.ddim.memorisation_summary")
+    assert mem["n_gen"] == 12 and mem["status"] == "ok" and 0 <= mem["share"] <= 1
+    per_image = catalog.load("generation.ddim.memorisation")
+    assert len(per_image) == 12 and per_image["nearest_key"].str.startswith("CheXpert").all()
+
+
+def test_tables_figures_and_sweep(run):
+    catalog, gen, *_ = run
+    t13 = catalog.load("generation.report.table13.table")
+    assert list(t13["generator"]) == ["ddim", "ddim_rgb"]
+    md = catalog.load("generation.report.table14.markdown")
+    assert "Table 14" in md and "0.5914 ± 0.08" in md  # the thesis's DDIM beside ours
+    assert "SD + LoRA" in md and "skipped" in md
+    import matplotlib.figure
+
+    assert isinstance(catalog.load("generation.report.figure23"), matplotlib.figure.Figure)
+    sweep = catalog.load("generation.report.sweep.table")
+    assert len(sweep) == 2 * 2 * 2 and sweep["domain_fd"].ge(0).all()
+
+
+def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
+    from cxr_augment import strategies
+    from cxr_augment.datasets import TorchStateDictDataset
+    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
+
+    catalog, gen, store, manifest, tmp = run
+    exp = {"augmentation": {"source": "ddim", "strategy": "balanced", "seed": 3}}
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "params:generation": MemoryDataset(gen),
+        "params:study.defaults": MemoryDataset(DEFAULTS),
+        "params:study.experiments.d": MemoryDataset(exp),
+        "params:preprocessing.masks": MemoryDataset({}),
+        "generation.grey.model": DiffusionModelDataset(path=str(tmp / "models" / "grey")),
+        "generation.ddim.memorisation_summary": MemoryDataset(
+            catalog.load("generation.ddim.memorisation_summary")
+        ),
+        "d.augmented_store": TensorStoreDataset(path=str(tmp / "d_store")),
+        "d.checkpoints": CheckpointFolderDataset(path=str(tmp / "d_ck")),
+        "d.model": TorchStateDictDataset(filepath=str(tmp / "d.pt")),
+    }
+    pipe = experiment_pipeline("d", True, ("ddim", "grey"))
+    for name in pipe.datasets():
+        data.setdefault(name, Kept(copy_mode="assign"))
+    c = DataCatalog(data)
+    SequentialRunner().run(pipe, c)
+    rows = c.load("d.augmented_manifest")
+    selection = c.load("d.augmentation_selection")
+    want = selection.groupby("target")["copies"].sum()
+    assert rows.groupby("target").size().to_dict() == want.to_dict()
+    assert set(rows["generator"]) == {"ddim"} and set(rows["origin"]) == {"diffusion"}
+    assert len(c.load("d.augmented_store")) == len(rows)
+    counts = c.load("d.augmentation_counts")
+    assert counts["generated_images"].sum() == len(rows)
+    assert strategies.settings("balanced")["real"] == "selected"
+    assert c.load("d.predictions")["prob"].between(0, 1).all()
+    # a generator that failed its memorisation check is refused
+    c.save(
+        "generation.ddim.memorisation_summary",
+        {"status": "ok", "passed": False, "share": 0.4, "percentile": 1.0, "max_share": 0.05},
+    )
+    with pytest.raises(Exception, match="memorisation check"):
+        SequentialRunner().run(pipe, c)
+    assert np.isfinite(c.load("d.metrics")["value"]).any()
+    assert isinstance(rows, pd.DataFrame)
