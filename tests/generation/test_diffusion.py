@@ -143,6 +143,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b), k
     assert hist["loss"].tolist() == full_hist["loss"].tolist()
     assert not list((tmp_path / "ck").glob(".tmp-*"))  # no partial checkpoint left behind
+    # a finished run is reused as it is (e.g. one trained by several processes)
+    again, hist2 = run(ck)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(again.state_dict().values(), full.state_dict().values(), strict=True)
+    )
+    assert hist2["loss"].tolist() == full_hist["loss"].tolist()
 
 
 def test_guidance_limits_are_the_conditional_and_unconditional_predictions():

@@ -73,7 +73,11 @@ class DiffusionModelDataset(AbstractDataset["DiffusionModel", "DiffusionModel"])
         )
 
     def save(self, data: DiffusionModel) -> None:
+        import os
         from dataclasses import asdict
+
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # a multi-process launch: the processes hold the same weights; one writes
 
         from diffusers import DDPMPipeline
 

@@ -20,13 +20,18 @@ Usage::
   come from generators seeded by (seed, g), and a checkpoint (weights, EMA, optimiser, learning
   rate schedule, history) is written atomically every ``checkpoint_every`` steps, so a run
   killed midway resumes to the same weights as an uninterrupted one on CPU.
+- Several GPUs: under ``accelerate launch --multi_gpu`` (or torchrun) each process trains on
+  its own micro-batches (micro-batch g * world + rank of the same stream) and DistributedDataParallel
+  averages the gradients; process 0 writes the checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -71,8 +76,8 @@ class DiffusionTrainConfig:
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
-    def total_steps(self, n_images: int) -> int:
-        per_step = self.batch_size * self.grad_accumulation
+    def total_steps(self, n_images: int, world: int = 1) -> int:
+        per_step = self.batch_size * self.grad_accumulation * world
         steps = max(1, math.ceil(self.epochs * n_images / per_step))
         return min(steps, self.max_steps) if self.max_steps else steps
 
@@ -134,8 +139,11 @@ class _MicroBatches(torch.utils.data.Sampler):
     g*B .. (g+1)*B - 1 of an endless stream of per-epoch permutations seeded by (seed, epoch),
     so its content does not depend on where a run was resumed."""
 
-    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int) -> None:
+    def __init__(
+        self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ) -> None:
         self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
+        self.rank, self.world = rank, world  # process r takes micro-batches g * world + r
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
@@ -149,15 +157,32 @@ class _MicroBatches(torch.utils.data.Sampler):
             out.append(int(self._perm(k // self.n)[k % self.n]))
         return out
 
+    def global_index(self, g: int) -> int:
+        return g * self.world + self.rank
+
     def __iter__(self):
         for g in range(self.start, self.stop):
-            yield self.indices(g)
+            yield self.indices(self.global_index(g))
 
     def __len__(self) -> int:
         return self.stop - self.start
 
 
 # --- training ---------------------------------------------------------------------------------
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of a multi-process launch (``accelerate launch --multi_gpu`` or
+    torchrun: ``WORLD_SIZE`` > 1), the process group initialised (NCCL on CUDA, else gloo);
+    (0, 1) in a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _autocast(device: torch.device, config: DiffusionTrainConfig):
@@ -174,7 +199,7 @@ def _lr_scheduler(optimizer, config: DiffusionTrainConfig, total: int):
     )
 
 
-def _loss(unet, schedule, sched, x0, labels, g: torch.Generator, config, device):
+def _loss(unet, schedule, sched, x0, labels, g: torch.Generator, config, device, null=None):
     """One micro-batch's loss (Ho et al. 2020, Algorithm 1, with the options above)."""
     b = x0.shape[0]
     # 1. noise and timesteps, from the micro-batch's own generator (on CPU: same on any device)
@@ -187,7 +212,7 @@ def _loss(unet, schedule, sched, x0, labels, g: torch.Generator, config, device)
     y = None
     if labels is not None:
         drop = torch.rand(b, generator=g) < config.p_uncond
-        y = torch.where(drop, torch.full_like(labels, null_class(unet)), labels).to(device)
+        y = torch.where(drop, torch.full_like(labels, null), labels).to(device)
     if device.type == "cuda" and config.channels_last:
         xt = xt.contiguous(memory_format=torch.channels_last)
     with _autocast(device, config):
@@ -233,14 +258,22 @@ def train_unet(
     conditional = unet.config.num_class_embeds is not None
     if conditional != (labels is not None):
         raise ValueError(f"{desc}: class labels are needed exactly for a class-conditional UNet")
+    rank, world = distributed()
     device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     deterministic = device.type == "cpu"
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     try:
-        total = config.total_steps(len(data))
+        total = config.total_steps(len(data), world)
         fp = config.fingerprint(
-            {**(fingerprint_extra or {}), "schedule": asdict(schedule), "n": len(data)}
+            {
+                **(fingerprint_extra or {}),
+                "schedule": asdict(schedule),
+                "n": len(data),
+            }
         )
         sched = schedule.scheduler()
         unet = unet.to(device)
@@ -264,16 +297,27 @@ def train_unet(
             lr_sched.load_state_dict(state["lr_scheduler"])
             ema.load_state_dict(state["ema"])
             start, history = int(state["step"]) + 1, list(state["history"])
+            if state.get("done"):  # finished (by any launch: 1 process or several): reuse it
+                total = start
         elif state is not None:
             checkpoints.clear()
-        model = torch.compile(unet) if config.compile and device.type == "cuda" else unet
+        model = unet
+        if world > 1:  # data parallel: each process a micro-batch, gradients averaged
+            model = torch.nn.parallel.DistributedDataParallel(
+                unet, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if config.compile and device.type == "cuda":
+            model = torch.compile(model)
         y_all = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        null = None if labels is None else null_class(unet)
         sampler = _MicroBatches(
             len(data),
             config.batch_size,
             config.seed,
             start * config.grad_accumulation,
             total * config.grad_accumulation,
+            rank,
+            world,
         )
         loader = torch.utils.data.DataLoader(
             data,
@@ -281,20 +325,34 @@ def train_unet(
             num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
         )
-        bar = tqdm(total=total, initial=start, desc=desc, disable=not config.progress, leave=False)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=desc,
+            disable=not config.progress or rank != 0,
+            leave=False,
+        )
         unet.train()
         running, g_index = 0.0, start * config.grad_accumulation
         step = start
         for x0 in loader:
-            g = torch.Generator().manual_seed(config.seed * 1_000_003 + g_index)
-            torch.manual_seed(config.seed * 1_000_003 + g_index)  # dropout, if any
-            y = None if y_all is None else y_all[sampler.indices(g_index)]
-            loss = _loss(model, schedule, sched, x0, y, g, config, device)
-            (loss / config.grad_accumulation).backward()
+            gi = sampler.global_index(g_index)
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + gi)
+            torch.manual_seed(config.seed * 1_000_003 + gi)  # dropout, if any
+            y = None if y_all is None else y_all[sampler.indices(gi)]
+            accumulating = (g_index + 1) % config.grad_accumulation != 0
+            # DDP: gradients are averaged across processes on the last micro-batch only
+            with model.no_sync() if world > 1 and accumulating else contextlib.nullcontext():
+                loss = _loss(model, schedule, sched, x0, y, g, config, device, null)
+                (loss / config.grad_accumulation).backward()
             running += float(loss.detach()) / config.grad_accumulation
             g_index += 1
-            if g_index % config.grad_accumulation:
+            if accumulating:
                 continue
+            if world > 1:  # the history holds the mean over processes (the same on each)
+                mean = torch.tensor([running], device=device)
+                torch.distributed.all_reduce(mean)
+                running = float(mean) / world
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             optimizer.step()
             lr_sched.step()
@@ -303,7 +361,11 @@ def train_unet(
             history.append(
                 {
                     "step": step,
-                    "epoch": step * config.batch_size * config.grad_accumulation / len(data),
+                    "epoch": step
+                    * config.batch_size
+                    * config.grad_accumulation
+                    * world
+                    / len(data),
                     "loss": running,
                     "lr": float(lr_sched.get_last_lr()[0]),
                 }
@@ -312,7 +374,8 @@ def train_unet(
             bar.set_postfix(loss=f"{running:.4f}")
             running = 0.0
             last = step == total - 1
-            if checkpoints is not None and ((step + 1) % config.checkpoint_every == 0 or last):
+            due = (step + 1) % config.checkpoint_every == 0 or last
+            if checkpoints is not None and due and rank == 0:
                 checkpoints.save(
                     step,
                     {
@@ -323,8 +386,11 @@ def train_unet(
                         "lr_scheduler": lr_sched.state_dict(),
                         "ema": ema.state_dict(),
                         "history": history,
+                        "done": last,
                     },
                 )
+            if world > 1 and due:
+                torch.distributed.barrier()  # every process past the checkpoint
             if stop_after_step is not None and step >= stop_after_step:
                 break
             step += 1
