@@ -110,9 +110,10 @@ def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     Heusel et al. 2017, eq. 6: ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` with
     sample means and (N - 1)-normalised covariances, as pytorch-fid. Instead of ``sqrtm`` of the
     non-symmetric product (which can turn complex for near-singular covariances), the trace of
-    the root is computed exactly and in real arithmetic: with centred data X_a = Q_a R_a (QR),
-    S_a S_b has the eigenvalues of (X_b X_a^T)^T (X_b X_a^T) / ((n_a - 1)(n_b - 1)), so
-    ``Tr (S_a S_b)^(1/2) = ||R_b R_a^T||_* / sqrt((n_a - 1)(n_b - 1))`` (nuclear norm).
+    the root is computed exactly and in real arithmetic: with centred data X_a, X_b, S_a S_b has
+    the nonzero eigenvalues of (X_b X_a^T)(X_b X_a^T)^T / ((n_a - 1)(n_b - 1)), so
+    ``Tr (S_a S_b)^(1/2) = ||X_b X_a^T||_* / sqrt((n_a - 1)(n_b - 1))`` (nuclear norm); when
+    both sets have more rows than dimensions, through the symmetric S_a^(1/2) S_b S_a^(1/2).
 
     Args:
         feat_a: ``(N_a, D)`` features, N_a >= 2.
@@ -125,11 +126,46 @@ def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     diff = a.mean(0) - b.mean(0)
     xa, xb = a - a.mean(0), b - b.mean(0)
     na1, nb1 = len(a) - 1, len(b) - 1
-    ra = np.linalg.qr(xa, mode="r")  # (min(N_a, D), D); Q has orthonormal columns
-    rb = np.linalg.qr(xb, mode="r")
-    tr_sqrt = np.linalg.svd(rb @ ra.T, compute_uv=False).sum() / np.sqrt(na1 * nb1)
+    if min(len(a), len(b)) <= a.shape[1]:
+        # X_b X_a^T has the singular values of R_b R_a^T (Q_a, Q_b orthonormal): no QR of the
+        # large set needed, one (N_b x N_a) product and its SVD (cheap when a set is small)
+        tr_sqrt = np.linalg.svd(xb @ xa.T, compute_uv=False).sum() / np.sqrt(na1 * nb1)
+    else:
+        # more rows than dimensions in both: through the D x D covariances,
+        # Tr (S_a S_b)^(1/2) = Tr (S_a^(1/2) S_b S_a^(1/2))^(1/2), symmetric PSD
+        w, v = np.linalg.eigh(xa.T @ xa / na1)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        ev = np.linalg.eigvalsh(root @ (xb.T @ xb / nb1) @ root)
+        tr_sqrt = np.sqrt(np.clip(ev, 0, None)).sum()
     tr_a, tr_b = (xa * xa).sum() / na1, (xb * xb).sum() / nb1
     return float(diff @ diff + tr_a + tr_b - 2.0 * tr_sqrt)
+
+
+class _ResampledFD:
+    """``frechet_distance(a[ia], b[ib])`` for many resamples, from the raw Gram matrix
+    G = b a^T computed once: the centred product of a resample is the double-centred
+    G[ib][:, ia], and means and covariance traces come from row counts and row norms."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.a, self.b = a, b
+        self.gram = b @ a.T  # (N_b, N_a)
+        self.norm_a, self.norm_b = (a * a).sum(1), (b * b).sum(1)
+
+    def __call__(self, ia: np.ndarray, ib: np.ndarray) -> float:
+        na, nb = len(ia), len(ib)
+        g = self.gram[np.ix_(ib, ia)]
+        g = g - g.mean(0) - g.mean(1, keepdims=True) + g.mean()
+        # the singular values of g: square roots of the eigenvalues of the smaller Gram matrix
+        ev = np.linalg.eigvalsh(g @ g.T if nb <= na else g.T @ g)
+        tr_sqrt = np.sqrt(np.clip(ev, 0, None)).sum() / np.sqrt((na - 1) * (nb - 1))
+        ca = np.bincount(ia, minlength=len(self.a)) / na
+        cb = np.bincount(ib, minlength=len(self.b)) / nb
+        mu_a, mu_b = ca @ self.a, cb @ self.b
+        # Tr S = (sum_i ||x_i||^2 - n ||mu||^2) / (n - 1)
+        tr_a = (na * (ca @ self.norm_a) - na * (mu_a @ mu_a)) / (na - 1)
+        tr_b = (nb * (cb @ self.norm_b) - nb * (mu_b @ mu_b)) / (nb - 1)
+        diff = mu_a - mu_b
+        return float(diff @ diff + tr_a + tr_b - 2.0 * tr_sqrt)
 
 
 def fd_with_ci(
@@ -139,8 +175,9 @@ def fd_with_ci(
 
     Each bootstrap replicate resamples the real and the generated rows independently with
     replacement (same sizes) and recomputes the distance; the interval is the
-    (alpha/2, 1 - alpha/2) percentile of the replicates. Note FD is biased upwards in small N, so
-    compare values at equal set sizes.
+    (alpha/2, 1 - alpha/2) percentile of the replicates minus the bootstrap's bias estimate
+    (FD is biased upwards in small N, and duplicated rows make a resample's N smaller still).
+    Compare values at equal set sizes.
 
     Args:
         real: ``(N_real, D)`` features of real images.
@@ -150,17 +187,29 @@ def fd_with_ci(
         alpha: 1 - confidence level.
 
     Returns:
-        ``value, ci_low, ci_high, n_real, n_gen, dim, n_boot``.
+        ``value, bias, ci_low, ci_high, n_real, n_gen, dim, n_boot``.
     """
     real, gen = _feature_pair(real, gen)
     rng = np.random.default_rng(seed)
     boots = np.empty(n_boot)
+    resampled = _ResampledFD(real, gen) if min(len(real), len(gen)) <= real.shape[1] else None
     for i in range(n_boot):
         rows_real = rng.integers(0, len(real), len(real))  # with replacement
-        boots[i] = frechet_distance(real[rows_real], gen[rng.integers(0, len(gen), len(gen))])
-    low, high = _percentile_ci(boots, alpha)
+        rows_gen = rng.integers(0, len(gen), len(gen))
+        boots[i] = (
+            resampled(rows_real, rows_gen)
+            if resampled is not None
+            else frechet_distance(real[rows_real], gen[rows_gen])
+        )
+    value = frechet_distance(real, gen)
+    # resampling with replacement repeats rows, which shrinks the effective N and inflates FD
+    # (its small-N bias): the percentile interval is shifted by the bootstrap's bias estimate,
+    # mean(boots) - value (Efron & Tibshirani 1993, 10.2), so it brackets the estimate
+    bias = float(boots.mean() - value)
+    low, high = _percentile_ci(boots - bias, alpha)
     return {
-        "value": frechet_distance(real, gen),
+        "value": value,
+        "bias": bias,
         "ci_low": low,
         "ci_high": high,
         "n_real": len(real),

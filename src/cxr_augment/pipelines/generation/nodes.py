@@ -417,7 +417,9 @@ def evaluate_generator(
         seed=int(m["seed"]),
     )
     table = evaluate_set(generator, gen, gen_y, real, reference["target"], domain, inception, cfg)
-    table["status"] = "ok" if inception is not None else f"FID/IS {reference['inception_skipped']}"
+    table["status"] = (
+        "ok" if inception is not None else "FID/IS skipped: no Inception weights (see note)"
+    )
     mem = m["memorisation"]
     per_image, summary = gm.memorisation(
         gen, real, gen_feats, reference["domain"], float(mem["percentile"])
@@ -510,15 +512,26 @@ def generation_table(*metrics_tables, table: dict) -> tuple[pd.DataFrame, str]:
         f"Image size {first.get('image_size', '')}; SSIM/PSNR against the matched real image "
         f"({first.get('match_rule', '')}), mean ± sd; domain features: "
         f"{first.get('domain_extractor', '')}, input: {first.get('domain_input_rule', '')}; "
-        "FD and KID CIs by bootstrap / KID subsets; P/R/D/C: precision, recall, density, "
-        "coverage (k = 5). FID/IS need pytorch-fid's Inception weights (see status).\n\n",
+        "FD: 95 % bootstrap CI (bias-corrected); KID x 100 (unbiased) with the 95 % range over "
+        "its subsets; P/R/D/C: precision, recall, density, coverage (k = 5). The domain FD is "
+        "not on the thesis's FID scale (another network). FID, KID and IS on pytorch-fid's "
+        "InceptionV3 need its weights file pt_inception-2015-12-05-6726825d.pth at the path "
+        "in generation.metrics.inception_weights; without it they are skipped.\n\n",
         show.to_markdown(index=False) + "\n",
     ]
     return full, "".join(md)
 
 
+def _labels(params: dict) -> dict:
+    out: dict = {}
+    for table in params["tables"].values():
+        out.update(table.get("labels", {}))
+    return out
+
+
 def figure23(reference: dict, store: TensorStore, params: dict, *sets):
-    """Thesis Figure 23: generated images of each generator and class beside real ones.
+    """Thesis Figure 23: generated images of each generator and class beside real ones
+    (generators without images are named under the figure).
 
     Args:
         sets: (store, manifest) pairs of the generators in ``figure.generators`` order.
@@ -528,54 +541,51 @@ def figure23(reference: dict, store: TensorStore, params: dict, *sets):
     f = params["figure"]
     k = int(f["per_class"])
     names = list(f["generators"])
-    labels_ = params["tables"]["table14"].get("labels", {})
+    labels_ = _labels(params)
     ref_y = np.asarray(reference["target"])
-    rows = [
-        (
-            "real (training)",
-            [
-                [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]]
-                for c in (0, 1)
-            ],
-        )
-    ]
+    rows = [("real (training)", [
+        [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]] for c in (0, 1)
+    ])]
+    skipped = []
     for name, (s, m) in zip(names, zip(sets[0::2], sets[1::2], strict=True), strict=True):
         if len(m) == 0:
-            rows.append((f"{labels_.get(name, name)} (skipped)", [[], []]))
+            skipped.append(labels_.get(name, name))
             continue
         y = m["target"].to_numpy(int)
-        rows.append(
-            (
-                labels_.get(name, name),
-                [[s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)],
-            )
-        )
+        rows.append((labels_.get(name, name), [
+            [s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)
+        ]))
+    h, w = store.shape
+    cell = 1.0
     fig, axes = plt.subplots(
-        len(rows), 2 * k, figsize=(1.15 * 2 * k, 1.45 * len(rows)), squeeze=False
+        len(rows), 2 * k, squeeze=False,
+        figsize=(2.2 + cell * 2 * k, 0.5 + cell * h / w * len(rows)),
+        gridspec_kw={"wspace": 0.04, "hspace": 0.06},
     )
     for r, (label, per_class) in enumerate(rows):
         for c in (0, 1):
             for j in range(k):
                 ax = axes[r, c * k + j]
-                ax.axis("off")
+                ax.set_xticks([])
+                ax.set_yticks([])
                 if j < len(per_class[c]):
                     ax.imshow(per_class[c][j], cmap="gray", vmin=0, vmax=255)
                 if r == 0 and j == 0:
-                    ax.set_title(
-                        f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7, loc="left"
-                    )
-        axes[r, 0].text(
-            -0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7
-        )
-    fig.suptitle(
-        "Figure 23: generated images by model and class, beside real training images", fontsize=8
-    )
-    fig.tight_layout(rect=(0.1, 0, 1, 0.97))
+                    ax.set_title(f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7,
+                                 loc="left")
+        axes[r, 0].set_ylabel(label, fontsize=6.5, rotation=0, ha="right", va="center")
+    note = "Figure 23: generated images by generator and class, beside real training images"
+    if skipped:
+        note += f"\nno images (skipped, see Table 14): {', '.join(skipped)}"
+    fig.suptitle(note, fontsize=7.5)
+    fig.subplots_adjust(left=0.27, right=0.99, top=0.9, bottom=0.01)
     return fig
 
 
 def memorisation_figure(store: TensorStore, params: dict, *sets):
-    """The closest generated-real pairs of each generator (by pixel distance).
+    """The closest generated / training pairs of each generator (by pixel distance), with the
+    share of its images below the real-to-real percentile (generators without images are
+    named under the title).
 
     Args:
         sets: (samples store, memorisation table) pairs in ``figure.generators`` order.
@@ -583,46 +593,41 @@ def memorisation_figure(store: TensorStore, params: dict, *sets):
     import matplotlib.pyplot as plt
 
     k = int(params["metrics"]["memorisation"]["pairs_shown"])
-    names = list(params["figure"]["generators"])
-    fig, axes = plt.subplots(2 * len(names), k, figsize=(1.2 * k, 2.6 * len(names)), squeeze=False)
+    labels_ = _labels(params)
+    shown, skipped = [], []
+    for name, (s, mem) in zip(params["figure"]["generators"],
+                              zip(sets[0::2], sets[1::2], strict=True), strict=True):
+        (shown if len(mem) else skipped).append((name, s, mem))
+    h, w = store.shape
+    fig, axes = plt.subplots(
+        2 * len(shown), k, squeeze=False,
+        figsize=(2.2 + 0.9 * k, 0.7 + 0.9 * h / w * 2 * len(shown)),
+        gridspec_kw={"wspace": 0.04, "hspace": 0.25},
+    )
     for ax in axes.ravel():
-        ax.axis("off")
-    for r, (name, (s, mem)) in enumerate(
-        zip(names, zip(sets[0::2], sets[1::2], strict=True), strict=True)
-    ):
-        if len(mem) == 0:
-            axes[2 * r, 0].text(0, 0.5, f"{name}: skipped", fontsize=7)
-            continue
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for r, (name, s, mem) in enumerate(shown):
         closest = mem.sort_values("pixel_distance").head(k)
+        share = max(mem["pixel_memorised"].mean(), mem["feature_memorised"].mean())
         for j, (_, row) in enumerate(closest.iterrows()):
             axes[2 * r, j].imshow(s.get(row["key"]), cmap="gray", vmin=0, vmax=255)
-            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0, vmax=255)
+            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0,
+                                      vmax=255)
             flag = " *" if row["pixel_memorised"] else ""
-            axes[2 * r, j].set_title(f"d={row['pixel_distance']:.1f}{flag}", fontsize=6)
-        axes[2 * r, 0].text(
-            -0.1,
-            0.5,
-            f"{name}\ngenerated",
-            transform=axes[2 * r, 0].transAxes,
-            ha="right",
-            va="center",
-            fontsize=7,
-        )
-        axes[2 * r + 1, 0].text(
-            -0.1,
-            0.5,
-            "nearest\nreal",
-            transform=axes[2 * r + 1, 0].transAxes,
-            ha="right",
-            va="center",
-            fontsize=7,
-        )
-    fig.suptitle(
-        "Memorisation check: each generator's closest generated / training pairs "
-        "(pixel L2; * below the real-to-real 1st percentile)",
-        fontsize=8,
-    )
-    fig.tight_layout(rect=(0.1, 0, 1, 0.96))
+            axes[2 * r, j].set_title(f"d={row['pixel_distance']:.1f}{flag}", fontsize=5.5,
+                                     pad=1.5)
+        axes[2 * r, 0].set_ylabel(f"{labels_.get(name, name)}\n(memorised: {share:.1%})",
+                                  fontsize=6, rotation=0, ha="right", va="center")
+        axes[2 * r + 1, 0].set_ylabel("nearest training image", fontsize=6, rotation=0,
+                                      ha="right", va="center")
+    title = ("Memorisation check: each generator's closest generated / training pairs\n"
+             "(pixel L2 on [0, 1] intensities; * below the real-to-real "
+             f"{params['metrics']['memorisation']['percentile']:g}st percentile)")
+    if skipped:
+        title += f"\nno images (skipped): {', '.join(labels_.get(n, n) for n, _, _ in skipped)}"
+    fig.suptitle(title, fontsize=7)
+    fig.subplots_adjust(left=0.3, right=0.99, top=0.93, bottom=0.01)
     return fig
 
 
