@@ -543,22 +543,33 @@ def figure23(reference: dict, store: TensorStore, params: dict, *sets):
     names = list(f["generators"])
     labels_ = _labels(params)
     ref_y = np.asarray(reference["target"])
-    rows = [("real (training)", [
-        [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]] for c in (0, 1)
-    ])]
+    rows = [
+        (
+            "real (training)",
+            [
+                [store.get(reference["keys"][i]) for i in np.flatnonzero(ref_y == c)[:k]]
+                for c in (0, 1)
+            ],
+        )
+    ]
     skipped = []
     for name, (s, m) in zip(names, zip(sets[0::2], sets[1::2], strict=True), strict=True):
         if len(m) == 0:
             skipped.append(labels_.get(name, name))
             continue
         y = m["target"].to_numpy(int)
-        rows.append((labels_.get(name, name), [
-            [s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)
-        ]))
+        rows.append(
+            (
+                labels_.get(name, name),
+                [[s.get(m["key"].iloc[i]) for i in np.flatnonzero(y == c)[:k]] for c in (0, 1)],
+            )
+        )
     h, w = store.shape
     cell = 1.0
     fig, axes = plt.subplots(
-        len(rows), 2 * k, squeeze=False,
+        len(rows),
+        2 * k,
+        squeeze=False,
         figsize=(2.2 + cell * 2 * k, 0.5 + cell * h / w * len(rows)),
         gridspec_kw={"wspace": 0.04, "hspace": 0.06},
     )
@@ -571,8 +582,9 @@ def figure23(reference: dict, store: TensorStore, params: dict, *sets):
                 if j < len(per_class[c]):
                     ax.imshow(per_class[c][j], cmap="gray", vmin=0, vmax=255)
                 if r == 0 and j == 0:
-                    ax.set_title(f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7,
-                                 loc="left")
+                    ax.set_title(
+                        f"{CLASS_NAMES[c]} ({params['observation']})", fontsize=7, loc="left"
+                    )
         axes[r, 0].set_ylabel(label, fontsize=6.5, rotation=0, ha="right", va="center")
     note = "Figure 23: generated images by generator and class, beside real training images"
     if skipped:
@@ -595,12 +607,15 @@ def memorisation_figure(store: TensorStore, params: dict, *sets):
     k = int(params["metrics"]["memorisation"]["pairs_shown"])
     labels_ = _labels(params)
     shown, skipped = [], []
-    for name, (s, mem) in zip(params["figure"]["generators"],
-                              zip(sets[0::2], sets[1::2], strict=True), strict=True):
+    for name, (s, mem) in zip(
+        params["figure"]["generators"], zip(sets[0::2], sets[1::2], strict=True), strict=True
+    ):
         (shown if len(mem) else skipped).append((name, s, mem))
     h, w = store.shape
     fig, axes = plt.subplots(
-        2 * len(shown), k, squeeze=False,
+        2 * len(shown),
+        k,
+        squeeze=False,
         figsize=(2.2 + 0.9 * k, 0.7 + 0.9 * h / w * 2 * len(shown)),
         gridspec_kw={"wspace": 0.04, "hspace": 0.25},
     )
@@ -612,18 +627,24 @@ def memorisation_figure(store: TensorStore, params: dict, *sets):
         share = max(mem["pixel_memorised"].mean(), mem["feature_memorised"].mean())
         for j, (_, row) in enumerate(closest.iterrows()):
             axes[2 * r, j].imshow(s.get(row["key"]), cmap="gray", vmin=0, vmax=255)
-            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0,
-                                      vmax=255)
+            axes[2 * r + 1, j].imshow(store.get(row["nearest_key"]), cmap="gray", vmin=0, vmax=255)
             flag = " *" if row["pixel_memorised"] else ""
-            axes[2 * r, j].set_title(f"d={row['pixel_distance']:.1f}{flag}", fontsize=5.5,
-                                     pad=1.5)
-        axes[2 * r, 0].set_ylabel(f"{labels_.get(name, name)}\n(memorised: {share:.1%})",
-                                  fontsize=6, rotation=0, ha="right", va="center")
-        axes[2 * r + 1, 0].set_ylabel("nearest training image", fontsize=6, rotation=0,
-                                      ha="right", va="center")
-    title = ("Memorisation check: each generator's closest generated / training pairs\n"
-             "(pixel L2 on [0, 1] intensities; * below the real-to-real "
-             f"{params['metrics']['memorisation']['percentile']:g}st percentile)")
+            axes[2 * r, j].set_title(f"d={row['pixel_distance']:.1f}{flag}", fontsize=5.5, pad=1.5)
+        axes[2 * r, 0].set_ylabel(
+            f"{labels_.get(name, name)}\n(memorised: {share:.1%})",
+            fontsize=6,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
+        axes[2 * r + 1, 0].set_ylabel(
+            "nearest training image", fontsize=6, rotation=0, ha="right", va="center"
+        )
+    title = (
+        "Memorisation check: each generator's closest generated / training pairs\n"
+        "(pixel L2 on [0, 1] intensities; * below the real-to-real "
+        f"{params['metrics']['memorisation']['percentile']:g}st percentile)"
+    )
     if skipped:
         title += f"\nno images (skipped): {', '.join(labels_.get(n, n) for n, _, _ in skipped)}"
     fig.suptitle(title, fontsize=7)
@@ -700,16 +721,21 @@ def _features_of_arrays(images: np.ndarray, feature_model: dict, spec: dict) -> 
 def _sweep_figure(table: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     for (scheduler, w), t in table.groupby(["scheduler", "guidance"]):
         t = t.sort_values("steps")
+        style = "-" if scheduler == "ddim" else "--"
         for ax, col in zip(axes, ("domain_fd", "domain_kid"), strict=True):
-            ax.plot(t["steps"], t[col], marker="o", label=f"{scheduler}, w={w:g}")
+            ax.plot(t["steps"], t[col], style, marker="o", label=f"{scheduler}, w = {w:g}")
+    steps = sorted(table["steps"].unique())
     for ax, col in zip(axes, ("domain FD", "domain KID"), strict=True):
-        ax.set_xscale("log")
+        ax.set_xticks(steps)
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(col)
-    axes[1].legend(fontsize=6)
-    fig.suptitle("Sampler x steps x guidance weight (lower is better)", fontsize=9)
+    axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    n = int(table["n_gen"].iloc[0]) if len(table) else 0
+    fig.suptitle(
+        f"Sampler x steps x guidance weight, {n} images per setting (lower is better)", fontsize=9
+    )
     fig.tight_layout()
     return fig
