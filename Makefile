@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_preprocessing.py
 	$(BIN)/python bench/bench_augmentation.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_generation.py
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

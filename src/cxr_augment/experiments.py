@@ -175,8 +175,15 @@ def generation_plan(
         raise ValueError(
             f"experiment {spec['name']}: generator {source!r} failed its memorisation check "
             f"({memorisation['share']:.1%} of its images are closer to a training image than "
-            f"the real-to-real {memorisation['percentile']}th percentile; limit "
+            f"the real-to-real nearest-neighbour percentile {memorisation['percentile']:g}; limit "
             f"{memorisation['max_share']:.1%}): its images are not used"
+        )
+    made_for = (model.info.get("observation"), model.info.get("policy"))
+    if made_for != (spec["observation"], spec["policy"]):
+        raise ValueError(
+            f"experiment {spec['name']}: generator {source!r} was trained for "
+            f"{made_for[0]} under {made_for[1]}, the experiment is {spec['observation']} under "
+            f"{spec['policy']}: its classes would mean something else"
         )
     train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
     selection = strategies.select(train_rows, a["strategy"], int(a["seed"]))

@@ -46,6 +46,9 @@ class StoreWrite:
     produce: Callable[[int], np.ndarray]
     shape: tuple[int, int]
     fingerprint: str
+    # at most this many processes (1: a producer that holds a model, or a GPU, samples in the
+    # writing process; forked children cannot use CUDA and would each sample whole batches)
+    max_workers: int | None = None
 
 
 _JOB: dict = {}  # the job, set before forking: workers inherit it
@@ -93,6 +96,8 @@ def write_store(
 ) -> None:
     """Write ``job`` as a tensor store at ``folder`` (atomically; see module docstring)."""
     folder = Path(folder)
+    if job.max_workers is not None:
+        workers = min(workers, job.max_workers)
     n = len(job.keys)
     h, w = job.shape
     staging = folder.with_name(f".{folder.name}.staging-{uuid.uuid4().hex[:8]}")

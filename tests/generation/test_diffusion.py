@@ -256,3 +256,47 @@ def test_model_folder_round_trip_opens_in_plain_diffusers(tmp_path):
     pipe = DDPMPipeline.from_pretrained(str(tmp_path / "m" / "1"), local_files_only=True)
     assert pipe.scheduler.config.num_train_timesteps == 200
     assert not list(tmp_path.glob(".m.*"))  # no staging folder left
+
+
+def _kill_run(ck_dir, steps: int = 16):
+    """Train the tiny conditional model for ``steps`` steps with a checkpoint every step."""
+    x, y = two_class_images(40)
+    data = ImageSet(ArrayStore(x), np.arange(40), 16)
+    cfg = DiffusionTrainConfig(
+        **{**TRAIN, "max_steps": steps, "epochs": 100, "checkpoint_every": 1}
+    )
+    torch.manual_seed(4)
+    ck = None if ck_dir is None else CheckpointStore(ck_dir, stem="step", digits=8)
+    return train_unet(build_unet(TINY, "grey", 2), data, y, SCHEDULE, cfg, ck, {"t": 2})
+
+
+def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    full, _ = _kill_run(None)
+    ck_dir = tmp_path / "ck"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_diffusion import _kill_run
+        _kill_run({str(ck_dir)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+        p.name >= "step_00000003.pt" for p in ck_dir.glob("step_*.pt")
+    ):
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    done = sorted(p.name for p in ck_dir.glob("step_*.pt"))
+    assert done and done[-1] < "step_00000015.pt", "the run was killed before it finished"
+    resumed, history = _kill_run(ck_dir)
+    assert len(history) == 16
+    assert not list(ck_dir.glob(".tmp-*"))  # a save cut short leaves nothing behind
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -41,9 +41,14 @@ def test_two_processes_train_one_model(tmp_path):
     tests = str(Path(__file__).parent)
     script.write_text(SCRIPT.format(tests=tests, ck=str(tmp_path / "ck"), out=str(tmp_path)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as sock:  # a free port on this machine for the process group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     torchrun = Path(sys.executable).with_name("torchrun")
     subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), str(script)],
         check=True,
         env=env,
         capture_output=True,

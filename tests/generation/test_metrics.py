@@ -348,3 +348,18 @@ def test_weights_load_from_a_local_file_and_missing_file_is_named(random_net, tm
     assert "pt_inception-2015-12-05-6726825d.pth" in str(err.value)
     assert str(missing) in str(err.value)
     assert "generation.metrics.inception_weights" in str(err.value)
+
+
+def test_bootstrap_resamples_from_the_gram_matrix_equal_the_direct_distance():
+    """fd_with_ci's fast path (N <= D: one Gram matrix, resamples by index) gives the same
+    distance as recomputing it on the resampled rows."""
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(60, 80)) * 1.5 + 0.3
+    b = rng.normal(size=(25, 80))
+    fast = metrics._ResampledFD(a, b)
+    for _ in range(5):
+        ia, ib = rng.integers(0, 60, 60), rng.integers(0, 25, 25)
+        want = metrics.frechet_distance(a[ia], b[ib])
+        assert fast(ia, ib) == pytest.approx(want, rel=1e-7)
+    out = metrics.fd_with_ci(a, b, n_boot=50, seed=1)
+    assert out["ci_low"] <= out["value"] <= out["ci_high"]

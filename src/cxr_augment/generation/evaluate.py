@@ -95,6 +95,7 @@ def evaluate_set(
             "domain_extractor": domain["extractor"],
             "domain_input_rule": domain["input_rule"],
             "match_rule": "same-class real image nearest in pixel L2",
+            "prdc_k": cfg.prdc_k,
         }
         if g.sum() and r.sum():
             # SSIM / PSNR against the matched real image of the same class

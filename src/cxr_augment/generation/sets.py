@@ -119,4 +119,5 @@ def generated_set(
     h.update(json.dumps([chash, d, b, int(seed), list(out_shape), prefix], default=str).encode())
     h.update(pd.util.hash_pandas_object(plan, index=False).values.tobytes())
     produce = _BatchedProducer(model, plan, sampler, int(seed), tuple(out_shape))
-    return StoreWrite(plan["key"].tolist(), produce, tuple(out_shape), h.hexdigest()), manifest
+    job = StoreWrite(plan["key"].tolist(), produce, tuple(out_shape), h.hexdigest(), max_workers=1)
+    return job, manifest

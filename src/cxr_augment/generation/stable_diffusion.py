@@ -361,7 +361,8 @@ def generate(
         guidance: classifier-free guidance scale (<= 1: no guidance).
         size: the side the model generates at (a multiple of 8).
         batch_size: images per pipeline call.
-        out_shape: (H, W) to resize to with ``cv2.INTER_AREA``; None keeps (size, size).
+        out_shape: (H, W) to resize to (area averaging when shrinking, bilinear when
+            enlarging); None keeps (size, size).
 
     Returns:
         uint8 array (n, H, W).
@@ -388,7 +389,10 @@ def generate(
         grey = to_grey(np.asarray(result.images))
         for i, image in enumerate(grey):
             if image.shape != (height, width):
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+                # area averaging when shrinking, bilinear when enlarging (as the generated sets)
+                shrink = image.shape[0] > height or image.shape[1] > width
+                interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+                image = cv2.resize(image, (width, height), interpolation=interp)
             out[start + i] = image
     return out
 

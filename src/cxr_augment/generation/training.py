@@ -268,13 +268,12 @@ def train_unet(
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     try:
         total = config.total_steps(len(data), world)
-        fp = config.fingerprint(
-            {
-                **(fingerprint_extra or {}),
-                "schedule": asdict(schedule),
-                "n": len(data),
-            }
+        # a finished run is reused by any launch; an unfinished one resumes only under the
+        # same number of processes (the steps and the micro-batch mapping depend on it)
+        fp_any = config.fingerprint(
+            {**(fingerprint_extra or {}), "schedule": asdict(schedule), "n": len(data)}
         )
+        fp = config.fingerprint({"run": fp_any, "world": world})
         sched = schedule.scheduler()
         unet = unet.to(device)
         if device.type == "cuda" and config.channels_last:
@@ -291,11 +290,16 @@ def train_unet(
         )
         start, history = 0, []
         state = checkpoints.latest() if checkpoints is not None else None
-        if state is not None and state.get("fingerprint") == fp:
+        reusable = state is not None and (
+            state.get("fingerprint") == fp
+            or (state.get("done") and state.get("fingerprint_any") == fp_any)
+        )
+        if reusable:
             unet.load_state_dict(state["unet"])
             optimizer.load_state_dict(state["optimizer"])
             lr_sched.load_state_dict(state["lr_scheduler"])
             ema.load_state_dict(state["ema"])
+            ema.to(device)  # checkpoints load on the CPU; the shadow weights live with the model
             start, history = int(state["step"]) + 1, list(state["history"])
             if state.get("done"):  # finished (by any launch: 1 process or several): reuse it
                 total = start
@@ -354,6 +358,7 @@ def train_unet(
                 torch.distributed.all_reduce(mean)
                 running = float(mean) / world
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            lr = float(lr_sched.get_last_lr()[0])  # the rate this step uses
             optimizer.step()
             lr_sched.step()
             optimizer.zero_grad(set_to_none=True)
@@ -367,7 +372,7 @@ def train_unet(
                     * world
                     / len(data),
                     "loss": running,
-                    "lr": float(lr_sched.get_last_lr()[0]),
+                    "lr": lr,
                 }
             )
             bar.update(1)
@@ -380,6 +385,7 @@ def train_unet(
                     step,
                     {
                         "fingerprint": fp,
+                        "fingerprint_any": fp_any,
                         "step": step,
                         "unet": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
                         "optimizer": optimizer.state_dict(),

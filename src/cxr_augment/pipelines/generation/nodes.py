@@ -107,6 +107,9 @@ def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, params: dic
                 "channels": channels,
                 "store": store.fingerprint,
                 "keys": _keys_hash(sub["key"]),
+                "labels": _keys_hash(sub["target"]),
+                "observation": params["observation"],
+                "policy": params["policy"],
             },
             desc=f"{name} {part}",
         )
@@ -248,7 +251,11 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
     if mode == "lora":
         settings = sd.LoraSettings(**cfg.get("lora", {}))
         train = manifest.set_index("key").loc[rows["key"]]
-        caps = sd.captions(train.reset_index(), list(cfg.get("caption_observations") or []) or None)
+        from cxr_augment.chexpert import OBSERVATIONS
+
+        caps = sd.captions(
+            train.reset_index(), list(cfg.get("caption_observations") or OBSERVATIONS)
+        )
         images = np.stack([store[int(r)] for r in rows["store_row"]])
         lora, _ = sd.train_lora(pipe, images, caps, settings, device=str(device))
         pipe = sd.apply_lora(
@@ -277,8 +284,30 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
     m = pd.DataFrame({"key": keys, "target": targets}).assign(
         generator=generator, prompt_mode=mode, base_model=str(cfg["base_model"])
     )
-    fp = f"{generator}-{cfg['base_model']}-{n}-{params['metrics']['seed']}-{len(lora)}"
-    return StoreWrite(keys, lambda i: arr[i], store.shape, fp), m, {"status": "ok"}, lora
+    import hashlib
+    import json
+
+    from cxr_augment.generation.models import state_dict_hash
+
+    h = hashlib.sha256(
+        json.dumps(
+            [
+                generator,
+                cfg,
+                n,
+                params["metrics"]["seed"],
+                params["observation"],
+                list(store.shape),
+                state_dict_hash(lora) if lora else "",
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    if mode == "lora":
+        h.update(store.fingerprint.encode())
+    job = StoreWrite(keys, lambda i: arr[i], store.shape, h.hexdigest())
+    return job, m, {"status": "ok"}, lora
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -482,7 +511,7 @@ def generation_table(*metrics_tables, table: dict) -> tuple[pd.DataFrame, str]:
                 "SSIM": _pm(r.get("ssim_mean"), r.get("ssim_sd")),
                 "PSNR (dB)": _pm(r.get("psnr_mean"), r.get("psnr_sd"), 2),
                 "domain FD [95% CI]": _ci(r, "domain_fd"),
-                "domain KID x100 [CI]": _ci(
+                "domain KID x100 [subsets]": _ci(
                     {
                         k: r.get(k, np.nan) * 100
                         for k in ("domain_kid", "domain_kid_ci_low", "domain_kid_ci_high")
@@ -512,8 +541,9 @@ def generation_table(*metrics_tables, table: dict) -> tuple[pd.DataFrame, str]:
         f"Image size {first.get('image_size', '')}; SSIM/PSNR against the matched real image "
         f"({first.get('match_rule', '')}), mean ± sd; domain features: "
         f"{first.get('domain_extractor', '')}, input: {first.get('domain_input_rule', '')}; "
-        "FD: 95 % bootstrap CI (bias-corrected); KID x 100 (unbiased) with the 95 % range over "
-        "its subsets; P/R/D/C: precision, recall, density, coverage (k = 5). The domain FD is "
+        "FD: 95 % bootstrap CI (bias-corrected); KID x 100 (unbiased) with the 2.5-97.5 % range "
+        "of its subset estimates; P/R/D/C: precision, recall, density, coverage "
+        f"(k = {first.get('prdc_k', '')}). The domain FD is "
         "not on the thesis's FID scale (another network). FID, KID and IS on pytorch-fid's "
         "InceptionV3 need its weights file pt_inception-2015-12-05-6726825d.pth at the path "
         "in generation.metrics.inception_weights; without it they are skipped.\n\n",
