@@ -202,9 +202,16 @@ def build(
     pca_reference: str | None,
     augmented: set[str] = frozenset(),
     figure22: bool = False,
+    generators: dict[str, tuple[str, str]] | None = None,
 ) -> Pipeline:
+    """The experiments' pipelines, their group reports, Figure 20 and Figure 22.
+
+    ``generators`` maps an experiment to its (generator, model) when a diffusion generator
+    makes its synthetic images.
+    """
+    generators = generators or {}
     parts = [
-        experiment_pipeline(name, name in augmented, generator_of(name)) for name in experiments
+        experiment_pipeline(name, name in augmented, generators.get(name)) for name in experiments
     ]
     parts += [group_pipeline(group, spec) for group, spec in groups.items()]
     if pca_reference:
@@ -243,7 +250,8 @@ def _cached(key: str) -> Pipeline:
             if g != "headline" and bool(aug & set(spec["experiments"])) == (key == "augmentation")
         }
         pca = study["pca"]["experiment"] if key == "classification" else None
-        return build(names, groups, pca, aug, figure22=key == "augmentation")
+        gens = {n: g for n in names if (g := generator_of(n)) is not None}
+        return build(names, groups, pca, aug, figure22=key == "augmentation", generators=gens)
     head = study["headline"]
     groups = {g: study["groups"][g] for g in head["groups"]}
     names = list(
@@ -252,7 +260,8 @@ def _cached(key: str) -> Pipeline:
         )
     )
     pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
-    return build(names, groups, pca, aug, figure22=bool(aug & set(names)))
+    gens = {n: g for n in names if (g := generator_of(n)) is not None}
+    return build(names, groups, pca, aug, figure22=bool(aug & set(names)), generators=gens)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
