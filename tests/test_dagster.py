@@ -88,6 +88,11 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
     }
     assert expected <= names
     assert {"demo_data", "preprocessing"} <= set(location.named_jobs)
+    # the memorisation checks sit on the generators' summaries as kedro-dagster names them
+    paths = {tuple(key.path) for a in location.named_assets.values() for key in _keys(a)}
+    for check in asset_checks("local"):
+        for key in check.check_keys:
+            assert tuple(key.asset_key.path) in paths, key
     # the demo data and its preprocessing (the classification experiments take minutes each)
     from cxr_augment.pipelines import demo_data, preprocessing
 
@@ -153,7 +158,7 @@ def test_a_memorised_generated_set_blocks_what_follows():
     from cxr_augment.checks import _memorisation_check
 
     def run(share: float):
-        key = dg.AssetKey(["local", "generation__ddim__memorisation_summary"])
+        key = dg.AssetKey(["local", "generation", "ddim", "memorisation_summary"])
 
         @dg.asset(key=key)
         def summary():

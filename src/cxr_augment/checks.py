@@ -64,7 +64,8 @@ def memorisation_result(summary: dict) -> dg.AssetCheckResult:
 
 def _memorisation_check(prefix: str, generator: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=dg.AssetKey([prefix, f"generation__{generator}__memorisation_summary"]),
+        # kedro-dagster turns the dataset generation.<g>.memorisation_summary into a key path
+        asset=dg.AssetKey([prefix, "generation", generator, "memorisation_summary"]),
         name=f"{generator}_not_memorised",
         description=f"Generator {generator}: at most max_share of its images closer to a "
         "training image than the real-to-real nearest-neighbour percentile (blocks downstream "
