@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -203,5 +201,3 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
     )
     with pytest.raises(Exception, match="memorisation check"):
         SequentialRunner().run(pipe, c)
-    assert np.isfinite(c.load("d.metrics")["value"]).any()
-    assert isinstance(rows, pd.DataFrame)

@@ -321,16 +321,24 @@ def _feature_spec(study: dict, params: dict) -> dict:
 
 
 def _domain_features(store, keys, state_dict: dict, spec: dict) -> np.ndarray:
+    """Penultimate features of the classifier ``spec`` (weights ``state_dict``) for the
+    images ``keys`` of ``store``."""
+    from cxr_augment.tensor_store import torch_dataset
+
+    return _features(torch_dataset(store, list(keys)), len(keys), state_dict, spec)
+
+
+def _features(dataset, n: int, state_dict: dict, spec: dict) -> np.ndarray:
     from cxr_augment import experiments
     from cxr_augment.models import feature_extractor
-    from cxr_augment.tensor_store import torch_dataset
     from cxr_augment.training import predict
 
     model = experiments._model(spec)
     model.load_state_dict(state_dict)
-    ds = torch_dataset(store, list(keys))
-    feats = predict(model, ds, experiments.train_config(spec), features=feature_extractor(model))
-    return np.asarray(feats, dtype=np.float64).reshape(len(keys), -1)
+    feats = predict(
+        model, dataset, experiments.train_config(spec), features=feature_extractor(model)
+    )
+    return np.asarray(feats, dtype=np.float64).reshape(n, -1)
 
 
 def _inception(params: dict):
@@ -738,14 +746,11 @@ def sampler_sweep(
 
 
 def _features_of_arrays(images: np.ndarray, feature_model: dict, spec: dict) -> np.ndarray:
-    import tempfile
+    """``_domain_features`` of images held in memory (as ``torch_dataset`` feeds them)."""
+    import torch
 
-    from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
-
-    with tempfile.TemporaryDirectory() as tmp:
-        keys = [f"sweep/{i}" for i in range(len(images))]
-        write_store(f"{tmp}/s", StoreWrite(keys, lambda i: images[i], images.shape[1:], "sweep"))
-        return _domain_features(TensorStore(f"{tmp}/s"), keys, feature_model, spec)
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float().div_(255.0)
+    return _features(torch.utils.data.TensorDataset(x), len(images), feature_model, spec)
 
 
 def _sweep_figure(table: pd.DataFrame):
