@@ -4,6 +4,11 @@
 with the parameters of its transforms drawn up front from a per-image seed (so a generated
 image depends only on the study seed and its index, never on scheduling); ``job`` is the lazy
 ``StoreWrite`` that renders them into a tensor store.
+
+With several methods (a ``Compose``), the row records the coins too: ``applied`` names the
+methods that fired for this image (``+``-joined, in order), and ``params`` holds
+``{method: {"applied": bool, ...}}`` with the drawn parameters of those that fired. A single
+method always applies. Mixup, when listed, is applied to every image after the others.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from cxr_augment import transforms as tf
-from cxr_augment.tensor_store import StoreWrite, TensorStore
+from cxr_augment.augment import transforms as tf
+from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore
 
 _CACHE: dict = {}
 
@@ -34,13 +39,15 @@ def plan(
     shape: tuple[int, int],
     prefix: str,
 ) -> pd.DataFrame:
-    """One row per generated image: key, parent, copy, method, parameters, seed, target.
+    """One row per generated image: key, parent, copy, method, the methods applied, their
+    parameters, seed, target.
 
     Args:
         train: the training rows (key, patient_id, view, target) mixup partners come from.
         selection: key, target, copies (from ``strategies.select`` or elsewhere).
-        methods: transform names, applied in order (one name: that method alone).
-        settings: per-method keyword arguments.
+        methods: transform names, applied in order (one name: that method alone, always;
+            several: each with the composition's probability, ``settings["compose"]``).
+        settings: per-method keyword arguments, and ``compose`` (``p``, ``at_least_one``).
         seed: the augmentation seed.
         prefix: key prefix of the generated images (unique per experiment).
     """
@@ -57,30 +64,45 @@ def plan(
         s = _item_seed(seed, i)
         params: dict = {}
         target = float(r.target)
+        applied: list[str] = []
         if transform is not None:
             transform.set_random_state(s)
             params = transform.randomize(dummy)
-            if not isinstance(transform, tf.Compose):
-                params = {transform.name: params}
+            if isinstance(transform, tf.Compose):
+                applied = [name for name, p in params.items() if p["applied"]]
+            else:
+                params, applied = {transform.name: params}, [transform.name]
         if use_mixup:
             mix = tf.Mixup(**settings.get("mixup", {})).set_random_state(s + 1)
             lam = mix.randomize(dummy)["lambda"]
             partner = train["key"].iloc[int(partner_rng.integers(len(train)))]
             params["mixup"] = {"lambda": lam, "partner": partner}
             target = lam * target + (1 - lam) * float(base.loc[partner, "target"])
+            applied.append("mixup")
         rows.append(
             {
                 "key": f"{prefix}/{r.key}#{r.copy}",
                 "parent_key": r.key,
                 "copy": int(r.copy),
                 "method": "+".join(methods),
+                "applied": "+".join(applied),
                 "params": json.dumps(params, sort_keys=True),
                 "item_seed": s,
                 "target": target,
             }
         )
     out = pd.DataFrame(
-        rows, columns=["key", "parent_key", "copy", "method", "params", "item_seed", "target"]
+        rows,
+        columns=[
+            "key",
+            "parent_key",
+            "copy",
+            "method",
+            "applied",
+            "params",
+            "item_seed",
+            "target",
+        ],
     )
     info = base[["patient_id", "view"]]
     out = out.join(info, on="parent_key")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_augment import strategies
+from cxr_augment.augment import strategies
 
 
 def _train(pos=163, neg=1425):

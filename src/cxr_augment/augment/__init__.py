@@ -1,0 +1,1 @@
+"""Traditional augmentation: transforms (NumPy/OpenCV and batched torch), strategies, augmented sets."""
