@@ -1,9 +1,12 @@
 """Training and inference for the classifiers, from the tensor store.
 
 - Adam, early stopping on the validation AUC (the best epoch's weights are kept).
-- Losses: ``bce``; ``weighted_bce`` (positives weighted by negatives / positives); masked
-  targets (NaN: U-Ignore, U-SelfTrained's first stage) drop out of either; ``multiclass``
+- Losses: ``bce``; ``weighted_bce`` (positives weighted by negatives / positives, per output
+  of a multi-label head); masked targets (NaN: U-Ignore, U-SelfTrained's first stage, an
+  observation without a label) drop out of either element by element; ``multiclass``
   (U-MultiClass: cross-entropy over 0 / 1 / u).
+- A multi-label head (CheXNet's 14 outputs) trains on all its outputs; early stopping watches
+  one of them, ``column`` (the experiment's observation).
 - Reproducible and resumable: each epoch's data order and dropout come from seeds derived from
   (seed, epoch), and a checkpoint (weights, optimiser, early-stopping state) is written
   atomically after every epoch, so a run killed midway and resumed ends with the same weights
@@ -31,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
-from cxr_augment.metrics import roc_auc
+from cxr_augment.classify.metrics import roc_auc
 
 LOSSES = ("bce", "weighted_bce", "multiclass")
 
@@ -134,28 +137,39 @@ def _loss_fn(config: TrainConfig, pos_weight: float | None) -> Callable:
             return ce(logits[keep], y[keep].long()).mean()
 
         return multiclass
-    pw = None if pos_weight is None else torch.tensor(pos_weight)
+    # a scalar, or one weight per output (broadcast over the batch)
+    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32)
 
     def bce(logits, y):
         y = y.reshape(logits.shape) if y.ndim == logits.ndim else y.unsqueeze(1).expand_as(logits)
         keep = ~torch.isnan(y)
         if not keep.any():
             return logits.sum() * 0.0
-        return nn.functional.binary_cross_entropy_with_logits(
-            logits[keep], y[keep], pos_weight=None if pw is None else pw.to(logits.device)
+        # per element, then the mean over the labelled elements only
+        per = nn.functional.binary_cross_entropy_with_logits(
+            logits,
+            torch.where(keep, y, torch.zeros_like(y)),
+            pos_weight=None if pw is None else pw.to(logits.device),
+            reduction="none",
         )
+        return per[keep].mean()
 
     return bce
 
 
-def positive_probability(logits: torch.Tensor, loss: str, column: int = 0) -> torch.Tensor:
-    """P(positive) from the head's output.
+def positive_probability(logits: torch.Tensor, loss: str, column: int | None = 0) -> torch.Tensor:
+    """P(positive) from the head's output: of output ``column``, or (N, C) for every output
+    of a multi-label head when ``column`` is None.
 
     U-MultiClass follows Irvin et al. (2019): a softmax over the negative and positive logits
     only, the uncertain class left out.
     """
     if loss == "multiclass":
+        if column is None:
+            raise ValueError("U-MultiClass has one probability per image: give a column")
         return torch.softmax(logits[:, :2].float(), dim=1)[:, 1]
+    if column is None:
+        return torch.sigmoid(logits.float())
     return torch.sigmoid(logits[:, column].float())
 
 
@@ -189,10 +203,11 @@ def predict(
     model: nn.Module,
     dataset,
     config: TrainConfig,
-    column: int = 0,
+    column: int | None = 0,
     features: Callable | None = None,
 ) -> np.ndarray:
-    """P(positive) for every item of ``dataset`` (or the features, if a function is given)."""
+    """P(positive) for every item of ``dataset`` at output ``column`` ((N, C) for all outputs
+    when None), or the features if a function is given."""
     device = resolve_device(config.device)
     model = model.to(device).eval()
     if device.type == "cuda" and config.channels_last:
@@ -223,6 +238,7 @@ def train(
     fingerprint_extra: dict | None = None,
     stop_after_epoch: int | None = None,
     train_targets: np.ndarray | None = None,
+    column: int = 0,
 ) -> TrainResult:
     """Train with early stopping on the validation AUC; resume from ``checkpoints``.
 
@@ -233,7 +249,10 @@ def train(
         checkpoints: where each epoch's state goes; a matching checkpoint is resumed.
         fingerprint_extra: what else identifies the run (data, model), for resuming safely.
         stop_after_epoch: stop (as if killed) after this epoch's checkpoint; for tests.
-        train_targets: the training targets, for ``weighted_bce``'s positive weight.
+        train_targets: the training targets, for ``weighted_bce``'s positive weight (one per
+            column of a (N, C) target matrix).
+        column: the output whose validation AUC is watched (a multi-label head's output for
+            the experiment's observation; 0 for a binary or U-MultiClass head).
     """
     device = resolve_device(config.device)
     deterministic = device.type == "cpu"
@@ -245,7 +264,8 @@ def train(
             if train_targets is None:
                 raise ValueError("weighted_bce needs the training targets for its positive weight")
             t = np.asarray(train_targets, dtype=float)
-            pos_weight = float((t == 0).sum()) / max(float((t == 1).sum()), 1.0)
+            neg, pos = (t == 0).sum(axis=0), np.maximum((t == 1).sum(axis=0), 1)
+            pos_weight = float(neg / pos) if t.ndim == 1 else (neg / pos).astype(float).tolist()
         return _train(
             model,
             train_set,
@@ -257,6 +277,7 @@ def train(
             stop_after_epoch,
             device,
             pos_weight,
+            column,
         )
     finally:
         torch.use_deterministic_algorithms(previous)
@@ -273,8 +294,10 @@ def _train(
     stop_after_epoch,
     device,
     pos_weight,
+    column,
 ) -> TrainResult:
-    fp = config.fingerprint(fingerprint_extra)
+    # the watched output is part of the run (column 0 adds nothing: earlier runs' fingerprints)
+    fp = config.fingerprint({**(fingerprint_extra or {}), **({"column": column} if column else {})})
     loss_fn = _loss_fn(config, pos_weight)
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
@@ -326,7 +349,7 @@ def _train(
             total += float(loss.detach()) * len(x)
             n += len(x)
             bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
-        prob = predict(model, val_set, config)
+        prob = predict(model, val_set, config, column)
         auc = roc_auc(val_targets, prob)
         improved = auc > best_auc
         if improved:
