@@ -70,7 +70,7 @@ def render_demo(total: int, catalog, params) -> Path:
 
 def decode_floor(folder: Path, keys: list[str]) -> float:
     """Images/s of read + plain decode, one process."""
-    from cxr_augment.imaging import decode_floor as decode
+    from cxr_augment.preprocess.imaging import decode_floor as decode
 
     t0 = time.perf_counter()
     for key in keys:

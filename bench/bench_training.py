@@ -36,8 +36,8 @@ def build_store(folder: Path, n: int) -> TensorStore:  # noqa: F821
     """A 389 x 320 store from the demo images (rendered by make run, or bench/.cache)."""
     from _common import demo_train_files  # same folder
 
-    from cxr_augment import imaging
-    from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
+    from cxr_augment.preprocess import imaging
+    from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, write_store
 
     files, keys = demo_train_files(n)
 
@@ -99,8 +99,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from cxr_augment.models import ModelConfig, build_model
-    from cxr_augment.tensor_store import torch_dataset
+    from cxr_augment.classify.models import ModelConfig, build_model
+    from cxr_augment.preprocess.tensor_store import torch_dataset
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"

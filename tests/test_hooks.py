@@ -57,3 +57,21 @@ def test_loading_every_pipeline_and_dataset_does_not_import_torch():
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_run_environment_reaches_the_studys_structure(monkeypatch):
+    """`kedro run --env study` builds the pipelines with the study profile's seeds."""
+    from types import SimpleNamespace
+
+    from cxr_augment import study
+
+    monkeypatch.delenv("KEDRO_ENV", raising=False)
+    assert study.repeats("ptx_densenet121") == [1]
+    RunHooks().after_context_created(SimpleNamespace(env="study"))
+    import os
+
+    assert os.environ["KEDRO_ENV"] == "study"
+    assert study.repeats("ptx_densenet121") == [1, 2, 3]
+    monkeypatch.setenv("KEDRO_ENV", "chexpert")  # an explicit KEDRO_ENV is not overridden
+    RunHooks().after_context_created(SimpleNamespace(env="study"))
+    assert os.environ["KEDRO_ENV"] == "chexpert"

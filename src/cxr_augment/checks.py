@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from cxr_augment import splits
+from cxr_augment.preprocess import splits
 
 
 def split_leak_result(split_table: pd.DataFrame) -> dg.AssetCheckResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 from kedro.framework.hooks import hook_impl
 
@@ -21,6 +22,13 @@ def freeze_startup_objects() -> None:
 
 
 class RunHooks:
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        # the study's structure (experiments, seeds) is read before a context exists, from the
+        # environment named by KEDRO_ENV: `kedro run --env study` names it for them too
+        if context.env and not os.environ.get("KEDRO_ENV"):
+            os.environ["KEDRO_ENV"] = context.env
+
     @hook_impl
     def before_pipeline_run(self) -> None:
         freeze_startup_objects()

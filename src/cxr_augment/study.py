@@ -56,3 +56,22 @@ def generation_config() -> dict:
         if "model" in spec and spec["model"] not in gen["models"]:
             raise ValueError(f"generation.generators.{name}: unknown model {spec['model']!r}")
     return gen
+
+
+def repeats(name: str) -> list[int]:
+    """The seeds experiment ``name`` is trained with (``repeats``; default ``[train.seed]``)."""
+    study = study_config()
+    exp = study["experiments"][name] or {}
+    seeds = exp.get("repeats", study["defaults"].get("repeats"))
+    if seeds is None:
+        seeds = [exp.get("train", {}).get("seed", study["defaults"]["train"]["seed"])]
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"study.experiments.{name}: repeats must be distinct seeds, got {seeds}")
+    return seeds
+
+
+def model_dataset(name: str) -> str:
+    """The catalog name of experiment ``name``'s model of its first seed (the one a figure or
+    a feature extractor uses)."""
+    return f"{name}.seed{repeats(name)[0]}.model"

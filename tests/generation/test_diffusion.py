@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cxr_augment.classify.training import CheckpointStore
 from cxr_augment.generation.models import (
     DiffusionModel,
     ScheduleConfig,
@@ -16,8 +17,7 @@ from cxr_augment.generation.models import (
 from cxr_augment.generation.sampling import SamplerConfig, _predict, guided, sample_class
 from cxr_augment.generation.sets import generated_set
 from cxr_augment.generation.training import DiffusionTrainConfig, ImageSet, train_unet
-from cxr_augment.tensor_store import TensorStore, write_store
-from cxr_augment.training import CheckpointStore
+from cxr_augment.preprocess.tensor_store import TensorStore, write_store
 
 TINY = UNetConfig(
     sample_size=16,

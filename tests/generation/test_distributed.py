@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     from cxr_augment.generation.models import build_unet, state_dict_hash
     from cxr_augment.generation.training import (
         DiffusionTrainConfig, ImageSet, distributed, train_unet)
-    from cxr_augment.training import CheckpointStore
+    from cxr_augment.classify.training import CheckpointStore
 
     rank, world = distributed()
     x, y = two_class_images(32)

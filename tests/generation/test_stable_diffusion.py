@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr_augment.chexpert import OBSERVATIONS
 from cxr_augment.generation import stable_diffusion as sd
+from cxr_augment.preprocess.chexpert import OBSERVATIONS
 
 SIZE = 32  # generation and training resolution of the tiny model
 

@@ -10,10 +10,12 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
-from cxr_augment.chexpert import OBSERVATIONS
+from cxr_augment.classify import metrics
+from cxr_augment.classify.metrics import METRICS
 from cxr_augment.datasets import CheckpointFolderDataset, TorchStateDictDataset
 from cxr_augment.pipelines.classification.pipeline import build
-from cxr_augment.tensor_store import StoreWrite, TensorStore, write_store
+from cxr_augment.preprocess.chexpert import OBSERVATIONS
+from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, write_store
 
 DEFAULTS = {
     "observation": "Pneumothorax",
@@ -32,8 +34,9 @@ DEFAULTS = {
         "num_workers": 0,
         "progress": False,
     },
-    "evaluate": {"bootstrap": 30, "seed": 2},
+    "evaluate": {"bootstrap": 200, "seed": 2},
 }
+COMPARE = {"bootstrap": 200, "seed": 3, "metrics": ["accuracy", "f1", "roc_auc", "kappa"]}
 
 
 def synthetic(tmp_path, n=240):
@@ -41,7 +44,7 @@ def synthetic(tmp_path, n=240):
     rng = np.random.default_rng(0)
     truth = (rng.random(n) < 0.3).astype(int)
     images = rng.integers(0, 90, (n, 40, 32)).astype(np.uint8)
-    images[truth == 1, 5:15, 5:12] += 110
+    images[truth == 1, 5:15, 5:12] += 70  # learnable, not perfectly separable
     keys = [f"CheXpert-v1.0-small/train/patient{i:05d}/study1/view1_frontal.jpg" for i in range(n)]
     write_store(tmp_path / "store", StoreWrite(keys, lambda i: images[i], (40, 32), "syn"))
     split = np.array(["train"] * 150 + ["internal_test"] * 30 + ["validation"] * 30 + ["test"] * 30)
@@ -66,6 +69,30 @@ def synthetic(tmp_path, n=240):
     return manifest, TensorStore(tmp_path / "store")
 
 
+def truth_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic images' truth as the demo's ``truth.parquet`` holds it."""
+    truth = (manifest["Pleural Effusion"] == 1).astype(int)  # the bright square
+    return pd.DataFrame({"Path": manifest.key, "observation": "Pneumothorax", "truth": truth})
+
+
+def experiment_datasets(tmp, name: str, seeds=(1,)) -> dict:
+    data = {
+        f"{name}.predictions": ParquetDataset(filepath=str(tmp / name / "pred.parquet")),
+        f"{name}.metrics": CSVDataset(filepath=str(tmp / name / "metrics.csv")),
+    }
+    for s in seeds:
+        data[f"{name}.seed{s}.model"] = TorchStateDictDataset(
+            filepath=str(tmp / name / f"seed{s}" / "model.pt")
+        )
+        data[f"{name}.seed{s}.checkpoints"] = CheckpointFolderDataset(
+            path=str(tmp / name / f"seed{s}" / "ck")
+        )
+    return data
+
+
+SEEDS = {"a": (1, 2)}  # experiment a trains two repeats
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
@@ -82,7 +109,7 @@ def run(tmp_path_factory):
     groups = {
         "g": {
             "title": "Tiny table",
-            "split": "validation",
+            "splits": ["validation", "test", "internal_test_truth"],
             "reference": {"Pneumothorax": "a"},
             "experiments": ["a", "b", "c"],
         },
@@ -107,45 +134,78 @@ def run(tmp_path_factory):
         "params:study.groups.t": MemoryDataset(groups["t"]),
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "chexpert_truth": MemoryDataset(truth_table(manifest)),
         "params:study.defaults": MemoryDataset(DEFAULTS),
+        "params:study.compare": MemoryDataset(COMPARE),
         "params:preprocessing.masks": MemoryDataset({}),
         "params:study.groups.g": MemoryDataset(groups["g"]),
     }
     for name, over in experiments.items():
         data[f"params:study.experiments.{name}"] = MemoryDataset(over)
-        data[f"{name}.model"] = TorchStateDictDataset(filepath=str(tmp / name / "model.pt"))
-        data[f"{name}.checkpoints"] = CheckpointFolderDataset(path=str(tmp / name / "ck"))
-        data[f"{name}.predictions"] = ParquetDataset(filepath=str(tmp / name / "pred.parquet"))
-        data[f"{name}.metrics"] = CSVDataset(filepath=str(tmp / name / "metrics.csv"))
+        data.update(experiment_datasets(tmp, name, SEEDS.get(name, (1,))))
     data["report.g.table"] = CSVDataset(filepath=str(tmp / "g.csv"))
     data["report.g.markdown"] = TextDataset(filepath=str(tmp / "g.md"))
     data["report.t.table"] = CSVDataset(filepath=str(tmp / "t.csv"))
     catalog = DataCatalog(data)
-    pipe = build(list(experiments), groups, pca_reference=None)
+    pipe = build(list(experiments), groups, pca_reference=None, seeds=SEEDS)
     SequentialRunner().run(pipe, catalog)
     return catalog, tmp
 
 
-def test_each_experiment_writes_a_model_predictions_and_metrics(run):
+def test_each_experiment_writes_a_model_per_seed_predictions_and_metrics(run):
     catalog, tmp = run
     for name in "abc":
-        assert (tmp / name / "model.pt").exists()
-        assert list((tmp / name / "ck").rglob("epoch_*.pt"))
+        seeds = SEEDS.get(name, (1,))
+        for s in seeds:
+            assert (tmp / name / f"seed{s}" / "model.pt").exists()
+            assert list((tmp / name / f"seed{s}" / "ck").rglob("epoch_*.pt"))
         pred = catalog.load(f"{name}.predictions")
         assert set(pred.split) == {"validation", "test", "internal_test"}
+        assert sorted(pred.seed.unique()) == list(seeds)
+        assert pred.groupby("seed").size().nunique() == 1  # every seed scores every image
         assert pred.prob.between(0, 1).all()
         m = catalog.load(f"{name}.metrics")
-        assert set(m.metric) == {
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "roc_auc",
-            "pr_auc",
-            "kappa",
-        }
-        assert (m.ci_low <= m.value + 1e-12).all() and (m.value <= m.ci_high + 1e-12).all()
-        assert m.threshold.nunique() == 1  # chosen on validation, applied everywhere
+        assert set(m.metric) == set(METRICS)
+        assert set(m.split) == {"validation", "test", "internal_test", "internal_test_truth"}
+        assert (m.seeds == len(seeds)).all() and (m.resamples == 200).all()
+        assert (m.resamples_used <= m.resamples).all() and (m.resamples_used > 150).all()
+        ok = m.ci_low.notna()
+        assert (m.ci_low[ok] <= m.value[ok] + 1e-12).all()
+        assert (m.value[ok] <= m.ci_high[ok] + 1e-12).all()
+
+
+def test_seed_mean_and_thresholds_come_from_validation(run):
+    """Each seed's threshold is the maximum-F1 threshold of its validation scores (computed
+    here independently), not of the test scores; the value is the mean of the seeds' values."""
+    catalog, _ = run
+    pred = catalog.load("a.predictions")
+    m = catalog.load("a.metrics")
+    recorded = dict(
+        (int(s), float(t)) for s, t in (x.split(":") for x in m.seed_thresholds.iloc[0].split(","))
+    )
+    per_seed_f1 = []
+    for s in (1, 2):
+        val = pred[(pred.seed == s) & (pred.split == "validation")]
+        test = pred[(pred.seed == s) & (pred.split == "test")]
+        on_val = metrics.choose_threshold(val.y_true.to_numpy(int), val.prob.to_numpy())
+        on_test = metrics.choose_threshold(test.y_true.to_numpy(int), test.prob.to_numpy())
+        assert on_val != on_test  # the data tell the two rules apart
+        assert recorded[s] == pytest.approx(on_val)
+        per_seed_f1.append(
+            metrics.point_metrics(test.y_true.to_numpy(int), test.prob.to_numpy(), on_val)["f1"]
+        )
+    f1 = m[(m.split == "test") & (m.metric == "f1")]
+    assert f1.value.iloc[0] == pytest.approx(np.mean(per_seed_f1))
+    assert f1.seed_ci_low.iloc[0] <= f1.value.iloc[0] <= f1.seed_ci_high.iloc[0]
+
+
+def test_the_truth_split_scores_the_internal_test_against_the_truth(run):
+    catalog, _ = run
+    pred = catalog.load("b.predictions")
+    m = catalog.load("b.metrics").set_index(["split", "metric"])
+    internal = pred[pred.split == "internal_test"]
+    expected = metrics.roc_auc(internal.y_truth.to_numpy(), internal.prob.to_numpy())
+    assert m.loc[("internal_test_truth", "roc_auc"), "value"] == pytest.approx(expected)
 
 
 def test_the_signal_is_learned(run):
@@ -155,24 +215,37 @@ def test_the_signal_is_learned(run):
     assert auc > 0.8
 
 
-def test_group_table_compares_against_the_reference(run):
+def test_group_table_compares_against_the_reference_with_clustered_holm_tests(run):
     catalog, tmp = run
     table = catalog.load("report.g.table")
-    assert table.experiment.tolist() == ["a", "b", "c"]
-    ref = table.set_index("experiment")
-    assert np.isnan(ref.loc["a", "mcnemar_p"])
-    for e in ("b", "c"):
-        assert 0 <= ref.loc[e, "mcnemar_p"] <= 1 and 0 <= ref.loc[e, "delong_p"] <= 1
-        assert ref.loc[e, "paired_images"] == 30
+    assert table.split.tolist() == ["validation"] * 3 + ["test"] * 3 + ["internal_test_truth"] * 3
+    assert table.experiment.tolist() == ["a", "b", "c"] * 3
+    for _, part in table.groupby("split"):
+        ref = part.set_index("experiment")
+        assert np.isnan(ref.loc["a", "mcnemar_p"])
+        for e in ("b", "c"):
+            for col in ("mcnemar_p", "delong_p", "diff_f1_p", "diff_roc_auc_p"):
+                p, holm = ref.loc[e, col], ref.loc[e, f"{col}_holm"]
+                if np.isnan(p):  # undefined (no discordant patient, zero variance): says why
+                    assert np.isnan(holm) and col[:7] in ("mcnemar", "delong_")
+                    assert len(str(ref.loc[e, "test_notes"])) > 10
+                else:
+                    assert 0 <= p <= holm <= 1
+            assert ref.loc[e, "paired_images"] == 30
+            assert ref.loc[e, "paired_patients"] == 15
+        # Holm over the family of two: the smaller p doubled, the larger at least it
+        ps = ref.loc[["b", "c"], "diff_f1_p"].to_numpy()
+        assert ref.loc[["b", "c"], "diff_f1_p_holm"].min() == pytest.approx(min(1, 2 * ps.min()))
     md = catalog.load("report.g.markdown")
-    assert md.startswith("# Tiny table") and "| a " in md
+    assert md.startswith("# Tiny table") and "| a " in md and "Holm" in md
+    assert "## internal_test_truth" in md
     assert (tmp / "g.md").exists()
 
 
 def test_a_truth_group_lists_each_policys_agreement_with_the_truth(run):
     catalog, _ = run
     table = catalog.load("report.t.table").set_index("experiment")
-    from cxr_augment.labels import parse_policy
+    from cxr_augment.preprocess.labels import parse_policy
 
     assert table.loc["a", "policy"] == parse_policy("nm0_uones").name
     assert table.loc["b", "policy"] == parse_policy("nm0_uzeros").name
@@ -198,12 +271,12 @@ def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):
         ),
         "params:preprocessing.masks": MemoryDataset({}),
         "params:study.experiments.aug": MemoryDataset(over),
-        "aug.model": TorchStateDictDataset(filepath=str(tmp_path / "m.pt")),
-        "aug.checkpoints": CheckpointFolderDataset(path=str(tmp_path / "ck")),
+        "chexpert_truth": MemoryDataset(None),
+        **experiment_datasets(tmp_path, "aug"),
         "aug.augmented_store": TensorStoreDataset(path=str(tmp_path / "aug_store")),
         "aug.augmented_manifest": ParquetDataset(filepath=str(tmp_path / "aug.parquet")),
         "aug.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
-        "aug.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
+        "aug.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
     }
     catalog = DataCatalog(data)
     SequentialRunner().run(build(["aug"], {}, None, augmented={"aug"}), catalog)

@@ -14,9 +14,9 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
-from cxr_augment import chexpert as cx
 from cxr_augment.datasets import ImageFolderDataset
 from cxr_augment.pipelines.demo_data import create_pipeline
+from cxr_augment.preprocess import chexpert as cx
 
 SIZES = {"train_images": 24, "valid_images": 6, "test_images": 5}
 TEXT = {"dtype": str, "keep_default_na": False}

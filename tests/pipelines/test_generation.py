@@ -9,12 +9,12 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from cxr_augment.classify.models import ModelConfig, build_model
 from cxr_augment.datasets import (
     CheckpointFolderDataset,
     DiffusionModelDataset,
     TensorStoreDataset,
 )
-from cxr_augment.models import ModelConfig, build_model
 from cxr_augment.pipelines.generation.pipeline import _with_features, build
 from tests.pipelines.test_classification import DEFAULTS, synthetic
 
@@ -81,14 +81,14 @@ def run(tmp_path_factory, parameters):
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         "params:generation": MemoryDataset(gen),
         "params:study": MemoryDataset(study),
-        "feat.model": MemoryDataset(feature),
+        "feat.seed1.model": MemoryDataset(feature),
     }
     for m in gen["models"]:
         data[f"generation.{m}.model"] = DiffusionModelDataset(path=str(tmp / "models" / m))
         data[f"generation.{m}.checkpoints"] = CheckpointFolderDataset(path=str(tmp / "ck" / m))
     for g in ["traditional", *gen["generators"]]:
         data[f"generation.{g}.samples"] = TensorStoreDataset(path=str(tmp / "samples" / g))
-    pipe = _with_features(build(gen), gen)
+    pipe = _with_features(build(gen), gen, "feat.seed1.model")
     for name in pipe.datasets():
         data.setdefault(name, Kept(copy_mode="assign"))
     catalog = DataCatalog(data)
@@ -158,7 +158,7 @@ def test_tables_figures_and_sweep(run):
 
 
 def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
-    from cxr_augment import strategies
+    from cxr_augment.augment import strategies
     from cxr_augment.datasets import TorchStateDictDataset
     from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
 
@@ -176,8 +176,9 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
             catalog.load("generation.ddim.memorisation_summary")
         ),
         "d.augmented_store": TensorStoreDataset(path=str(tmp / "d_store")),
-        "d.checkpoints": CheckpointFolderDataset(path=str(tmp / "d_ck")),
-        "d.model": TorchStateDictDataset(filepath=str(tmp / "d.pt")),
+        "d.seed1.checkpoints": CheckpointFolderDataset(path=str(tmp / "d_ck")),
+        "d.seed1.model": TorchStateDictDataset(filepath=str(tmp / "d.pt")),
+        "chexpert_truth": MemoryDataset(None),
     }
     pipe = experiment_pipeline("d", True, ("ddim", "grey"))
     for name in pipe.datasets():

@@ -14,10 +14,10 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
-from cxr_augment import chexpert as cx
-from cxr_augment.chexpert import ChexpertFormatError
 from cxr_augment.datasets import ImageFolderDataset, TensorStoreDataset
 from cxr_augment.pipelines.preprocessing import create_pipeline, nodes
+from cxr_augment.preprocess import chexpert as cx
+from cxr_augment.preprocess.chexpert import ChexpertFormatError
 
 TEXT = {"dtype": str, "keep_default_na": False}
 

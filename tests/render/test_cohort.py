@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_augment import chexpert as cx
+from cxr_augment.preprocess import chexpert as cx
 from cxr_augment.render import export
 from cxr_augment.render.cohort import plan_cohort, spec_from_record, spec_to_record
 

@@ -1,4 +1,4 @@
-"""``TensorStoreDataset``: the Kedro face of ``cxr_augment.tensor_store``."""
+"""``TensorStoreDataset``: the Kedro face of ``cxr_augment.preprocess.tensor_store``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.tensor_store import StoreWrite, TensorStore, read_meta, write_store
+from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, read_meta, write_store
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class TensorStoreDataset(AbstractDataset[StoreWrite, TensorStore]):
 
     Examples:
         >>> import numpy as np, tempfile
-        >>> from cxr_augment.tensor_store import StoreWrite
+        >>> from cxr_augment.preprocess.tensor_store import StoreWrite
         >>> ds = TensorStoreDataset(path=tempfile.mkdtemp() + "/store")
         >>> ds.save(StoreWrite(["a", "b"], lambda i: np.full((2, 3), i, np.uint8), (2, 3), "f1"))
         >>> store = ds.load()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
-    from cxr_augment.training import CheckpointStore
+    from cxr_augment.classify.training import CheckpointStore
 
 
 class TorchStateDictDataset(AbstractDataset[dict, dict]):
@@ -68,7 +68,7 @@ class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
         return True  # an empty folder is a valid (fresh) checkpoint store
 
     def load(self) -> CheckpointStore:
-        from cxr_augment.training import CheckpointStore
+        from cxr_augment.classify.training import CheckpointStore
 
         return CheckpointStore(self._path, keep=self._keep)
 

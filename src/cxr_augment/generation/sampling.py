@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cxr_augment.classify.training import resolve_device
 from cxr_augment.generation.models import DiffusionModel, ScheduleConfig, null_class
-from cxr_augment.training import resolve_device
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cxr_augment.generation.models import DiffusionModel
 from cxr_augment.generation.sampling import SamplerConfig, sample_batch
-from cxr_augment.tensor_store import StoreWrite
+from cxr_augment.preprocess.tensor_store import StoreWrite
 
 
 def to_store_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

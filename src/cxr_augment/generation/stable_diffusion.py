@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxr_augment.chexpert import OBSERVATIONS, PATHOLOGIES, POSITIVE
-from cxr_augment.training import resolve_device
+from cxr_augment.classify.training import resolve_device
+from cxr_augment.preprocess.chexpert import OBSERVATIONS, PATHOLOGIES, POSITIVE
 
 HEALTHY_PROMPT = "Chest X-ray images of healthy people"
 _FINDING_PROMPT = "Chest X-ray images of people with {}"

@@ -40,8 +40,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cxr_augment.classify.training import CheckpointStore, resolve_device
 from cxr_augment.generation.models import CHANNELS, ScheduleConfig, null_class
-from cxr_augment.training import CheckpointStore, resolve_device
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import asdict, fields
 import numpy as np
 import pandas as pd
 
-from cxr_augment import chexpert as cx
+from cxr_augment.preprocess import chexpert as cx
 from cxr_augment.render.atlas import ProjectionAtlas
 from cxr_augment.render.ct import LUNG_LOBES_LEFT, LUNG_LOBES_RIGHT
 from cxr_augment.render.radiograph import ImageSpec, output_pixel_mm

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr_augment import chexpert as cx
+from cxr_augment.preprocess import chexpert as cx
 from cxr_augment.render.atlas import FINDING_OBSERVATION, ProjectionAtlas
 from cxr_augment.render.cohort import RENDERED
 

@@ -7,18 +7,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from cxr_augment import metrics, plots, stats
-from cxr_augment.labels import parse_policy
-from cxr_augment.tensor_store import TensorStore
+from cxr_augment.classify import bootstrap, metrics, stats
+from cxr_augment.preprocess.labels import parse_policy
+from cxr_augment.preprocess.tensor_store import TensorStore
+from cxr_augment.report import plots
+
+EVAL_SPLITS = ("validation", "test", "internal_test")
+TRUTH_SPLIT = "internal_test_truth"
+SPLIT_NOTES = {
+    "validation": " (also chose each seed's epoch and threshold: optimistic)",
+    "test": " (the official test set: held out from every choice)",
+    "internal_test": " (20 % of train.csv's patients, labels under FillNM(0) + U-Ones: held out "
+    "from every choice)",
+    TRUTH_SPLIT: " (the internal test set against the demo's truth instead of its report labels)",
+}
 
 if TYPE_CHECKING:
-    from cxr_augment.training import CheckpointStore
+    from cxr_augment.classify.training import CheckpointStore
 
 
 def _experiments():
     """The experiment runner, imported when a node first needs it: loading the pipelines
     (every ``kedro run``, Dagster's translation) then does not import torch."""
-    from cxr_augment import experiments
+    from cxr_augment.classify import experiments
 
     return experiments
 
@@ -33,18 +44,62 @@ def select_images(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
     return _experiments().experiment_manifest(manifest, spec)
 
 
+def with_seed(spec: dict, seed: int) -> dict:
+    """The experiment's settings for one of its repeats: ``train.seed`` set to ``seed``."""
+    return {**spec, "train": {**spec["train"], "seed": int(seed)}}
+
+
 def train_classifier(
     images: pd.DataFrame,
     store: TensorStore,
     checkpoints: CheckpointStore,
     spec: dict,
     mask_params: dict,
+    seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    """Train (resuming from the experiment's checkpoints); the best epoch's weights."""
-    return _experiments().fit(images, store, spec, mask_params, checkpoints)
+    """Train one repeat (``seed``), resuming from its checkpoints; the best epoch's weights."""
+    return _experiments().fit(images, store, with_seed(spec, seed), mask_params, checkpoints)
 
 
-def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
+def choose_methods(spec: dict, baseline: pd.DataFrame, *candidates: pd.DataFrame) -> dict:
+    """The traditional methods a combined experiment uses, chosen on validation only.
+
+    Rule (``augmentation.methods: {candidates, baseline, metric}``): a method joins when its
+    single-method experiment's seed-mean validation ``metric`` (default ROC AUC) is above the
+    baseline's; when none is, the best single method joins alone. The test sets are never read.
+
+    Returns:
+        ``methods`` (in the candidates' order), and per candidate its validation value.
+    """
+    rule = spec["augmentation"]["methods"]
+    metric = rule.get("metric", "roc_auc")
+    names = list(rule["candidates"])
+
+    def value(table: pd.DataFrame) -> float:
+        row = table[(table["split"] == "validation") & (table["metric"] == metric)]
+        return float(row["value"].iloc[0])
+
+    base = value(baseline)
+    scores = {m: value(t) for m, t in zip(names, candidates, strict=True)}
+    chosen = [m for m in names if scores[m] > base] or [max(names, key=lambda m: scores[m])]
+    return {
+        "experiment": spec["name"],
+        "rule": f"validation {metric} above the baseline {rule['baseline']} (else the best one)",
+        "baseline": {rule["baseline"]: base},
+        "candidates": {m: {"experiment": rule["candidates"][m], metric: scores[m]} for m in names},
+        "methods": chosen,
+    }
+
+
+def with_methods(spec: dict, chosen: dict | None) -> dict:
+    if chosen is None:
+        return spec
+    return {**spec, "augmentation": {**spec["augmentation"], "methods": list(chosen["methods"])}}
+
+
+def augment_images(
+    images: pd.DataFrame, store: TensorStore, spec: dict, chosen: dict | None = None
+):
     """The experiment's augmentation strategy and methods (thesis 4.4-4.5).
 
     Returns:
@@ -52,7 +107,7 @@ def augment_images(images: pd.DataFrame, store: TensorStore, spec: dict):
         parent), the selection (which training images, how many copies) and the counts of
         thesis Tables 4 / 5.
     """
-    return _experiments().augmentation_plan(images, store, spec)
+    return _experiments().augmentation_plan(images, store, with_methods(spec, chosen))
 
 
 def generate_images(
@@ -78,12 +133,14 @@ def train_classifier_augmented(
     augmented_manifest: pd.DataFrame,
     augmented_store: TensorStore,
     selection: pd.DataFrame,
+    seed: int,
 ) -> tuple[dict, pd.DataFrame]:
-    """Train on the real training images plus the generated ones."""
+    """Train one repeat on the real training images plus the generated ones (the generated
+    set is the experiment's, the same for every repeat)."""
     return _experiments().fit(
         images,
         store,
-        spec,
+        with_seed(spec, seed),
         mask_params,
         checkpoints,
         augmented=(augmented_manifest, augmented_store, selection),
@@ -94,7 +151,7 @@ def augmentation_examples(manifest: pd.DataFrame, store: TensorStore, params: di
     """Thesis Figure 22: one training image under every traditional method."""
     import matplotlib.pyplot as plt
 
-    from cxr_augment import augment
+    from cxr_augment.augment import sets as augment
 
     frontal = manifest[(manifest["split"] == "train") & (manifest["view"] == "frontal")]
     image = store[int(frontal["store_row"].iloc[int(params["figure"]["image_index"])])]
@@ -116,38 +173,119 @@ def augmentation_examples(manifest: pd.DataFrame, store: TensorStore, params: di
 
 
 def predict_images(
-    images: pd.DataFrame, store: TensorStore, state_dict: dict, spec: dict, mask_params: dict
+    images: pd.DataFrame,
+    store: TensorStore,
+    state_dict: dict,
+    spec: dict,
+    mask_params: dict,
+    seed: int,
 ) -> pd.DataFrame:
-    """P(positive) for the validation, test and internal-test images."""
-    return _experiments().predictions(images, store, state_dict, spec, mask_params)
+    """P(positive) for the validation, test and internal-test images, by one repeat."""
+    out = _experiments().predictions(images, store, state_dict, with_seed(spec, seed), mask_params)
+    return out.assign(seed=int(seed))
+
+
+def combine_predictions(spec: dict, truth: pd.DataFrame | None, *per_seed) -> pd.DataFrame:
+    """Every repeat's predictions in one table (column ``seed``), with ``y_truth``: the demo's
+    truth for the experiment's observation (NaN for a real download, which has none)."""
+    out = pd.concat(per_seed, ignore_index=True)
+    out["y_truth"] = np.nan
+    if truth is not None and len(truth):
+        t = truth[truth["observation"] == spec["observation"]].set_index("Path")["truth"]
+        out["y_truth"] = out["key"].map(t).astype(float)
+    return out
+
+
+def split_rows(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The predictions read on ``split``; ``internal_test_truth`` is the internal test set
+    scored against the demo's truth instead of the report labels."""
+    if split == TRUTH_SPLIT:
+        part = predictions[predictions["split"] == "internal_test"]
+        part = part.assign(y_true=part["y_truth"])
+    else:
+        part = predictions[predictions["split"] == split]
+    return part[~part["y_true"].isna()]
+
+
+def evaluation(
+    predictions: pd.DataFrame, split: str, keys: pd.Index | None = None
+) -> bootstrap.Evaluation:
+    """One experiment on one split as a ``bootstrap.Evaluation``: scores per seed (images in
+    key order, restricted to ``keys`` when given), each seed's threshold chosen on validation
+    (maximum F1), and the validation scores for thresholds chosen per resample."""
+    part = split_rows(predictions, split)
+    val = split_rows(predictions, "validation")
+    wide = part.pivot_table(index="key", columns="seed", values="prob").sort_index()
+    vwide = val.pivot_table(index="key", columns="seed", values="prob").sort_index()
+    first = part.drop_duplicates("key").set_index("key").loc[wide.index]
+    vfirst = val.drop_duplicates("key").set_index("key").loc[vwide.index]
+    if keys is not None:
+        wide, first = wide.loc[keys], first.loc[keys]
+    seeds = list(wide.columns)
+    vy = vfirst["y_true"].to_numpy(int)
+    thresholds = [metrics.choose_threshold(vy, vwide[s].to_numpy()) for s in seeds]
+    return bootstrap.Evaluation(
+        y=first["y_true"].to_numpy(int),
+        probs=wide[seeds].to_numpy().T,
+        patients=first["patient_id"].to_numpy(),
+        thresholds=np.asarray(thresholds),
+        val_y=vy,
+        val_probs=vwide[seeds].to_numpy().T,
+        val_patients=vfirst["patient_id"].to_numpy(),
+    )
+
+
+def evaluation_splits(predictions: pd.DataFrame) -> list[str]:
+    splits = [s for s in EVAL_SPLITS if (predictions["split"] == s).any()]
+    if "internal_test" in splits and predictions["y_truth"].notna().any():
+        splits.append(TRUTH_SPLIT)
+    return splits
 
 
 def evaluate(predictions: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """Every metric with its 95 % patient-bootstrap CI, on each evaluation split.
+    """Every metric on each evaluation split: the mean over the experiment's seeds, its 95 %
+    patient-bootstrap CI (of the seed mean), and the 95 % t-interval across seeds.
 
-    The threshold is chosen on the validation split (maximum F1) and applied unchanged to
-    the others.
+    Each seed's threshold is chosen on the validation split (maximum F1) and applied unchanged
+    to the others; ``evaluate.threshold: resampled`` re-chooses it inside every resample.
     """
     ev = spec["evaluate"]
-    val = predictions[predictions["split"] == "validation"]
-    threshold = metrics.choose_threshold(val["y_true"].to_numpy(int), val["prob"].to_numpy())
     rows = []
-    for split, part in predictions.groupby("split", sort=False):
-        part = part[~part["y_true"].isna()]
-        table = metrics.bootstrap_ci(
-            part["y_true"].to_numpy(int),
-            part["prob"].to_numpy(),
-            part["patient_id"].to_numpy(),
-            threshold,
-            int(ev["bootstrap"]),
-            int(ev["seed"]),
+    for split in evaluation_splits(predictions):
+        e = evaluation(predictions, split)
+        table = bootstrap.metric_cis(
+            e, int(ev["bootstrap"]), int(ev["seed"]), ev.get("threshold", "fixed")
         )
+        per_seed = [
+            bootstrap.point(bootstrap.Evaluation(e.y, e.probs[[s]], e.patients, e.thresholds[[s]]))
+            for s in range(len(e.thresholds))
+        ]
+        spread = [
+            bootstrap.seed_interval([m[k] for m in per_seed], bounds=(-1 if k == "kappa" else 0, 1))
+            for k in table["metric"]
+        ]
         rows.append(
             table.assign(
+                seed_ci_low=[s[1] for s in spread],
+                seed_ci_high=[s[2] for s in spread],
+                seed_sd=[
+                    np.std([m[k] for m in per_seed], ddof=1) if len(per_seed) > 1 else np.nan
+                    for k in table["metric"]
+                ],  # fmt: skip
                 split=split,
-                images=len(part),
-                positives=int(part["y_true"].sum()),
-                threshold=threshold,
+                images=len(e.y),
+                patients=len(np.unique(e.patients)),
+                positives=int(e.y.sum()),
+                seeds=len(e.thresholds),
+                seed_list=",".join(str(int(s)) for s in sorted(predictions["seed"].unique())),
+                threshold=float(np.mean(e.thresholds)),
+                seed_thresholds=",".join(
+                    f"{int(s)}:{float(th)!r}"
+                    for s, th in zip(
+                        sorted(predictions["seed"].unique()), e.thresholds, strict=True
+                    )
+                ),
+                threshold_rule=f"max F1 on validation ({ev.get('threshold', 'fixed')})",
             )
         )
     out = pd.concat(rows, ignore_index=True)
@@ -158,109 +296,179 @@ def evaluate(predictions: pd.DataFrame, spec: dict) -> pd.DataFrame:
     )
 
 
-def _fmt(row) -> str:
-    return f"{row['value']:.4f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+def _ci(lo: float, hi: float) -> str:
+    return "" if np.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]"
 
 
-def group_report(group: dict, *tables_and_predictions) -> tuple[pd.DataFrame, str, object]:
+def _compare(a_pred, b_pred, split: str, compare: dict) -> dict:
+    """Patient-aware paired tests of experiment A against reference B on the images both were
+    read on: clustered DeLong, cluster-adjusted McNemar, patient bootstrap of differences."""
+    ka = split_rows(a_pred, split)["key"].unique()
+    kb = split_rows(b_pred, split)["key"].unique()
+    keys = pd.Index(np.intersect1d(ka, kb))
+    a = evaluation(a_pred, split, keys)
+    b = evaluation(b_pred, split, keys)
+    dl = stats.delong(a.y, a.probs, b.probs, a.patients)
+    dec_a = (a.probs >= a.thresholds[:, None]).astype(int)
+    dec_b = (b.probs >= b.thresholds[:, None]).astype(int)
+    mc = stats.mcnemar_clustered(a.y, dec_a, dec_b, a.patients)
+    diff = bootstrap.paired_difference(
+        a, b, tuple(compare["metrics"]), int(compare["bootstrap"]), int(compare["seed"]),
+        compare.get("threshold", "fixed"),
+    ).set_index("metric")  # fmt: skip
+    out = {
+        "paired_images": len(keys),
+        "paired_patients": len(np.unique(a.patients)),
+        "delong_z": dl["z"],
+        "delong_p": dl["p_value"],
+        "mcnemar_stat": mc["statistic"],
+        "mcnemar_p": mc["p_value"],
+        "test_notes": "; ".join(n for n in (dl["note"], mc["note"]) if n),
+        "paired_resamples": int(compare["bootstrap"]),
+        "paired_resamples_used": int(diff["resamples_used"].min()),
+    }
+    for m, r in diff.iterrows():
+        out[f"diff_{m}"] = r["difference"]
+        out[f"diff_{m}_ci"] = _ci(r["ci_low"], r["ci_high"])
+        out[f"diff_{m}_p"] = r["p_value"]
+    return out
+
+
+P_COLUMNS = ("delong_p", "mcnemar_p")
+
+
+def group_report(
+    group: dict, compare: dict, *tables_and_predictions
+) -> tuple[pd.DataFrame, str, object]:
     """A thesis-style comparison table for a group of experiments, and their ROC curves.
 
     Args:
-        group: ``title``, ``split`` (where the table is read), ``reference`` (the experiment the
-            tests compare against, per observation), ``experiments`` (in order).
-        tables_and_predictions: each experiment's metrics table, then its predictions, in
-            the group's order.
+        group: ``title``, ``splits`` (where the table is read; ``split`` for one),
+            ``reference`` (the experiment each is compared with, per observation),
+            ``experiments`` (in order), optional ``note``.
+        compare: the paired tests' settings: ``bootstrap`` resamples, ``seed``, ``metrics``
+            whose differences are bootstrapped, ``threshold`` (fixed or resampled).
+        tables_and_predictions: each experiment's metrics table, then its predictions.
 
     Returns:
-        The table (one row per experiment: metrics with CIs, McNemar and DeLong p-values
-        against the reference on the same images), its Markdown, and the ROC figure.
+        The table (one row per split and experiment: seed-mean metrics with patient-bootstrap
+        CIs and across-seed intervals; against the reference, on the images both were read
+        on: clustered DeLong, cluster-adjusted McNemar and patient-bootstrap differences, each
+        p-value raw and Holm-adjusted within the table's family: its comparisons on one split,
+        per test), its Markdown, and the ROC figure of the first split.
     """
     names = group["experiments"]
     n = len(names)
     tables, preds = tables_and_predictions[:n], tables_and_predictions[n:]
-    split = group["split"]
+    splits = list(group.get("splits") or [group["split"]])
     by_name = {name: (t, p) for name, t, p in zip(names, tables, preds, strict=True)}
     refs = group.get("reference", {})
     rows, curves = [], {}
-    for name in names:
-        table, pred = by_name[name]
-        t = table[table["split"] == split].set_index("metric")
-        obs = table["observation"].iloc[0]
-        p = pred[(pred["split"] == split) & ~pred["y_true"].isna()]
-        row = {
-            "experiment": name,
-            "observation": obs,
-            "images": int(t["images"].iloc[0]),
-            "positives": int(t["positives"].iloc[0]),
-        }
-        for m in ("accuracy", "f1", "roc_auc", "pr_auc", "kappa", "precision", "recall"):
-            row[m] = float(t.loc[m, "value"])
-            row[f"{m}_ci"] = f"[{t.loc[m, 'ci_low']:.3f}, {t.loc[m, 'ci_high']:.3f}]"
-        ref = refs.get(obs)
-        if ref and ref != name and ref in by_name:
-            rt, rp = by_name[ref]
-            rp = rp[(rp["split"] == split) & ~rp["y_true"].isna()]
-            both = p.merge(rp, on="key", suffixes=("", "_ref"))
-            thr = float(t["threshold"].iloc[0])
-            thr_ref = float(rt["threshold"].iloc[0])
-            mc = stats.mcnemar(both["y_true"], both["prob"] >= thr, both["prob_ref"] >= thr_ref)
-            dl = stats.delong(both["y_true"], both["prob"], both["prob_ref"])
-            row.update(
-                {
-                    "reference": ref,
-                    "paired_images": len(both),
-                    "mcnemar_stat": mc["statistic"],
-                    "mcnemar_p": mc["p_value"],
-                    "delong_z": dl["z"],
-                    "delong_p": dl["p_value"],
-                }
-            )
-        else:
-            row.update(
-                {
-                    "reference": "",
-                    "paired_images": np.nan,
-                    "mcnemar_stat": np.nan,
-                    "mcnemar_p": np.nan,
-                    "delong_z": np.nan,
-                    "delong_p": np.nan,
-                }
-            )
-        rows.append(row)
-        curves[name] = (p["y_true"].to_numpy(int), p["prob"].to_numpy())
+    for split in splits:
+        for name in names:
+            table, pred = by_name[name]
+            t = table[table["split"] == split].set_index("metric")
+            if t.empty:
+                continue
+            row = {
+                "split": split,
+                "experiment": name,
+                "observation": table["observation"].iloc[0],
+                "images": int(t["images"].iloc[0]),
+                "patients": int(t["patients"].iloc[0]),
+                "positives": int(t["positives"].iloc[0]),
+                "seeds": int(t["seeds"].iloc[0]),
+                "resamples": int(t["resamples"].iloc[0]),
+                "resamples_used": int(t["resamples_used"].min()),
+            }
+            for m in metrics.METRICS:
+                row[m] = float(t.loc[m, "value"])
+                row[f"{m}_ci"] = _ci(t.loc[m, "ci_low"], t.loc[m, "ci_high"])
+                row[f"{m}_seed_ci"] = _ci(t.loc[m, "seed_ci_low"], t.loc[m, "seed_ci_high"])
+            ref = refs.get(row["observation"])
+            if ref and ref != name and ref in by_name:
+                row["reference"] = ref
+                row.update(_compare(pred, by_name[ref][1], split, compare))
+            else:
+                row["reference"] = ""
+            rows.append(row)
+            if split == splits[0]:
+                p = split_rows(pred, split)
+                mean = p.groupby("key").agg(y=("y_true", "first"), prob=("prob", "mean"))
+                curves[name] = (mean["y"].to_numpy(int), mean["prob"].to_numpy())
     table = pd.DataFrame(rows)
+    p_cols = [c for c in table.columns if c in P_COLUMNS or (c.startswith("diff_") and
+              c.endswith("_p"))]  # fmt: skip
+    for c in p_cols:
+        table[f"{c}_holm"] = np.nan
+        for _, idx in table.groupby("split").groups.items():
+            table.loc[idx, f"{c}_holm"] = stats.holm(table.loc[idx, c].to_numpy(float))
+    fig = plots.roc_figure(curves, f"{group['title']} ({splits[0]}, seed-mean scores)")
+    return table, group_markdown(group, compare, table, splits), fig
+
+
+def _pfmt(p: float, holm: float) -> str:
+    if np.isnan(p):
+        return "n/a"
+    return f"{p:.3g} ({holm:.3g})"
+
+
+def group_markdown(group: dict, compare: dict, table: pd.DataFrame, splits: list[str]) -> str:
+    seeds = sorted(table["seeds"].unique()) if len(table) else []
     md = [
-        f"# {group['title']}\n\nSplit: **{split}**; 95 % CIs by patient bootstrap; "
-        "p-values against the reference on the same images (McNemar on the thresholded "
-        "decisions, DeLong on the AUCs).\n\n"
+        f"# {group['title']}\n\n",
+        f"Splits: {', '.join(f'**{s}**' for s in splits)}. Seeds per experiment: "
+        f"{', '.join(str(s) for s in seeds)}"
+        + (" (one seed: no across-seed interval)" if seeds == [1] else "")
+        + ". Each value is the mean over the seeds, with its 95 % CI from "
+        f"{int(table['resamples'].max()) if len(table) else 0} patient-bootstrap resamples of "
+        "the seed mean (resamples without a positive or a negative are dropped for every "
+        "metric; `used` counts the rest). Each experiment is compared with its reference on "
+        "the images both were read on: DeLong's test clustered by patient (Obuchowski 1997) "
+        "on the seed-mean AUC, McNemar's test adjusted for clustering (Durkalski et al. 2003) "
+        "on the seed-averaged decisions, and a patient bootstrap of the seed-mean F1 "
+        f"difference ({int(compare['bootstrap'])} resamples). p-values are raw (Holm-adjusted "
+        "within the table's comparisons on that split, per test).\n\n",
     ]
-    show = table[
-        [
-            "experiment",
-            "observation",
-            "images",
-            "positives",
-            "accuracy",
-            "f1",
-            "f1_ci",
-            "roc_auc",
-            "roc_auc_ci",
-            "kappa",
-            "mcnemar_p",
-            "delong_p",
-        ]
-    ]
-    md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n")
-    fig = plots.roc_figure(curves, f"{group['title']} ({split})")
-    return table, "".join(md), fig
+    if group.get("note"):
+        md.append(f"{group['note'].strip()}\n\n")
+    for split in splits:
+        part = table[table["split"] == split]
+        if part.empty:
+            continue
+        md.append(f"## {split}{SPLIT_NOTES.get(split, '')}\n\n")
+        cols = ["experiment", "images", "patients", "positives", "seeds", "accuracy", "f1",
+                "f1_ci", "roc_auc", "roc_auc_ci", "roc_auc_seed_ci", "kappa", "kappa_ci",
+                "resamples_used"]  # fmt: skip
+        show = part[cols].copy()
+        if "delong_p" in part:
+            show["DeLong p (Holm)"] = [
+                _pfmt(p, h) for p, h in zip(part["delong_p"], part["delong_p_holm"], strict=True)
+            ]
+            show["McNemar p (Holm)"] = [
+                _pfmt(p, h) for p, h in zip(part["mcnemar_p"], part["mcnemar_p_holm"], strict=True)
+            ]
+        if "diff_f1_p" in part:
+            show["ΔF1 [CI] p (Holm)"] = [
+                "n/a" if np.isnan(p) else f"{d:+.3f} {ci} {_pfmt(p, h)}"
+                for d, ci, p, h in zip(
+                    part["diff_f1"],
+                    part["diff_f1_ci"],
+                    part["diff_f1_p"],
+                    part["diff_f1_p_holm"],
+                    strict=True,
+                )  # fmt: skip
+            ]
+        md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n\n")
+    return "".join(md)
 
 
 def group_report_with_truth(
-    group: dict, agreement: pd.DataFrame, *tables_and_predictions
+    group: dict, compare: dict, agreement: pd.DataFrame, *tables_and_predictions
 ) -> tuple[pd.DataFrame, str, object]:
     """``group_report`` plus, per experiment, how well its label policy's training targets
     agree with the demo's truth (empty columns for a real download)."""
-    table, md, fig = group_report(group, *tables_and_predictions)
+    table, md, fig = group_report(group, compare, *tables_and_predictions)
     n = len(group["experiments"])
     policies = {t["experiment"].iloc[0]: t["policy"].iloc[0] for t in tables_and_predictions[:n]}
     table["policy"] = table["experiment"].map(policies)
@@ -320,7 +528,9 @@ def feature_pca(
         picks.append(part.iloc[rng.permutation(len(part))[: int(params["per_class"])]])
     rows = pd.concat(picks, ignore_index=True)
     feats, w, b = _experiments().features(rows, store, state_dict, spec, mask_params)
-    t = float(np.clip(metrics_table["threshold"].iloc[0], 1e-6, 1 - 1e-6))
+    # the threshold the first seed (whose model this is) chose on validation
+    first = str(metrics_table["seed_thresholds"].iloc[0]).split(",")[0]
+    t = float(np.clip(float(first.split(":")[1]), 1e-6, 1 - 1e-6))
     b = b - float(np.log(t / (1 - t)))  # the boundary where P(positive) = threshold
     z, w2, b2, distance = plots.pca_boundary(feats, w, b)
     logit = feats @ w + b

@@ -12,7 +12,7 @@ from functools import lru_cache, partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.classification import nodes
-from cxr_augment.study import study_config
+from cxr_augment.study import repeats, study_config
 
 
 def _named(func, **kwargs):
@@ -20,15 +20,21 @@ def _named(func, **kwargs):
 
 
 def experiment_pipeline(
-    name: str, augmented: bool = False, generator: tuple[str, str] | None = None
+    name: str,
+    augmented: bool = False,
+    generator: tuple[str, str] | None = None,
+    seeds: tuple[int, ...] = (1,),
+    rule: dict | None = None,
 ) -> Pipeline:
     """One experiment: settings, images, (augmentation,) training, predictions, metrics.
 
     Everything is namespaced by the experiment's name. ``generator`` is (generator, model)
-    for an experiment whose synthetic images come from a diffusion generator.
+    for an experiment whose synthetic images come from a diffusion generator; ``seeds`` are
+    its repeats (one model each); ``rule`` is its ``augmentation.methods`` when the methods
+    are chosen on validation (candidates and baseline experiments).
     """
     masks = "params:preprocessing.masks"
-    outside = {"manifest", "tensor_store"}
+    outside = {"manifest", "tensor_store", "chexpert_truth"}
     if generator is not None:
         gen, model = generator
         make = Node(
@@ -50,6 +56,26 @@ def experiment_pipeline(
             name="generate_images",
         )
         outside |= {f"generation.{model}.model", f"generation.{gen}.memorisation_summary"}
+    elif rule is not None:  # the methods are chosen on validation results
+        refs = [rule["baseline"], *rule["candidates"].values()]
+        choose = Node(
+            nodes.choose_methods,
+            ["spec", *[f"{r}.metrics" for r in refs]],
+            "chosen_methods",
+            name="choose_methods",
+        )
+        outside |= {f"{r}.metrics" for r in refs}
+        make = Node(
+            nodes.augment_images,
+            ["images", "tensor_store", "spec", "chosen_methods"],
+            [
+                "augmented_store",
+                "augmented_manifest",
+                "augmentation_selection",
+                "augmentation_counts",
+            ],
+            name="augment_images",
+        )
     else:
         make = Node(
             nodes.augment_images,
@@ -62,33 +88,39 @@ def experiment_pipeline(
             ],
             name="augment_images",
         )
-    if augmented:
-        train = [
-            make,
-            Node(
-                nodes.train_classifier_augmented,
+    per_seed = []
+    for s in seeds:
+        if augmented:
+            fit = Node(
+                _named(nodes.train_classifier_augmented, seed=s),
                 [
                     "images",
                     "tensor_store",
-                    "checkpoints",
+                    f"seed{s}.checkpoints",
                     "spec",
                     masks,
                     "augmented_manifest",
                     "augmented_store",
                     "augmentation_selection",
                 ],
-                ["model", "training_history"],
-                name="train_classifier",
-            ),
-        ]
-    else:
-        train = [
-            Node(
-                nodes.train_classifier,
-                ["images", "tensor_store", "checkpoints", "spec", masks],
-                ["model", "training_history"],
-                name="train_classifier",
+                [f"seed{s}.model", f"seed{s}.training_history"],
+                name=f"train_classifier_seed{s}",
             )
+        else:
+            fit = Node(
+                _named(nodes.train_classifier, seed=s),
+                ["images", "tensor_store", f"seed{s}.checkpoints", "spec", masks],
+                [f"seed{s}.model", f"seed{s}.training_history"],
+                name=f"train_classifier_seed{s}",
+            )
+        per_seed += [
+            fit,
+            Node(
+                _named(nodes.predict_images, seed=s),
+                ["images", "tensor_store", f"seed{s}.model", "spec", masks],
+                f"seed{s}.predictions",
+                name=f"predict_images_seed{s}",
+            ),
         ]
     template = Pipeline(
         [
@@ -99,12 +131,14 @@ def experiment_pipeline(
                 name="experiment_spec",
             ),
             Node(nodes.select_images, ["manifest", "spec"], "images", name="select_images"),
-            *train,
+            *([choose] if augmented and rule is not None else []),
+            *([make] if augmented else []),
+            *per_seed,
             Node(
-                nodes.predict_images,
-                ["images", "tensor_store", "model", "spec", masks],
+                nodes.combine_predictions,
+                ["spec", "chexpert_truth", *[f"seed{s}.predictions" for s in seeds]],
                 "predictions",
-                name="predict_images",
+                name="combine_predictions",
             ),
             Node(nodes.evaluate, ["predictions", "spec"], "metrics", name="evaluate"),
         ]
@@ -136,7 +170,7 @@ def group_pipeline(group: str, spec: dict) -> Pipeline:
         [
             Node(
                 func,
-                [f"params:study.groups.{group}", *inputs],
+                [f"params:study.groups.{group}", "params:study.compare", *inputs],
                 [f"report.{group}.table", f"report.{group}.markdown", f"report.{group}.roc"],
                 name=f"report_{group}",
             )
@@ -145,7 +179,8 @@ def group_pipeline(group: str, spec: dict) -> Pipeline:
     )
 
 
-def pca_pipeline(reference: str) -> Pipeline:
+def pca_pipeline(reference: str, seed: int = 1) -> Pipeline:
+    """Thesis Figure 20 from the reference experiment's model of its first seed."""
     masks = "params:preprocessing.masks"
     return Pipeline(
         [
@@ -154,7 +189,7 @@ def pca_pipeline(reference: str) -> Pipeline:
                 [
                     f"{reference}.images",
                     "tensor_store",
-                    f"{reference}.model",
+                    f"{reference}.seed{seed}.model",
                     f"{reference}.spec",
                     masks,
                     f"{reference}.metrics",
@@ -190,6 +225,17 @@ def generator_of(name: str) -> tuple[str, str] | None:
     return source, gens[source]["model"]
 
 
+def method_rules(names: list[str]) -> dict[str, dict]:
+    """The experiments whose traditional methods are chosen on validation, with their rule."""
+    study = study_config()
+    out = {}
+    for n in names:
+        methods = ((study["experiments"][n] or {}).get("augmentation") or {}).get("methods")
+        if isinstance(methods, dict):
+            out[n] = methods
+    return out
+
+
 def is_augmented(study: dict, name: str) -> bool:
     return bool(
         study["experiments"][name].get("augmentation") or study["defaults"].get("augmentation")
@@ -203,19 +249,31 @@ def build(
     augmented: set[str] = frozenset(),
     figure22: bool = False,
     generators: dict[str, tuple[str, str]] | None = None,
+    seeds: dict[str, list[int]] | None = None,
+    rules: dict[str, dict] | None = None,
 ) -> Pipeline:
     """The experiments' pipelines, their group reports, Figure 20 and Figure 22.
 
     ``generators`` maps an experiment to its (generator, model) when a diffusion generator
-    makes its synthetic images.
+    makes its synthetic images; ``seeds`` an experiment to its training seeds (default one,
+    seed 1).
     """
     generators = generators or {}
+    seeds = seeds or {}
+    rules = rules or {}
     parts = [
-        experiment_pipeline(name, name in augmented, generators.get(name)) for name in experiments
+        experiment_pipeline(
+            name,
+            name in augmented,
+            generators.get(name),
+            tuple(seeds.get(name, (1,))),
+            rules.get(name),
+        )
+        for name in experiments
     ]
     parts += [group_pipeline(group, spec) for group, spec in groups.items()]
     if pca_reference:
-        parts.append(pca_pipeline(pca_reference))
+        parts.append(pca_pipeline(pca_reference, seeds.get(pca_reference, (1,))[0]))
     if figure22:
         parts.append(figure22_pipeline())
     return Pipeline(parts)
@@ -251,7 +309,16 @@ def _cached(key: str) -> Pipeline:
         }
         pca = study["pca"]["experiment"] if key == "classification" else None
         gens = {n: g for n in names if (g := generator_of(n)) is not None}
-        return build(names, groups, pca, aug, figure22=key == "augmentation", generators=gens)
+        return build(
+            names,
+            groups,
+            pca,
+            aug,
+            figure22=key == "augmentation",
+            generators=gens,
+            seeds={n: repeats(n) for n in names},
+            rules=method_rules(names),
+        )
     head = study["headline"]
     groups = {g: study["groups"][g] for g in head["groups"]}
     names = list(
@@ -261,7 +328,16 @@ def _cached(key: str) -> Pipeline:
     )
     pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
     gens = {n: g for n in names if (g := generator_of(n)) is not None}
-    return build(names, groups, pca, aug, figure22=bool(aug & set(names)), generators=gens)
+    return build(
+        names,
+        groups,
+        pca,
+        aug,
+        figure22=bool(aug & set(names)),
+        generators=gens,
+        seeds={n: repeats(n) for n in names},
+        rules=method_rules(names),
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:

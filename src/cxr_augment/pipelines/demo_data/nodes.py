@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cxr_augment import chexpert as cx  # noqa: E402
+from cxr_augment.preprocess import chexpert as cx  # noqa: E402
 from cxr_augment.render import export  # noqa: E402
 from cxr_augment.render.atlas import ProjectionAtlas, build_atlas  # noqa: E402
 from cxr_augment.render.cohort import plan_cohort, spec_from_record  # noqa: E402

@@ -12,8 +12,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from cxr_augment import labels
-from cxr_augment.tensor_store import TensorStore
+from cxr_augment.preprocess import labels
+from cxr_augment.preprocess.tensor_store import TensorStore
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, params: dic
     """
     import torch
 
+    from cxr_augment.classify.training import CheckpointStore
     from cxr_augment.generation.models import DiffusionModel, build_unet
     from cxr_augment.generation.training import ImageSet, train_unet
-    from cxr_augment.training import CheckpointStore
 
     spec, unet_cfg, schedule, train_cfg = _model_settings(params, name)
     channels, conditioning = spec.get("channels", "grey"), spec["conditioning"]
@@ -185,7 +185,7 @@ def sample_set(model, store: TensorStore, params: dict, generator: str):
 def traditional_set(rows: pd.DataFrame, store: TensorStore, params: dict):
     """Table 14's "traditional augmentation" row: ``n_per_class`` training images of each class
     (drawn with the seed) under the combined traditional methods."""
-    from cxr_augment import augment
+    from cxr_augment.augment import sets as augment
 
     t = params["traditional"]
     n = int(params["metrics"]["n_per_class"])
@@ -213,7 +213,7 @@ def traditional_set(rows: pd.DataFrame, store: TensorStore, params: dict):
 
 
 def _empty_set(shape, generator: str):
-    from cxr_augment.tensor_store import StoreWrite
+    from cxr_augment.preprocess.tensor_store import StoreWrite
 
     manifest = pd.DataFrame({"key": pd.Series([], dtype=str), "target": pd.Series([], dtype=float)})
     return StoreWrite([], lambda i: None, tuple(shape), f"empty-{generator}"), manifest.assign(
@@ -241,8 +241,8 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
         return job, m, {"status": "skipped", "reason": message}, {}
     import torch
 
-    from cxr_augment.tensor_store import StoreWrite
-    from cxr_augment.training import resolve_device
+    from cxr_augment.classify.training import resolve_device
+    from cxr_augment.preprocess.tensor_store import StoreWrite
 
     device = resolve_device(params.get("device") or "auto")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -251,7 +251,7 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
     if mode == "lora":
         settings = sd.LoraSettings(**cfg.get("lora", {}))
         train = manifest.set_index("key").loc[rows["key"]]
-        from cxr_augment.chexpert import OBSERVATIONS
+        from cxr_augment.preprocess.chexpert import OBSERVATIONS
 
         caps = sd.captions(
             train.reset_index(), list(cfg.get("caption_observations") or OBSERVATIONS)
@@ -314,7 +314,7 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
 
 
 def _feature_spec(study: dict, params: dict) -> dict:
-    from cxr_augment.experiments import experiment_spec
+    from cxr_augment.classify.experiments import experiment_spec
 
     name = params["metrics"]["feature_experiment"]
     return experiment_spec(study["defaults"], study["experiments"][name], name)
@@ -323,15 +323,15 @@ def _feature_spec(study: dict, params: dict) -> dict:
 def _domain_features(store, keys, state_dict: dict, spec: dict) -> np.ndarray:
     """Penultimate features of the classifier ``spec`` (weights ``state_dict``) for the
     images ``keys`` of ``store``."""
-    from cxr_augment.tensor_store import torch_dataset
+    from cxr_augment.preprocess.tensor_store import torch_dataset
 
     return _features(torch_dataset(store, list(keys)), len(keys), state_dict, spec)
 
 
 def _features(dataset, n: int, state_dict: dict, spec: dict) -> np.ndarray:
-    from cxr_augment import experiments
-    from cxr_augment.models import feature_extractor
-    from cxr_augment.training import predict
+    from cxr_augment.classify import experiments
+    from cxr_augment.classify.models import feature_extractor
+    from cxr_augment.classify.training import predict
 
     model = experiments._model(spec)
     model.load_state_dict(state_dict)
@@ -390,7 +390,7 @@ def reference_set(
 
 
 def _device(params: dict) -> str:
-    from cxr_augment.training import resolve_device
+    from cxr_augment.classify.training import resolve_device
 
     return str(resolve_device(params.get("device") or "auto"))
 

@@ -12,7 +12,7 @@ from functools import lru_cache, partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.generation import nodes
-from cxr_augment.study import generation_config
+from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
 STUDY = "params:study"
@@ -189,14 +189,11 @@ def _cached(headline: bool) -> Pipeline:
     return _with_features(build(gen, headline), gen)
 
 
-def _with_features(p: Pipeline, gen: dict) -> Pipeline:
-    """``feature_model`` is the weights of ``metrics.feature_experiment`` (the classifier)."""
-    name = gen["metrics"]["feature_experiment"]
-    return (
-        Pipeline(p, inputs={"feature_model": f"{name}.model"})
-        if "feature_model" in p.inputs()
-        else p
-    )
+def _with_features(p: Pipeline, gen: dict, model: str | None = None) -> Pipeline:
+    """``feature_model`` is the weights of ``metrics.feature_experiment`` (the classifier of
+    its first seed; ``model`` names the dataset directly)."""
+    model = model or model_dataset(gen["metrics"]["feature_experiment"])
+    return Pipeline(p, inputs={"feature_model": model}) if "feature_model" in p.inputs() else p
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -14,14 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cxr_augment import (  # noqa: E402
-    __version__,  # noqa: E402
-    imaging,
-    labels,
-    splits,
-)
-from cxr_augment import chexpert as cx  # noqa: E402
-from cxr_augment.tensor_store import StoreWrite, TensorStore  # noqa: E402
+from cxr_augment import __version__  # noqa: E402
+from cxr_augment.preprocess import chexpert as cx  # noqa: E402
+from cxr_augment.preprocess import imaging, labels, splits  # noqa: E402
+from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore  # noqa: E402
 
 PATH_PATTERN = re.compile(
     r"^(?P<release>CheXpert-v1\.0(?:-small)?)/(?P<source>train|valid|test)/patient(?P<patient>\d+)"

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_augment.imaging import DecodeError
 from cxr_augment.parallel import fork_map
+from cxr_augment.preprocess.imaging import DecodeError
 
 FORMAT = 1
 

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> plt.Figure:
     """``curves``: name -> (y, p). One ROC curve each, AUC in the legend."""
-    from cxr_augment.metrics import roc_auc
+    from cxr_augment.classify.metrics import roc_auc
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     for i, (name, (y, p)) in enumerate(curves.items()):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_augment import splits
+from cxr_augment.preprocess import splits
 
 
 def _images(n_patients=400, seed=0):

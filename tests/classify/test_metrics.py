@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cxr_augment import metrics
+from cxr_augment.classify import metrics
 
 RNG = np.random.default_rng(0)
 Y = RNG.integers(0, 2, 300)
@@ -36,20 +36,3 @@ def test_threshold_maximises_f1_on_the_given_set():
     t = metrics.choose_threshold(Y, P)
     best = max(skm.f1_score(Y, (P >= c).astype(int)) for c in np.unique(P))
     assert skm.f1_score(Y, (P >= t).astype(int)) == pytest.approx(best)
-
-
-def test_bootstrap_resamples_patients_and_brackets_the_estimate():
-    patients = np.repeat(np.arange(100), 3)
-    table = metrics.bootstrap_ci(Y, P, patients, 0.5, resamples=200, seed=1).set_index("metric")
-    for m in metrics.METRICS:
-        lo, v, hi = table.loc[m, ["ci_low", "value", "ci_high"]]
-        assert lo <= v <= hi and hi - lo < 0.5
-    again = metrics.bootstrap_ci(Y, P, patients, 0.5, resamples=200, seed=1)
-    assert again.equals(table.reset_index())
-    # resampling whole patients widens the interval when a patient's images agree
-    y_corr = np.repeat(RNG.integers(0, 2, 100), 3)
-    p_corr = np.clip(0.4 * y_corr + np.repeat(RNG.random(100), 3) * 0.7, 0, 1)
-    by_patient = metrics.bootstrap_ci(y_corr, p_corr, patients, 0.5, 300, 2).set_index("metric")
-    by_image = metrics.bootstrap_ci(y_corr, p_corr, np.arange(300), 0.5, 300, 2).set_index("metric")
-    width = lambda t: t.loc["roc_auc", "ci_high"] - t.loc["roc_auc", "ci_low"]  # noqa: E731
-    assert width(by_patient) > 1.3 * width(by_image)

@@ -8,8 +8,8 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from cxr_augment import imaging
-from cxr_augment.imaging import DecodeError
+from cxr_augment.preprocess import imaging
+from cxr_augment.preprocess.imaging import DecodeError
 
 RNG = np.random.default_rng(0)
 GREY = RNG.integers(0, 256, (40, 30), dtype=np.uint8)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from cxr_augment.datasets import TensorStoreDataset
-from cxr_augment.imaging import DecodeError
-from cxr_augment.tensor_store import StoreWrite, TensorStore, torch_dataset
+from cxr_augment.preprocess.imaging import DecodeError
+from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, torch_dataset
 
 
 def _job(n=50, fingerprint="v1", bad=()):

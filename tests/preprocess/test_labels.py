@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_augment import labels
-from cxr_augment.labels import LabelPolicy
+from cxr_augment.preprocess import labels
+from cxr_augment.preprocess.labels import LabelPolicy
 
 RAW = np.array([1.0, 0.0, -1.0, np.nan, 1.0, -1.0, np.nan, np.nan])
 

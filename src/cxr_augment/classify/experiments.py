@@ -8,20 +8,30 @@ Kedro; the classification nodes call these functions.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxr_augment import chexpert as cx
-from cxr_augment import imaging, labels
-from cxr_augment.models import ModelConfig, build_model, feature_extractor
-from cxr_augment.tensor_store import CombinedStore, TensorStore, torch_dataset
-from cxr_augment.training import CheckpointStore, TrainConfig, predict, train
+from cxr_augment.classify.models import ModelConfig, build_model, feature_extractor
+from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
+from cxr_augment.preprocess import chexpert as cx
+from cxr_augment.preprocess import imaging, labels
+from cxr_augment.preprocess.tensor_store import CombinedStore, TensorStore, torch_dataset
 
 EVAL_SPLITS = ("validation", "test", "internal_test")
-SPEC_KEYS = {"observation", "policy", "view", "mask", "model", "train", "evaluate", "augmentation"}
+SPEC_KEYS = {
+    "observation",
+    "policy",
+    "view",
+    "mask",
+    "model",
+    "train",
+    "evaluate",
+    "augmentation",
+    "repeats",
+}
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -47,16 +57,45 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
     policy = labels.parse_policy(spec["policy"])
     if policy.uncertain == "multiclass" and spec["train"].get("loss") != "multiclass":
         raise ValueError(f"experiment {name}: U-MultiClass needs train.loss: multiclass")
-    ModelConfig(**spec["model"])
+    if spec["model"].get("name") == "chexnet" and "outputs" not in (overrides or {}).get(
+        "model", {}
+    ):
+        # CheXNet is its 14-output head: the defaults' `outputs` (binary models') is not its own
+        spec["model"]["outputs"] = None
+    try:
+        model = ModelConfig(**spec["model"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"experiment {name}: model: {err}") from err
+    spec["model"] = asdict(model)  # resolved: outputs and drop_rate as the model is built
+    if spec["train"].get("loss") == "multiclass" and model.outputs != 3:
+        raise ValueError(f"experiment {name}: train.loss multiclass needs model.outputs: 3")
+    if (
+        model.outputs == len(cx.OBSERVATIONS)
+        and policy.uncertain == "self_trained"
+        and policy.not_mentioned == "ignore"
+    ):
+        # the relabelled entries are the masked ones: only uncertain labels may be masked
+        raise ValueError(
+            f"experiment {name}: U-SelfTrained with a {model.outputs}-output model needs "
+            "not-mentioned labels filled (nm0 or nm1), not NM-Ignore"
+        )
     TrainConfig(**spec["train"])
     aug = spec.get("augmentation")
     if aug:
-        from cxr_augment import strategies, transforms
+        from cxr_augment.augment import strategies, transforms
 
         source = aug.get("source", "transforms")
         if source == "transforms":
-            unknown = [m for m in aug.get("methods", []) if m not in transforms.METHODS]
-            if unknown or not aug.get("methods"):
+            methods = aug.get("methods")
+            if isinstance(methods, dict):  # chosen on validation (``choose_methods``)
+                rule, methods = methods, list(methods.get("candidates") or {})
+                if not methods or not rule.get("baseline"):
+                    raise ValueError(
+                        f"experiment {name}: augmentation.methods chosen on validation needs "
+                        "`candidates` (method: its single-method experiment) and `baseline`"
+                    )
+            unknown = [m for m in methods or [] if m not in transforms.METHODS]
+            if unknown or not methods:
                 raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
         elif aug.get("methods"):
             raise ValueError(
@@ -78,8 +117,11 @@ def train_config(spec: dict, **changes) -> TrainConfig:
 
 
 def _targets(manifest: pd.DataFrame, spec: dict) -> np.ndarray:
-    """Training targets: the observation's raw labels under the policy (14 columns for a
-    14-output model)."""
+    """Training targets: the observation's raw labels under the policy, or for a 14-output
+    model (CheXNet) all 14 observations' under the same policy, as CheXNet and the CheXpert
+    baseline train (Rajpurkar et al., 2017; Irvin et al., 2019). A label the policy leaves
+    empty (U-Ignore, NM-Ignore, U-SelfTrained's first stage) is NaN: that element, not the
+    image, drops out of the loss."""
     policy = labels.parse_policy(spec["policy"])
     if spec["model"].get("outputs", 1) == len(cx.OBSERVATIONS):
         return np.stack([labels.impute(manifest[o], policy) for o in cx.OBSERVATIONS], axis=1)
@@ -129,6 +171,8 @@ def _model(spec: dict) -> torch.nn.Module:
 
 
 def observation_column(spec: dict) -> int:
+    """The head's output for the experiment's observation (its index in ``OBSERVATIONS`` for
+    a 14-output model; 0 otherwise): early stopping watches it, predictions read it."""
     if spec["model"].get("outputs", 1) == len(cx.OBSERVATIONS):
         return cx.OBSERVATIONS.index(spec["observation"])
     return 0
@@ -136,7 +180,8 @@ def observation_column(spec: dict) -> int:
 
 def augmentation_plan(exp: pd.DataFrame, store: TensorStore, spec: dict):
     """The experiment's augmented set: (store job, generated rows, selection, Table 4/5 counts)."""
-    from cxr_augment import augment, strategies
+    from cxr_augment.augment import sets as augment
+    from cxr_augment.augment import strategies
 
     a = spec["augmentation"]
     train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
@@ -165,7 +210,7 @@ def generation_plan(
     A generator whose memorisation check failed (share of generated images closer to a
     training image than the real-to-real percentile above ``max_share``) is refused.
     """
-    from cxr_augment import strategies
+    from cxr_augment.augment import strategies
     from cxr_augment.generation.sets import generated_set
     from cxr_augment.pipelines.generation.nodes import sampler_config
 
@@ -208,7 +253,7 @@ def _training_rows(exp: pd.DataFrame, spec: dict, augmented) -> tuple[pd.DataFra
     train_rows = exp[exp["split"] == "train"]
     if augmented is None:
         return train_rows, target_matrix(train_rows)
-    from cxr_augment import strategies
+    from cxr_augment.augment import strategies
 
     aug_rows, selection = augmented[0], augmented[2]
     if strategies.settings(spec["augmentation"]["strategy"])["real"] == "selected":
@@ -263,18 +308,41 @@ def fit(
             else CheckpointStore(checkpoints.folder / f"stage{stage}", checkpoints.keep),
             fingerprint_extra={**fp, "stage": stage, "targets": _hash(y_train)},
             train_targets=y_train,
+            column=observation_column(spec),
         )
         histories.append(result.history.assign(stage=stage))
         if stage == 0 and stages == 2:
-            # U-SelfTrained: the uncertain training images take the model's probabilities
+            # U-SelfTrained: the uncertain labels take the model's probabilities
             model = _model(spec)
             model.load_state_dict(result.state_dict)
-            unc = np.flatnonzero(train_rows["label"].to_numpy() == cx.UNCERTAIN)
-            if len(unc):
-                ds = torch_dataset(store, train_rows["key"].iloc[unc], None, transform)
-                y_train = y_train.copy()
-                y_train[unc] = predict(model, ds, config, observation_column(spec))
+            y_train = _self_trained_targets(model, store, train_rows, y_train, config, transform)
     return result.state_dict, pd.concat(histories, ignore_index=True)
+
+
+def _self_trained_targets(model, store, train_rows, y_train, config, transform) -> np.ndarray:
+    """U-SelfTrained's second-stage targets: each uncertain label replaced by the first-stage
+    model's probability for that observation.
+
+    Binary head: the images whose label is uncertain. Multi-label head: its first-stage targets
+    are NaN exactly where a label is uncertain (not-mentioned is filled, ``experiment_spec``),
+    so each such element takes the probability of its own output.
+    """
+    y_train = y_train.copy()
+    if y_train.ndim == 1:
+        unc = np.flatnonzero(train_rows["label"].to_numpy() == cx.UNCERTAIN)
+        if len(unc):
+            ds = torch_dataset(store, train_rows["key"].iloc[unc], None, transform)
+            y_train[unc] = predict(model, ds, config, 0)
+        return y_train
+    masked = np.isnan(y_train)
+    rows = np.flatnonzero(masked.any(axis=1))
+    if len(rows):
+        ds = torch_dataset(store, train_rows["key"].iloc[rows], None, transform)
+        prob = predict(model, ds, config, column=None)  # (rows, outputs)
+        block = y_train[rows]
+        block[masked[rows]] = prob[masked[rows]]
+        y_train[rows] = block
+    return y_train
 
 
 def _hash(a: np.ndarray) -> str:
@@ -305,7 +373,7 @@ def features(
     model.load_state_dict(state_dict)
     ds = torch_dataset(store, rows["key"], None, image_transform(spec, store.shape, mask_params))
     feats = predict(model, ds, train_config(spec), features=feature_extractor(model))
-    from cxr_augment.models import head
+    from cxr_augment.classify.models import head
 
     lin = head(model)
     col = observation_column(spec)

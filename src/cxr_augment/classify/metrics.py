@@ -1,10 +1,9 @@
-"""Classification metrics (thesis 3.4.2), a stated threshold rule, and patient bootstrap CIs.
+"""Classification metrics (thesis 3.4.2) and a stated threshold rule.
 
 Every point estimate is the textbook formula (tests check each against scikit-learn).
 The decision threshold is chosen on the validation set by maximising F1 (ties: the lowest such
-threshold) and applied unchanged to the test set. Confidence intervals are 95 % percentile
-intervals over bootstrap resamples of **patients** (with replacement; all of a patient's
-images move together), so correlated images of one patient do not narrow them.
+threshold) and applied unchanged to the test set. Confidence intervals (patient bootstrap) are
+in ``bootstrap``.
 """
 
 from __future__ import annotations
@@ -82,36 +81,3 @@ def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
         if f1 > best_f1 + 1e-12:
             best_t, best_f1 = float(t), f1
     return best_t
-
-
-def bootstrap_ci(
-    y: np.ndarray,
-    p: np.ndarray,
-    patients: np.ndarray,
-    threshold: float,
-    resamples: int,
-    seed: int,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Point estimates and percentile CIs for every metric, resampling patients."""
-    y = np.asarray(y, dtype=int)
-    p = np.asarray(p, dtype=float)
-    patients = np.asarray(patients)
-    uniq, inv = np.unique(patients, return_inverse=True)
-    groups = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    samples = {m: [] for m in METRICS}
-    for _ in range(resamples):
-        pick = rng.integers(0, len(groups), len(groups))
-        idx = np.concatenate([groups[g] for g in pick])
-        m = point_metrics(y[idx], p[idx], threshold)
-        for k in METRICS:
-            samples[k].append(m[k])
-    point = point_metrics(y, p, threshold)
-    rows = []
-    for k in METRICS:
-        s = np.asarray(samples[k], dtype=float)
-        s = s[~np.isnan(s)]
-        lo, hi = np.quantile(s, [alpha / 2, 1 - alpha / 2]) if len(s) else (np.nan, np.nan)
-        rows.append({"metric": k, "value": point[k], "ci_low": float(lo), "ci_high": float(hi)})
-    return pd.DataFrame(rows)

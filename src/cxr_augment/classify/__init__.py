@@ -1,0 +1,1 @@
+"""Classifiers: models, training, metrics, paired tests, one experiment's run."""

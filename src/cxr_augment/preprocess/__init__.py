@@ -1,0 +1,1 @@
+"""CheXpert schema and label policies, image decoding and masks, splits, the tensor store."""
