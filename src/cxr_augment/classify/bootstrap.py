@@ -251,7 +251,7 @@ def paired_difference(
     """Patient bootstrap of the seed-averaged difference A - B on the same images.
 
     The p-value is two-sided: twice the smaller share of resampled differences on either side
-    of zero (at most 1). Columns: metric, difference, ci_low, ci_high, p_value, resamples,
+    of zero, counted as (1 + count) / (1 + resamples) so that it is never 0 (at most 1). Columns: metric, difference, ci_low, ci_high, p_value, resamples,
     resamples_used.
     """
     if len(a.y) != len(b.y) or not np.array_equal(a.y, b.y):
@@ -268,7 +268,11 @@ def paired_difference(
     for k in metrics:
         d = np.concatenate(diffs[k]) if diffs[k] else np.array([])
         lo, hi = _percentile(d, alpha)
-        p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))) if len(d) else float("nan")
+        if len(d):  # (1 + count) / (1 + resamples): never 0 from a finite bootstrap
+            side = min(np.sum(d <= 0), np.sum(d >= 0))
+            p = min(1.0, 2 * (1 + side) / (1 + len(d)))
+        else:
+            p = float("nan")
         rows.append(
             {
                 "metric": k,
