@@ -293,3 +293,28 @@ def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):
     assert not np.array_equal(aug_store.get(rows.key.iloc[0]), parent)
     counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
     assert counts.loc["Positive", "generated_images"] == 11 * positives
+
+
+def _metrics(auc: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"split": ["validation", "test"], "metric": ["roc_auc"] * 2, "value": [auc, 0.99]}
+    )
+
+
+def test_combined_methods_are_chosen_on_validation_only():
+    from cxr_augment.pipelines.classification.nodes import choose_methods
+
+    rule = {
+        "baseline": "base",
+        "metric": "roc_auc",
+        "candidates": {"rotation": "r", "flipping": "f", "noise": "n"},
+    }
+    spec = {"name": "combo", "augmentation": {"methods": rule}}
+    # the test split's 0.99 everywhere must not matter
+    chosen = choose_methods(spec, _metrics(0.60), _metrics(0.65), _metrics(0.55), _metrics(0.70))
+    assert chosen["methods"] == ["rotation", "noise"]
+    assert chosen["baseline"] == {"base": 0.60}
+    none_better = choose_methods(
+        spec, _metrics(0.80), _metrics(0.65), _metrics(0.75), _metrics(0.70)
+    )
+    assert none_better["methods"] == ["flipping"]  # the best single method alone

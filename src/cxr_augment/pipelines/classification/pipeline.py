@@ -308,17 +308,7 @@ def _cached(key: str) -> Pipeline:
             if g != "headline" and bool(aug & set(spec["experiments"])) == (key == "augmentation")
         }
         pca = study["pca"]["experiment"] if key == "classification" else None
-        gens = {n: g for n in names if (g := generator_of(n)) is not None}
-        return build(
-            names,
-            groups,
-            pca,
-            aug,
-            figure22=key == "augmentation",
-            generators=gens,
-            seeds={n: repeats(n) for n in names},
-            rules=method_rules(names),
-        )
+        return _study_build(names, groups, pca, aug, figure22=key == "augmentation")
     head = study["headline"]
     groups = {g: study["groups"][g] for g in head["groups"]}
     names = list(
@@ -327,14 +317,18 @@ def _cached(key: str) -> Pipeline:
         )
     )
     pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
-    gens = {n: g for n in names if (g := generator_of(n)) is not None}
+    return _study_build(names, groups, pca, aug, figure22=bool(aug & set(names)))
+
+
+def _study_build(names, groups, pca, aug, figure22: bool) -> Pipeline:
+    """``build`` with each experiment's generator, seeds and method rule from the study."""
     return build(
         names,
         groups,
         pca,
         aug,
-        figure22=bool(aug & set(names)),
-        generators=gens,
+        figure22=figure22,
+        generators={n: g for n in names if (g := generator_of(n)) is not None},
         seeds={n: repeats(n) for n in names},
         rules=method_rules(names),
     )
