@@ -75,3 +75,10 @@ def model_dataset(name: str) -> str:
     """The catalog name of experiment ``name``'s model of its first seed (the one a figure or
     a feature extractor uses)."""
     return f"{name}.seed{repeats(name)[0]}.model"
+
+
+def reporting_config() -> dict:
+    """The ``reporting`` block (the report's sections and items), read as ``study_config``."""
+    conf = str(_project_root() / "conf")
+    env = os.environ.get("KEDRO_ENV", "local")
+    return _load(conf, env)["reporting"]

@@ -113,6 +113,12 @@ def run(tmp_path_factory):
             "reference": {"Pneumothorax": "a"},
             "experiments": ["a", "b", "c"],
         },
+        "p": {  # the thesis's three comparisons, as Table 15 makes them
+            "title": "Pairs",
+            "splits": ["test", "validation"],
+            "experiments": ["a", "b", "c"],
+            "comparisons": [["b", "a"], ["c", "a"], ["c", "b"]],
+        },
         "t": {
             "title": "With truth",
             "split": "validation",
@@ -144,8 +150,10 @@ def run(tmp_path_factory):
         data[f"params:study.experiments.{name}"] = MemoryDataset(over)
         data.update(experiment_datasets(tmp, name, SEEDS.get(name, (1,))))
     data["report.g.table"] = CSVDataset(filepath=str(tmp / "g.csv"))
+    data["report.p.table"] = CSVDataset(filepath=str(tmp / "p.csv"))
     data["report.g.markdown"] = TextDataset(filepath=str(tmp / "g.md"))
     data["report.t.table"] = CSVDataset(filepath=str(tmp / "t.csv"))
+    data["params:study.groups.p"] = MemoryDataset(groups["p"])
     catalog = DataCatalog(data)
     pipe = build(list(experiments), groups, pca_reference=None, seeds=SEEDS)
     SequentialRunner().run(pipe, catalog)
@@ -242,6 +250,30 @@ def test_group_table_compares_against_the_reference_with_clustered_holm_tests(ru
     assert (tmp / "g.md").exists()
 
 
+def test_a_group_with_its_own_comparisons_tests_each_pair_with_holm_over_them(run):
+    catalog, _ = run
+    table = catalog.load("report.p.table")
+    exp = table[table["row"] == "experiment"]
+    pairs = table[table["row"] == "comparison"]
+    assert exp.experiment.tolist() == ["a", "b", "c"] * 2 and exp["delong_p"].isna().all()
+    assert list(zip(pairs.split, pairs.experiment, pairs.reference, strict=True)) == [
+        (s, a, b) for s in ("test", "validation") for a, b in (("b", "a"), ("c", "a"), ("c", "b"))
+    ]
+    g = catalog.load("report.g.table").set_index(["split", "experiment"])
+    for _, r in pairs.iterrows():
+        assert r.paired_images == 30
+        if r.reference == "a":  # the same test as the reference-style table's
+            assert r.delong_p == pytest.approx(g.loc[(r.split, r.experiment), "delong_p"])
+    from cxr_augment.classify.stats import holm
+
+    for _, part in pairs.groupby("split"):  # the family: the three comparisons of the split
+        np.testing.assert_allclose(
+            part["diff_f1_p_holm"], holm(part["diff_f1_p"].to_numpy(float)), rtol=1e-12
+        )
+    md = catalog.load("report.p.markdown")
+    assert "Comparisons on test" in md and "| c " in md
+
+
 def test_a_truth_group_lists_each_policys_agreement_with_the_truth(run):
     catalog, _ = run
     table = catalog.load("report.t.table").set_index("experiment")
@@ -279,7 +311,7 @@ def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):
         "aug.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
     }
     catalog = DataCatalog(data)
-    SequentialRunner().run(build(["aug"], {}, None, augmented={"aug"}), catalog)
+    SequentialRunner().run(build(["aug"], {}, None, {"aug": {"transforms": True}}), catalog)
     rows = pd.read_parquet(tmp_path / "aug.parquet")
     train = manifest[(manifest.split == "train")]
     positives = int((train.Pneumothorax.isin([1.0, -1.0])).sum())  # FillNM(0) + U-Ones
@@ -318,3 +350,79 @@ def test_combined_methods_are_chosen_on_validation_only():
         spec, _metrics(0.80), _metrics(0.65), _metrics(0.75), _metrics(0.70)
     )
     assert none_better["methods"] == ["flipping"]  # the best single method alone
+
+
+def test_a_source_or_strategy_is_chosen_on_validation_only():
+    from cxr_augment.pipelines.classification.nodes import choose_augmentation, with_methods
+
+    options = {
+        "traditional": {"experiment": "t", "set": {"source": "transforms", "methods": ["noise"]}},
+        "ddim": {"experiment": "d", "set": {"source": "ddim"}},
+    }
+    spec = {
+        "name": "m",
+        "augmentation": {"strategy": "misclassified", "seed": 1, "choose": {"options": options}},
+    }
+    chosen = choose_augmentation(spec, _metrics(0.61), _metrics(0.66))  # test: 0.99 both
+    assert chosen["chosen"] == "ddim" and chosen["set"] == {"source": "ddim"}
+    assert chosen["options"]["traditional"]["roc_auc"] == 0.61
+    applied = with_methods(spec, chosen)["augmentation"]
+    assert applied == {"strategy": "misclassified", "seed": 1, "source": "ddim"}
+    tie = choose_augmentation(spec, _metrics(0.7), _metrics(0.7))
+    assert tie["chosen"] == "traditional"  # ties: the first listed
+
+
+def test_the_misclassified_strategy_augments_the_selection_it_is_given(tmp_path):
+    from cxr_augment.datasets import TensorStoreDataset
+
+    manifest, store = synthetic(tmp_path)
+    train = manifest[manifest.split == "train"]
+    selection = pd.DataFrame(
+        {"key": train.key.iloc[[0, 3, 5]].tolist(), "target": [1.0, 0.0, 1.0], "copies": [7, 1, 7]}
+    )
+    over = {"augmentation": {"methods": ["noise"], "strategy": "misclassified", "seed": 4}}
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "params:study.defaults": MemoryDataset(
+            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
+        ),
+        "params:preprocessing.masks": MemoryDataset({}),
+        "params:study.experiments.mis": MemoryDataset(over),
+        "chexpert_truth": MemoryDataset(None),
+        "misclassified_selection": MemoryDataset(selection),
+        **experiment_datasets(tmp_path, "mis"),
+        "mis.augmented_store": TensorStoreDataset(path=str(tmp_path / "mis_store")),
+        "mis.augmented_manifest": ParquetDataset(filepath=str(tmp_path / "mis.parquet")),
+        "mis.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
+        "mis.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
+    }
+    pipe = build(["mis"], {}, None, {"mis": {"transforms": True, "misclassified": True}})
+    SequentialRunner().run(pipe, DataCatalog(data))
+    rows = pd.read_parquet(tmp_path / "mis.parquet")
+    assert rows.groupby("parent_key").size().to_dict() == dict(
+        zip(selection.key, selection.copies, strict=True)
+    )
+    counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
+    assert counts.loc["Positive", "generated_images"] == 14
+    assert counts.loc["Negative", "real_images"] == int((train.Pneumothorax.fillna(0) == 0).sum())
+
+
+def test_several_choices_apply_in_order_each_on_its_own_options():
+    from cxr_augment.pipelines.classification.nodes import choose_augmentation, with_methods
+
+    rules = [
+        {"options": {"unbalanced": {"experiment": "u", "set": {"strategy": "unbalanced"}},
+                     "balanced": {"experiment": "b", "set": {"strategy": "balanced"}}}},
+        {"options": {"w1": {"experiment": "s1", "set": {"sampler": {"guidance": 1.0}}},
+                     "w4": {"experiment": "s4", "set": {"sampler": {"guidance": 4.0}}}}},
+    ]  # fmt: skip
+    spec = {"name": "cfg", "augmentation": {"source": "cfg_dpmpp", "seed": 1, "choose": rules}}
+    chosen = choose_augmentation(spec, _metrics(0.6), _metrics(0.7), _metrics(0.8), _metrics(0.5))
+    assert chosen["chosen"] == "balanced + w1"
+    assert chosen["set"] == {"strategy": "balanced", "sampler": {"guidance": 1.0}}
+    assert [d["chosen"] for d in chosen["decisions"]] == ["balanced", "w1"]
+    aug = with_methods(spec, chosen)["augmentation"]
+    assert aug["strategy"] == "balanced" and aug["sampler"] == {"guidance": 1.0}
+    with pytest.raises(ValueError, match="left over"):
+        choose_augmentation(spec, *[_metrics(0.5)] * 5)

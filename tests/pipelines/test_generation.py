@@ -180,7 +180,7 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
         "d.seed1.model": TorchStateDictDataset(filepath=str(tmp / "d.pt")),
         "chexpert_truth": MemoryDataset(None),
     }
-    pipe = experiment_pipeline("d", True, ("ddim", "grey"))
+    pipe = experiment_pipeline("d", {"generators": {"ddim": "grey"}})
     for name in pipe.datasets():
         data.setdefault(name, Kept(copy_mode="assign"))
     c = DataCatalog(data)

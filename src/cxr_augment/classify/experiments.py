@@ -82,26 +82,23 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
     TrainConfig(**spec["train"])
     aug = spec.get("augmentation")
     if aug:
-        from cxr_augment.augment import strategies, transforms
-
-        source = aug.get("source", "transforms")
-        if source == "transforms":
-            methods = aug.get("methods")
-            if isinstance(methods, dict):  # chosen on validation (``choose_methods``)
-                rule, methods = methods, list(methods.get("candidates") or {})
-                if not methods or not rule.get("baseline"):
-                    raise ValueError(
-                        f"experiment {name}: augmentation.methods chosen on validation needs "
-                        "`candidates` (method: its single-method experiment) and `baseline`"
-                    )
-            unknown = [m for m in methods or [] if m not in transforms.METHODS]
-            if unknown or not methods:
-                raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
-        elif aug.get("methods"):
-            raise ValueError(
-                f"experiment {name}: augmentation from generator {source!r} takes no methods"
-            )
-        strategies.settings(aug["strategy"])
+        choose = aug.get("choose")
+        rules = (list(choose) if isinstance(choose, list) else [choose]) if choose else []
+        variants = {"": {k: v for k, v in aug.items() if k != "choose"}}
+        for rule in rules:
+            options = (rule or {}).get("options") or {}
+            if not options or any(not (o or {}).get("experiment") for o in options.values()):
+                raise ValueError(
+                    f"experiment {name}: augmentation.choose needs `options` (label: "
+                    "{experiment: whose validation result decides, set: {settings it implies}})"
+                )
+            variants = {
+                f"{k} + {label}".strip(" +"): {**v, **(o.get("set") or {})}
+                for k, v in variants.items()
+                for label, o in options.items()
+            }
+        for label, variant in variants.items():
+            _check_augmentation(f"{name} (option {label})" if label else name, variant)
         if spec["model"].get("outputs", 1) != 1 or policy.uncertain in (
             "multiclass",
             "self_trained",
@@ -109,6 +106,35 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
             raise ValueError(f"experiment {name}: augmentation needs a binary target and model")
     spec["name"] = name
     return spec
+
+
+def _check_augmentation(name: str, aug: dict) -> None:
+    """An augmentation entry's source, methods and strategy, with messages that name it."""
+    from cxr_augment.augment import strategies, transforms
+
+    source = aug.get("source", "transforms")
+    if source == "transforms":
+        methods = aug.get("methods")
+        if isinstance(methods, dict):  # chosen on validation (``choose_methods``)
+            rule, methods = methods, list(methods.get("candidates") or {})
+            if not methods or not rule.get("baseline"):
+                raise ValueError(
+                    f"experiment {name}: augmentation.methods chosen on validation needs "
+                    "`candidates` (method: its single-method experiment) and `baseline`"
+                )
+        unknown = [m for m in methods or [] if m not in transforms.METHODS]
+        if unknown or not methods:
+            raise ValueError(f"experiment {name}: unknown augmentation methods {unknown}")
+    elif aug.get("methods"):
+        raise ValueError(
+            f"experiment {name}: augmentation from generator {source!r} takes no methods"
+        )
+    if "strategy" not in aug:
+        raise ValueError(f"experiment {name}: augmentation needs a strategy")
+    try:
+        strategies.settings(aug["strategy"])
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"experiment {name}: {err}") from err
 
 
 def train_config(spec: dict, **changes) -> TrainConfig:
@@ -178,14 +204,36 @@ def observation_column(spec: dict) -> int:
     return 0
 
 
-def augmentation_plan(exp: pd.DataFrame, store: TensorStore, spec: dict):
+def _selection(train_rows: pd.DataFrame, a: dict, selection: pd.DataFrame | None) -> pd.DataFrame:
+    """The strategy's selection: drawn from the training labels, or given (misclassified)."""
+    from cxr_augment.augment import strategies
+
+    if not strategies.settings(a["strategy"]).get("external"):
+        return strategies.select(train_rows, a["strategy"], int(a["seed"]))
+    if selection is None:
+        raise ValueError(
+            f"the {a['strategy']!r} strategy needs its selection (misclassified_selection)"
+        )
+    unknown = ~selection["key"].isin(train_rows["key"])
+    if unknown.any():
+        raise ValueError(
+            f"misclassified_selection: {int(unknown.sum())} images are not training images of "
+            f"this experiment (first: {selection['key'][unknown].iloc[0]}); it was made for "
+            "another view or label policy"
+        )
+    return selection
+
+
+def augmentation_plan(
+    exp: pd.DataFrame, store: TensorStore, spec: dict, selection: pd.DataFrame | None = None
+):
     """The experiment's augmented set: (store job, generated rows, selection, Table 4/5 counts)."""
     from cxr_augment.augment import sets as augment
     from cxr_augment.augment import strategies
 
     a = spec["augmentation"]
     train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
-    selection = strategies.select(train_rows, a["strategy"], int(a["seed"]))
+    selection = _selection(train_rows, a, selection)
     rows = augment.plan(
         train_rows,
         selection,
@@ -201,7 +249,13 @@ def augmentation_plan(exp: pd.DataFrame, store: TensorStore, spec: dict):
 
 
 def generation_plan(
-    exp: pd.DataFrame, store: TensorStore, spec: dict, model, generation: dict, memorisation: dict
+    exp: pd.DataFrame,
+    store: TensorStore,
+    spec: dict,
+    model,
+    generation: dict,
+    memorisation: dict,
+    selection: pd.DataFrame | None = None,
 ):
     """The experiment's synthetic set from a diffusion generator (``augmentation.source``):
     the strategy's selection says how many images of each class (the sum of its copies), and
@@ -231,7 +285,7 @@ def generation_plan(
             f"{spec['policy']}: its classes would mean something else"
         )
     train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
-    selection = strategies.select(train_rows, a["strategy"], int(a["seed"]))
+    selection = _selection(train_rows, a, selection)
     per_class = selection.groupby("target")["copies"].sum()
     counts = {int(c): int(per_class.get(c, 0)) for c in (0, 1)}
     job, rows = generated_set(

@@ -90,6 +90,11 @@ class PickleDataset(_AtomicSave, _PickleDataset):
 
 class MatplotlibDataset(_AtomicSave, _MatplotlibDataset):
     """``matplotlib.MatplotlibDataset``: one figure saved atomically (a list or dict of
-    figures is a folder, saved as kedro-datasets does)."""
+    figures is a folder, saved as kedro-datasets does). A saved figure loads as its file's
+    bytes (the report embeds it as it is)."""
 
     _containers_are_folders = True
+
+    def load(self) -> bytes:
+        with self._fs.open(str(self._filepath), mode="rb") as f:
+            return f.read()

@@ -49,10 +49,32 @@ def pca_boundary(features: np.ndarray, weight: np.ndarray, bias: float):
     return z, w2, b2, distance
 
 
+def logistic_line(z: np.ndarray, decisions: np.ndarray, seed: int = 0):
+    """The line that best separates the model's own decisions in the PCA plane: a logistic
+    regression of the 0/1 decisions on the two coordinates (scikit-learn, lightly
+    regularised). Returns (w2, b2, signed distance of every point), the line w2 . z + b2 = 0.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(decisions)) < 2:
+        raise ValueError("the model makes one decision for every image: no boundary to fit")
+    fit = LogisticRegression(C=100.0, max_iter=1000, random_state=seed).fit(z, decisions)
+    w2, b2 = fit.coef_[0].astype(float), float(fit.intercept_[0])
+    return w2, b2, (z @ w2 + b2) / max(np.linalg.norm(w2), 1e-12)
+
+
 def pca_figure(
-    z: np.ndarray, y: np.ndarray, pred: np.ndarray, w2: np.ndarray, b2: float, title: str
+    z: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    w2: np.ndarray,
+    b2: float,
+    title: str,
+    selected: np.ndarray | None = None,
 ) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    """Figure 20: the points by class, misclassified ones hollow, the boundary line, and
+    (``selected``) the images the misclassified strategy augments, ringed in black."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
     wrong = pred != y
     for cls, colour in ((0, "tab:blue"), (1, "tab:red")):
         sel = (y == cls) & ~wrong
@@ -73,6 +95,16 @@ def pca_figure(
             edgecolors=colour,
             lw=0.8,
             label=f"misclassified {'positive' if cls else 'negative'}",
+        )
+    if selected is not None and selected.any():
+        ax.scatter(
+            z[selected, 0],
+            z[selected, 1],
+            s=34,
+            facecolors="none",
+            edgecolors="black",
+            lw=0.9,
+            label=f"selected for augmentation ({int(selected.sum())})",
         )
     xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 200)
     if abs(w2[1]) > 1e-12:

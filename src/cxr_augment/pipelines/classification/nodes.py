@@ -91,37 +91,101 @@ def choose_methods(spec: dict, baseline: pd.DataFrame, *candidates: pd.DataFrame
     }
 
 
+def choose_rules(choose: dict | list) -> list[dict]:
+    """``augmentation.choose`` as a list of rules (one rule, or several applied in order)."""
+    return list(choose) if isinstance(choose, list) else [choose]
+
+
+def choose_augmentation(spec: dict, *option_metrics: pd.DataFrame) -> dict:
+    """Augmentation settings (a source, a strategy, a sampler), chosen on validation only.
+
+    Rule (``augmentation.choose: {metric, options: {label: {experiment, set}}}``, or a list of
+    such rules applied in order): the option whose experiment has the best seed-mean
+    validation ``metric`` (default ROC AUC; ties: the first listed) gives its ``set`` (e.g.
+    ``{source: ddim}``, ``{strategy: misclassified}`` or ``{sampler: {steps: 10}}``).
+    ``option_metrics`` are the options' metrics tables, rule after rule. The test sets are
+    never read.
+    """
+    rules = choose_rules(spec["augmentation"]["choose"])
+    tables = list(option_metrics)
+    decisions, merged = [], {}
+    for rule in rules:
+        metric = rule.get("metric", "roc_auc")
+        labels = list(rule["options"])
+        scores = {}
+        for label in labels:
+            table = tables.pop(0)
+            row = table[(table["split"] == "validation") & (table["metric"] == metric)]
+            scores[label] = float(row["value"].iloc[0])
+        best = max(labels, key=lambda k: scores[k])  # max keeps the first of equal values
+        chosen_set = dict(rule["options"][best].get("set") or {})
+        merged.update(chosen_set)
+        decisions.append(
+            {
+                "rule": f"best validation {metric} among the options' experiments",
+                "options": {
+                    k: {"experiment": rule["options"][k]["experiment"], metric: scores[k]}
+                    for k in labels
+                },
+                "chosen": best,
+                "set": chosen_set,
+            }
+        )
+    if tables:
+        raise ValueError(f"choose_augmentation: {len(tables)} metrics tables left over")
+    out = {"experiment": spec["name"], **decisions[0], "set": merged}
+    if len(decisions) > 1:
+        out["chosen"] = " + ".join(d["chosen"] for d in decisions)
+        out["decisions"] = decisions
+    return out
+
+
 def with_methods(spec: dict, chosen: dict | None) -> dict:
+    """The experiment's settings with a choice made on validation applied: the methods of
+    ``choose_methods`` or the settings of ``choose_augmentation``."""
     if chosen is None:
         return spec
-    return {**spec, "augmentation": {**spec["augmentation"], "methods": list(chosen["methods"])}}
+    aug = {k: v for k, v in spec["augmentation"].items() if k != "choose"}
+    if "methods" in chosen:
+        aug["methods"] = list(chosen["methods"])
+    if "set" in chosen:
+        aug.update(chosen["set"])
+    return {**spec, "augmentation": aug}
 
 
-def augment_images(
-    images: pd.DataFrame, store: TensorStore, spec: dict, chosen: dict | None = None
-):
-    """The experiment's augmentation strategy and methods (thesis 4.4-4.5).
-
-    Returns:
-        The lazy store of generated images, their manifest (source, method, parameters drawn,
-        parent), the selection (which training images, how many copies) and the counts of
-        thesis Tables 4 / 5.
-    """
-    return _experiments().augmentation_plan(images, store, with_methods(spec, chosen))
-
-
-def generate_images(
+def augmented_set(
     images: pd.DataFrame,
     store: TensorStore,
     spec: dict,
-    model,
-    generation: dict,
-    memorisation: dict,
+    chosen: dict | None = None,
+    misclassified: pd.DataFrame | None = None,
+    generation: dict | None = None,
+    **generators,
 ):
-    """The experiment's strategy with a diffusion generator as the source of its synthetic
-    images (thesis 4.5-4.6): as ``augment_images``, the images sampled instead of transformed.
+    """The experiment's synthetic training images (thesis 4.4-4.6): its strategy's selection
+    (drawn from the training labels, or the misclassified strategy's), made by its source:
+    the traditional transforms, or a diffusion generator (``model__<generator>`` and
+    ``memorisation__<generator>`` among ``generators``).
+
+    Returns:
+        The lazy store of generated images, their manifest (source, method or sampler, what
+        was drawn, parent), the selection (which training images, how many copies) and the
+        counts of thesis Tables 4 / 5.
     """
-    return _experiments().generation_plan(images, store, spec, model, generation, memorisation)
+    spec = with_methods(spec, chosen)
+    a = spec["augmentation"]
+    source = a.get("source", "transforms")
+    if source == "transforms":
+        return _experiments().augmentation_plan(images, store, spec, misclassified)
+    return _experiments().generation_plan(
+        images,
+        store,
+        spec,
+        generators[f"model__{source}"],
+        generation,
+        generators[f"memorisation__{source}"],
+        misclassified,
+    )
 
 
 def train_classifier_augmented(
@@ -345,7 +409,9 @@ def group_report(
     Args:
         group: ``title``, ``splits`` (where the table is read; ``split`` for one),
             ``reference`` (the experiment each is compared with, per observation),
-            ``experiments`` (in order), optional ``note``.
+            ``experiments`` (in order), optional ``note``; or instead of ``reference``,
+            ``comparisons``: [experiment, reference] pairs, each a row of its own
+            (``row: comparison``) and the table's test family.
         compare: the paired tests' settings: ``bootstrap`` resamples, ``seed``, ``metrics``
             whose differences are bootstrapped, ``threshold`` (fixed or resampled).
         tables_and_predictions: each experiment's metrics table, then its predictions.
@@ -363,6 +429,13 @@ def group_report(
     splits = list(group.get("splits") or [group["split"]])
     by_name = {name: (t, p) for name, t, p in zip(names, tables, preds, strict=True)}
     refs = group.get("reference", {})
+    pairs = [tuple(p) for p in group.get("comparisons") or []]
+    unknown = sorted({n for p in pairs for n in p} - set(names))
+    if unknown or any(len(p) != 2 for p in pairs):
+        raise ValueError(
+            f"group {group['title']!r}: comparisons must be [experiment, reference] pairs of its "
+            f"experiments (unknown: {unknown})"
+        )
     rows, curves = [], {}
     for split in splits:
         for name in names:
@@ -385,7 +458,8 @@ def group_report(
                 row[m] = float(t.loc[m, "value"])
                 row[f"{m}_ci"] = _ci(t.loc[m, "ci_low"], t.loc[m, "ci_high"])
                 row[f"{m}_seed_ci"] = _ci(t.loc[m, "seed_ci_low"], t.loc[m, "seed_ci_high"])
-            ref = refs.get(row["observation"])
+            ref = None if pairs else refs.get(row["observation"])
+            row["row"] = "experiment"
             if ref and ref != name and ref in by_name:
                 row["reference"] = ref
                 row.update(_compare(pred, by_name[ref][1], split, compare))
@@ -396,6 +470,13 @@ def group_report(
                 p = split_rows(pred, split)
                 mean = p.groupby("key").agg(y=("y_true", "first"), prob=("prob", "mean"))
                 curves[name] = (mean["y"].to_numpy(int), mean["prob"].to_numpy())
+        for a, b in pairs:  # the group's own comparisons (experiment A against B)
+            if split not in set(by_name[a][0]["split"]) or split not in set(by_name[b][0]["split"]):
+                continue
+            rows.append(
+                {"split": split, "experiment": a, "reference": b, "row": "comparison"}
+                | _compare(by_name[a][1], by_name[b][1], split, compare)
+            )
     table = pd.DataFrame(rows)
     p_cols = [c for c in table.columns if c in P_COLUMNS or (c.startswith("diff_") and
               c.endswith("_p"))]  # fmt: skip
@@ -413,8 +494,34 @@ def _pfmt(p: float, holm: float) -> str:
     return f"{p:.3g} ({holm:.3g})"
 
 
+def _tests_columns(part: pd.DataFrame) -> pd.DataFrame:
+    """The paired tests of ``part``'s rows as display columns (raw p, Holm in brackets)."""
+    show = pd.DataFrame(index=part.index)
+    if "delong_p" not in part:
+        return show
+    show["DeLong p (Holm)"] = [
+        _pfmt(p, h) for p, h in zip(part["delong_p"], part["delong_p_holm"], strict=True)
+    ]
+    show["McNemar p (Holm)"] = [
+        _pfmt(p, h) for p, h in zip(part["mcnemar_p"], part["mcnemar_p_holm"], strict=True)
+    ]
+    for m, label in (("roc_auc", "ΔAUC"), ("f1", "ΔF1"), ("kappa", "Δκ")):
+        if f"diff_{m}_p" in part:
+            show[f"{label} [CI] p (Holm)"] = [
+                "n/a" if np.isnan(p) else f"{d:+.3f} {ci} {_pfmt(p, h)}"
+                for d, ci, p, h in zip(
+                    part[f"diff_{m}"],
+                    part[f"diff_{m}_ci"],
+                    part[f"diff_{m}_p"],
+                    part[f"diff_{m}_p_holm"],
+                    strict=True,
+                )  # fmt: skip
+            ]
+    return show
+
+
 def group_markdown(group: dict, compare: dict, table: pd.DataFrame, splits: list[str]) -> str:
-    seeds = sorted(table["seeds"].unique()) if len(table) else []
+    seeds = sorted(int(s) for s in table["seeds"].dropna().unique()) if len(table) else []
     md = [
         f"# {group['title']}\n\n",
         f"Splits: {', '.join(f'**{s}**' for s in splits)}. Seeds per experiment: "
@@ -437,29 +544,21 @@ def group_markdown(group: dict, compare: dict, table: pd.DataFrame, splits: list
         if part.empty:
             continue
         md.append(f"## {split}{SPLIT_NOTES.get(split, '')}\n\n")
+        exp_rows = part[part["row"] == "experiment"]
+        pair_rows = part[part["row"] == "comparison"]
         cols = ["experiment", "images", "patients", "positives", "seeds", "accuracy", "f1",
                 "f1_ci", "roc_auc", "roc_auc_ci", "roc_auc_seed_ci", "kappa", "kappa_ci",
                 "resamples_used"]  # fmt: skip
-        show = part[cols].copy()
-        if "delong_p" in part:
-            show["DeLong p (Holm)"] = [
-                _pfmt(p, h) for p, h in zip(part["delong_p"], part["delong_p_holm"], strict=True)
-            ]
-            show["McNemar p (Holm)"] = [
-                _pfmt(p, h) for p, h in zip(part["mcnemar_p"], part["mcnemar_p_holm"], strict=True)
-            ]
-        if "diff_f1_p" in part:
-            show["ΔF1 [CI] p (Holm)"] = [
-                "n/a" if np.isnan(p) else f"{d:+.3f} {ci} {_pfmt(p, h)}"
-                for d, ci, p, h in zip(
-                    part["diff_f1"],
-                    part["diff_f1_ci"],
-                    part["diff_f1_p"],
-                    part["diff_f1_p_holm"],
-                    strict=True,
-                )  # fmt: skip
-            ]
+        show = exp_rows[cols].copy()
+        if pair_rows.empty:
+            show = pd.concat([show, _tests_columns(exp_rows)], axis=1)
         md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n\n")
+        if not pair_rows.empty:
+            md.append(f"Comparisons on {split} (experiment against reference):\n\n")
+            show = pd.concat([pair_rows[["experiment", "reference", "paired_images",
+                                         "paired_patients"]], _tests_columns(pair_rows)],
+                             axis=1)  # fmt: skip
+            md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n\n")
     return "".join(md)
 
 
@@ -504,7 +603,7 @@ def group_report_with_truth(
     return table, md, fig
 
 
-def feature_pca(
+def misclassified_selection(
     images: pd.DataFrame,
     store: TensorStore,
     state_dict: dict,
@@ -512,20 +611,37 @@ def feature_pca(
     mask_params: dict,
     metrics_table: pd.DataFrame,
     params: dict,
-) -> tuple[pd.DataFrame, object]:
-    """Thesis Figure 20: training images (up to ``per_class`` of each class) in the plane of the
-    two principal components of the penultimate features, with the decision boundary at the
-    experiment's threshold (chosen on validation): w . f + b = logit(threshold).
+) -> tuple[pd.DataFrame, object, pd.DataFrame, dict]:
+    """Thesis Figure 20 and the misclassified strategy's selection (thesis 4.5).
 
-    Returns the points (key, PCA coordinates, label, prediction, signed distance to the
-    boundary) and the figure.
+    The baseline's penultimate features of the training images (all of them, or up to
+    ``pool_per_class`` of each class) are projected on their first two principal components.
+    The decision boundary in that plane is drawn as ``boundary`` says:
+
+    - ``logistic`` (default): the line that best separates the model's own decisions there
+      (a logistic regression of its 0/1 decisions on the two coordinates);
+    - ``projection``: the head's hyperplane w . f + b = logit(threshold) restricted to the plane.
+
+    The decisions are the model's at the threshold its first seed chose on validation (the
+    model is that seed's). Misclassified images closer to the line than the mean distance are
+    selected and copied until the set is almost balanced (``strategies.misclassified_selection``).
+    The figure shows ``per_class`` random images of each class (the thesis: 1,000), the
+    selected ones among them ringed.
+
+    Returns the points (key, PCA coordinates, label, decision, signed distance, selected), the
+    figure, the selection (key, target, copies) and a summary of the counts.
     """
+    from cxr_augment.augment import strategies
+
     rng = np.random.default_rng(int(params["seed"]))
-    train = images[(images["split"] == "train") & ~images["y_true"].isna()]
+    train = images[(images["split"] == "train") & ~images["target"].isna()]
+    train = train[train["target"].isin([0, 1])]
+    cap = params.get("pool_per_class")
     picks = []
     for cls in (0, 1):
-        part = train[train["y_true"] == cls]
-        picks.append(part.iloc[rng.permutation(len(part))[: int(params["per_class"])]])
+        part = train[train["target"] == cls]
+        order = rng.permutation(len(part))
+        picks.append(part.iloc[np.sort(order[: int(cap)]) if cap else np.arange(len(part))])
     rows = pd.concat(picks, ignore_index=True)
     feats, w, b = _experiments().features(rows, store, state_dict, spec, mask_params)
     # the threshold the first seed (whose model this is) chose on validation
@@ -533,11 +649,27 @@ def feature_pca(
     t = float(np.clip(float(first.split(":")[1]), 1e-6, 1 - 1e-6))
     b = b - float(np.log(t / (1 - t)))  # the boundary where P(positive) = threshold
     z, w2, b2, distance = plots.pca_boundary(feats, w, b)
-    logit = feats @ w + b
-    pred = (logit >= 0).astype(int)
-    y = rows["y_true"].to_numpy(int)
+    pred = (feats @ w + b >= 0).astype(int)
+    how = params.get("boundary", "logistic")
+    if how == "logistic":
+        w2, b2, distance = plots.logistic_line(z, pred, int(params["seed"]))
+    elif how != "projection":
+        raise ValueError(f"study.pca.boundary must be logistic or projection, got {how!r}")
+    y = rows["target"].to_numpy(int)
     points = rows[["key", "patient_id"]].assign(
-        pc1=z[:, 0], pc2=z[:, 1], y_true=y, pred=pred, distance=distance
+        pc1=z[:, 0], pc2=z[:, 1], target=y, pred=pred, distance=distance
     )
-    fig = plots.pca_figure(z, y, pred, w2, b2, f"{spec['name']}: penultimate features, PCA")
-    return points, fig
+    selection, summary = strategies.misclassified_selection(points, params.get("misclassified", {}))
+    points["selected"] = points["key"].isin(selection["key"])
+    summary = {"experiment": spec["name"], "boundary": how, **summary}
+    shown = []
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        shown.append(np.sort(rng.permutation(idx)[: int(params["per_class"])]))
+    s = np.concatenate(shown)
+    fig = plots.pca_figure(
+        z[s], y[s], pred[s], w2, b2,
+        f"{spec['name']}: penultimate features, PCA ({how} boundary)",
+        selected=points["selected"].to_numpy()[s],
+    )  # fmt: skip
+    return points, fig, selection, summary

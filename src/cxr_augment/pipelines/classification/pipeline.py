@@ -12,6 +12,7 @@ from functools import lru_cache, partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.classification import nodes
+from cxr_augment.pipelines.classification.nodes import choose_rules
 from cxr_augment.study import repeats, study_config
 
 
@@ -20,73 +21,73 @@ def _named(func, **kwargs):
 
 
 def experiment_pipeline(
-    name: str,
-    augmented: bool = False,
-    generator: tuple[str, str] | None = None,
-    seeds: tuple[int, ...] = (1,),
-    rule: dict | None = None,
+    name: str, wiring: dict | None = None, seeds: tuple[int, ...] = (1,)
 ) -> Pipeline:
     """One experiment: settings, images, (augmentation,) training, predictions, metrics.
 
-    Everything is namespaced by the experiment's name. ``generator`` is (generator, model)
-    for an experiment whose synthetic images come from a diffusion generator; ``seeds`` are
-    its repeats (one model each); ``rule`` is its ``augmentation.methods`` when the methods
-    are chosen on validation (candidates and baseline experiments).
+    Everything is namespaced by the experiment's name. ``wiring`` is None for an experiment
+    without augmentation, else what its augmented set needs (``augmentation_wiring``):
+    ``generators`` ({generator: model} it may sample from), ``rule`` (its methods chosen on
+    validation: candidates and baseline experiments), ``choose`` (the experiments whose
+    validation results choose its settings), ``misclassified`` (whether it may use the
+    misclassified strategy's selection). ``seeds`` are its repeats (one model each).
     """
     masks = "params:preprocessing.masks"
     outside = {"manifest", "tensor_store", "chexpert_truth"}
-    if generator is not None:
-        gen, model = generator
-        make = Node(
-            nodes.generate_images,
-            [
-                "images",
-                "tensor_store",
-                "spec",
-                f"generation.{model}.model",
-                "params:generation",
-                f"generation.{gen}.memorisation_summary",
-            ],
-            [
-                "augmented_store",
-                "augmented_manifest",
-                "augmentation_selection",
-                "augmentation_counts",
-            ],
-            name="generate_images",
-        )
-        outside |= {f"generation.{model}.model", f"generation.{gen}.memorisation_summary"}
-    elif rule is not None:  # the methods are chosen on validation results
-        refs = [rule["baseline"], *rule["candidates"].values()]
-        choose = Node(
-            nodes.choose_methods,
-            ["spec", *[f"{r}.metrics" for r in refs]],
-            "chosen_methods",
-            name="choose_methods",
-        )
-        outside |= {f"{r}.metrics" for r in refs}
-        make = Node(
-            nodes.augment_images,
-            ["images", "tensor_store", "spec", "chosen_methods"],
-            [
-                "augmented_store",
-                "augmented_manifest",
-                "augmentation_selection",
-                "augmentation_counts",
-            ],
-            name="augment_images",
-        )
-    else:
-        make = Node(
-            nodes.augment_images,
-            ["images", "tensor_store", "spec"],
-            [
-                "augmented_store",
-                "augmented_manifest",
-                "augmentation_selection",
-                "augmentation_counts",
-            ],
-            name="augment_images",
+    augmented = wiring is not None
+    steps = []
+    if augmented:
+        inputs = {"images": "images", "store": "tensor_store", "spec": "spec"}
+        if wiring.get("rule"):  # the methods are chosen on validation results
+            rule = wiring["rule"]
+            refs = [rule["baseline"], *rule["candidates"].values()]
+            steps.append(
+                Node(
+                    nodes.choose_methods,
+                    ["spec", *[f"{r}.metrics" for r in refs]],
+                    "chosen_methods",
+                    name="choose_methods",
+                )
+            )
+            outside |= {f"{r}.metrics" for r in refs}
+            inputs["chosen"] = "chosen_methods"
+        elif wiring.get("choose"):  # a source or strategy chosen on validation results
+            refs = list(wiring["choose"])
+            steps.append(
+                Node(
+                    nodes.choose_augmentation,
+                    ["spec", *[f"{r}.metrics" for r in refs]],
+                    "chosen_augmentation",
+                    name="choose_augmentation",
+                )
+            )
+            outside |= {f"{r}.metrics" for r in refs}
+            inputs["chosen"] = "chosen_augmentation"
+        if wiring.get("misclassified"):
+            inputs["misclassified"] = "misclassified_selection"
+            outside.add("misclassified_selection")
+        generators = wiring.get("generators") or {}
+        if generators:
+            inputs["generation"] = "params:generation"
+        for gen, model in generators.items():
+            inputs[f"model__{gen}"] = f"generation.{model}.model"
+            inputs[f"memorisation__{gen}"] = f"generation.{gen}.memorisation_summary"
+            outside |= {f"generation.{model}.model", f"generation.{gen}.memorisation_summary"}
+        steps.append(
+            Node(
+                nodes.augmented_set,
+                inputs,
+                [
+                    "augmented_store",
+                    "augmented_manifest",
+                    "augmentation_selection",
+                    "augmentation_counts",
+                ],
+                # a generator's images are sampled, the transforms' drawn from real images
+                name="generate_images"
+                if generators and not wiring.get("transforms")
+                else "augment_images",
+            )
         )
     per_seed = []
     for s in seeds:
@@ -131,8 +132,7 @@ def experiment_pipeline(
                 name="experiment_spec",
             ),
             Node(nodes.select_images, ["manifest", "spec"], "images", name="select_images"),
-            *([choose] if augmented and rule is not None else []),
-            *([make] if augmented else []),
+            *steps,
             *per_seed,
             Node(
                 nodes.combine_predictions,
@@ -151,7 +151,11 @@ def experiment_pipeline(
             "params:study.defaults": "params:study.defaults",
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
-            **({"params:generation": "params:generation"} if generator else {}),
+            **(
+                {"params:generation": "params:generation"}
+                if augmented and wiring.get("generators")
+                else {}
+            ),
         },
         tags=["augmentation" if augmented else "classification", name],
     )
@@ -180,12 +184,13 @@ def group_pipeline(group: str, spec: dict) -> Pipeline:
 
 
 def pca_pipeline(reference: str, seed: int = 1) -> Pipeline:
-    """Thesis Figure 20 from the reference experiment's model of its first seed."""
+    """Thesis Figure 20 and the misclassified strategy's selection, from the reference
+    experiment's model of its first seed."""
     masks = "params:preprocessing.masks"
     return Pipeline(
         [
             Node(
-                nodes.feature_pca,
+                nodes.misclassified_selection,
                 [
                     f"{reference}.images",
                     "tensor_store",
@@ -195,25 +200,20 @@ def pca_pipeline(reference: str, seed: int = 1) -> Pipeline:
                     f"{reference}.metrics",
                     "params:study.pca",
                 ],
-                ["report.pca.points", "report.pca.figure"],
-                name="feature_pca",
+                [
+                    "report.pca.points",
+                    "report.pca.figure",
+                    "misclassified_selection",
+                    "report.misclassified_summary",
+                ],
+                name="misclassified_selection",
             )
         ],
         tags=["classification", "report"],
     )
 
 
-def generator_of(name: str) -> tuple[str, str] | None:
-    """(generator, model) when experiment ``name`` draws its synthetic images from a diffusion
-    generator (``augmentation.source``), else None."""
-    study = study_config()
-    aug = {
-        **study["defaults"].get("augmentation", {}),
-        **(study["experiments"][name].get("augmentation") or {}),
-    }
-    source = aug.get("source", "transforms")
-    if source == "transforms":
-        return None
+def _generator_model(name: str, source: str) -> str:
     from cxr_augment.study import generation_config
 
     gens = generation_config()["generators"]
@@ -222,18 +222,38 @@ def generator_of(name: str) -> tuple[str, str] | None:
             f"study.experiments.{name}: augmentation.source {source!r} is not a diffusion "
             f"generator of generation.generators ({sorted(g for g in gens if 'model' in gens[g])})"
         )
-    return source, gens[source]["model"]
+    return gens[source]["model"]
 
 
-def method_rules(names: list[str]) -> dict[str, dict]:
-    """The experiments whose traditional methods are chosen on validation, with their rule."""
+def augmentation_wiring(name: str) -> dict | None:
+    """What experiment ``name``'s augmented set needs (None: it has no augmentation): the
+    generators it may sample from, its methods' rule, the experiments whose validation
+    results choose its settings, whether it may use the misclassified selection."""
     study = study_config()
-    out = {}
-    for n in names:
-        methods = ((study["experiments"][n] or {}).get("augmentation") or {}).get("methods")
-        if isinstance(methods, dict):
-            out[n] = methods
-    return out
+    aug = {
+        **(study["defaults"].get("augmentation") or {}),
+        **(study["experiments"][name].get("augmentation") or {}),
+    }
+    if not aug:
+        return None
+    rules = choose_rules(aug.get("choose") or [])
+    base = {k: v for k, v in aug.items() if k != "choose"}
+    variants = [base]
+    for rule in rules:  # every combination of the rules' options
+        variants = [{**v, **(o.get("set") or {})} for v in variants
+                    for o in (rule.get("options") or {}).values()]  # fmt: skip
+    sources = [v.get("source", "transforms") for v in variants]
+    generators = {
+        src: _generator_model(name, src) for src in dict.fromkeys(sources) if src != "transforms"
+    }
+    methods = aug.get("methods")
+    return {
+        "generators": generators,
+        "transforms": "transforms" in sources,
+        "rule": methods if isinstance(methods, dict) else None,
+        "choose": [o["experiment"] for r in rules for o in r["options"].values()] or None,
+        "misclassified": any(v.get("strategy") == "misclassified" for v in variants),
+    }
 
 
 def is_augmented(study: dict, name: str) -> bool:
@@ -246,29 +266,21 @@ def build(
     experiments: list[str],
     groups: dict[str, dict],
     pca_reference: str | None,
-    augmented: set[str] = frozenset(),
+    wirings: dict[str, dict] | None = None,
     figure22: bool = False,
-    generators: dict[str, tuple[str, str]] | None = None,
     seeds: dict[str, list[int]] | None = None,
-    rules: dict[str, dict] | None = None,
 ) -> Pipeline:
-    """The experiments' pipelines, their group reports, Figure 20 and Figure 22.
+    """The experiments' pipelines, their group reports, Figure 20 (with the misclassified
+    selection) and Figure 22.
 
-    ``generators`` maps an experiment to its (generator, model) when a diffusion generator
-    makes its synthetic images; ``seeds`` an experiment to its training seeds (default one,
+    ``wirings`` maps an augmented experiment to what its augmented set needs
+    (``augmentation_wiring``); ``seeds`` an experiment to its training seeds (default one,
     seed 1).
     """
-    generators = generators or {}
+    wirings = wirings or {}
     seeds = seeds or {}
-    rules = rules or {}
     parts = [
-        experiment_pipeline(
-            name,
-            name in augmented,
-            generators.get(name),
-            tuple(seeds.get(name, (1,))),
-            rules.get(name),
-        )
+        experiment_pipeline(name, wirings.get(name), tuple(seeds.get(name, (1,))))
         for name in experiments
     ]
     parts += [group_pipeline(group, spec) for group, spec in groups.items()]
@@ -308,7 +320,7 @@ def _cached(key: str) -> Pipeline:
             if g != "headline" and bool(aug & set(spec["experiments"])) == (key == "augmentation")
         }
         pca = study["pca"]["experiment"] if key == "classification" else None
-        return _study_build(names, groups, pca, aug, figure22=key == "augmentation")
+        return _study_build(names, groups, pca, figure22=key == "augmentation")
     head = study["headline"]
     groups = {g: study["groups"][g] for g in head["groups"]}
     names = list(
@@ -317,20 +329,18 @@ def _cached(key: str) -> Pipeline:
         )
     )
     pca = study["pca"]["experiment"] if study["pca"]["experiment"] in names else None
-    return _study_build(names, groups, pca, aug, figure22=bool(aug & set(names)))
+    return _study_build(names, groups, pca, figure22=bool(aug & set(names)))
 
 
-def _study_build(names, groups, pca, aug, figure22: bool) -> Pipeline:
-    """``build`` with each experiment's generator, seeds and method rule from the study."""
+def _study_build(names, groups, pca, figure22: bool) -> Pipeline:
+    """``build`` with each experiment's augmentation wiring and seeds from the study."""
     return build(
         names,
         groups,
         pca,
-        aug,
+        {n: w for n in names if (w := augmentation_wiring(n)) is not None},
         figure22=figure22,
-        generators={n: g for n in names if (g := generator_of(n)) is not None},
         seeds={n: repeats(n) for n in names},
-        rules=method_rules(names),
     )
 
 

@@ -1,0 +1,442 @@
+"""The study's report: which results it holds, in what order, beside the thesis's numbers, and
+the answer to the thesis's question in plain words.
+
+``sections`` turns the loaded results (each ``None`` when it was not made) into
+``report.html`` sections; ``answer`` reads the research question's table (Table 15, or the
+default run's headline table) and says whether baseline < traditional < diffusion holds for
+the observation, by how much and with what significance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+from cxr_augment.report import html
+from cxr_augment.report.html import Figure, NotRun, Section, Table
+
+SPLIT_WORDS = {
+    "validation": "the validation set (it also chose each model's epoch and threshold)",
+    "test": "the official test set (held out from every choice)",
+    "internal_test": "the internal test set (20 % of train.csv's patients, held out from every choice)",
+    "internal_test_truth": "the internal test set scored against the demo's truth",
+}
+TEST_COLUMNS = [
+    "experiment",
+    "reference",
+    "paired_images",
+    "paired_patients",
+    "delong_p",
+    "delong_p_holm",
+    "mcnemar_p",
+    "mcnemar_p_holm",
+    "diff_roc_auc",
+    "diff_roc_auc_ci",
+    "diff_roc_auc_p_holm",
+    "diff_f1",
+    "diff_f1_ci",
+    "diff_f1_p_holm",
+    "diff_kappa",
+    "diff_kappa_ci",
+    "diff_kappa_p_holm",
+]
+METRICS = ("accuracy", "f1", "roc_auc", "kappa")
+COUNTS = ("images", "patients", "positives", "seeds", "paired_images", "paired_patients",
+          "resamples", "resamples_used")  # fmt: skip
+
+
+def _counts_as_int(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts read back from a CSV with gaps come as floats: show them as integers."""
+    out = frame.copy()
+    for c in COUNTS:
+        if c in out:
+            out[c] = out[c].astype("Int64")
+    return out
+
+
+def _experiment_rows(table: pd.DataFrame) -> pd.DataFrame:
+    if "row" in table:
+        return table[table["row"] == "experiment"]
+    return table
+
+
+def _test_rows(table: pd.DataFrame) -> pd.DataFrame:
+    if "row" in table and (table["row"] == "comparison").any():
+        return table[table["row"] == "comparison"]
+    if "reference" not in table or "delong_p" not in table:
+        return table.iloc[0:0]
+    ref = table["reference"].fillna("").astype(str)
+    return table[ref != ""]
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _p(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def _value(table: pd.DataFrame, split: str, experiment: str, column: str) -> float:
+    rows = _experiment_rows(table)
+    hit = rows[(rows["split"] == split) & (rows["experiment"] == experiment)]
+    return float(hit[column].iloc[0]) if len(hit) and column in hit else float("nan")
+
+
+def _pair(table: pd.DataFrame, split: str, a: str, b: str) -> pd.Series | None:
+    rows = _test_rows(table)
+    hit = rows[(rows["split"] == split) & (rows["experiment"] == a) & (rows["reference"] == b)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def triplets(table: pd.DataFrame, baseline: str) -> list[tuple[str, str]]:
+    """(traditional, diffusion) pairs the table compares as the thesis does: each against the
+    baseline, and the diffusion experiment against the traditional one."""
+    rows = _test_rows(table)
+    pairs = set(zip(rows["experiment"], rows["reference"], strict=True))
+    out = []
+    for d, t in dict.fromkeys(zip(rows["experiment"], rows["reference"], strict=True)):
+        if t != baseline and (t, baseline) in pairs and (d, baseline) in pairs:
+            out.append((t, d))
+    return out
+
+
+def verdict(aucs: tuple[float, float, float], ps: tuple[float, float, float], alpha: float) -> str:
+    """Whether baseline < traditional < diffusion holds: ``aucs`` (baseline, traditional,
+    diffusion), ``ps`` the Holm-adjusted p-values of traditional vs baseline, diffusion vs
+    baseline and diffusion vs traditional."""
+    b, t, d = aucs
+    if not all(np.isfinite(aucs)):
+        return "cannot be read (a result is missing)"
+    if not b < t < d:
+        return "does not hold"
+    if all(np.isfinite(p) and p < alpha for p in ps):
+        return "holds, every step significant"
+    return "holds in direction, but not every step is significant"
+
+
+def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str], str | None]:
+    """The report's first paragraphs: the thesis's question answered on this data."""
+    baseline = spec["baseline"]
+    alpha = float(spec.get("alpha", 0.05))
+    for group in spec["groups"]:
+        table = tables.get(group)
+        if table is None or table.empty:
+            continue
+        out = []
+        pairs = triplets(table, baseline)
+        for split in spec["splits"]:
+            if not (table["split"] == split).any():
+                continue
+            n = _experiment_rows(table)
+            base = n[(n["split"] == split) & (n["experiment"] == baseline)]
+            if base.empty:
+                continue
+            size = (
+                f"{int(base['images'].iloc[0])} images of {int(base['patients'].iloc[0])} "
+                f"patients, {int(base['positives'].iloc[0])} positive"
+            )
+            b_auc = _value(table, split, baseline, "roc_auc")
+            b_ci = base["roc_auc_ci"].iloc[0] if "roc_auc_ci" in base else ""
+            words = [
+                f"**On {SPLIT_WORDS.get(split, split)}** ({size}; {int(base['seeds'].iloc[0])} "
+                f"seed(s)), the {spec['observation']} baseline ({baseline}) has AUC "
+                f"{_fmt(b_auc)} {b_ci if isinstance(b_ci, str) else ''}."
+            ]
+            for t, d in pairs:
+                t_auc, d_auc = (
+                    _value(table, split, t, "roc_auc"),
+                    _value(table, split, d, "roc_auc"),
+                )
+                tb, db, dt = (_pair(table, split, t, baseline), _pair(table, split, d, baseline),
+                              _pair(table, split, d, t))  # fmt: skip
+                ps = tuple(
+                    float(r["delong_p_holm"]) if r is not None else float("nan")
+                    for r in (tb, db, dt)
+                )
+                raw = tuple(
+                    float(r["delong_p"]) if r is not None else float("nan") for r in (tb, db, dt)
+                )
+                v = verdict((b_auc, t_auc, d_auc), ps, alpha)
+                words.append(
+                    f"Traditional ({t}): AUC {_fmt(t_auc)} ({t_auc - b_auc:+.3f} against the "
+                    f"baseline; clustered DeLong p = {_p(raw[0])}, Holm {_p(ps[0])}). Diffusion "
+                    f"({d}): AUC {_fmt(d_auc)} ({d_auc - b_auc:+.3f} against the baseline, p = "
+                    f"{_p(raw[1])}, Holm {_p(ps[1])}; {d_auc - t_auc:+.3f} against traditional, "
+                    f"p = {_p(raw[2])}, Holm {_p(ps[2])}). Baseline < traditional < diffusion: "
+                    f"**{v}**."
+                )
+            others = _test_rows(table)
+            others = others[
+                (others["split"] == split)
+                & (others["reference"] == baseline)
+                & ~others["experiment"].isin([x for p in pairs for x in p])
+            ]
+            for _, r in others.iterrows():
+                e_auc = _value(table, split, r["experiment"], "roc_auc")
+                words.append(
+                    f"{r['experiment']}: AUC {_fmt(e_auc)} ({e_auc - b_auc:+.3f} against the "
+                    f"baseline; p = {_p(float(r['delong_p']))}, Holm "
+                    f"{_p(float(r['delong_p_holm']))})."
+                )
+            out.append(" ".join(words))
+        if out:
+            out.append(
+                f"The table read here is **{group}** (source: report.{group}.table). p-values "
+                "are DeLong's test clustered by patient, Holm-adjusted within the table's "
+                f"comparisons on that split; significance at {alpha}. The full tables, with "
+                "F1, Cohen's kappa, the clustered McNemar test and patient-bootstrap "
+                "differences, follow."
+            )
+            return out, group
+    return [
+        "**Not run yet:** neither Table 15 nor the default run's headline table exists. "
+        "`kedro run` (or `make run`) makes the headline table."
+    ], None
+
+
+def _thesis_frame(thesis: dict | None, experiments: list[str]) -> pd.DataFrame | None:
+    if not thesis:
+        return None
+    rows = [{"experiment": e, **thesis["rows"][e]} for e in experiments if e in thesis["rows"]]
+    return pd.DataFrame(rows) if rows else None
+
+
+def group_tables(
+    key: str, title: str, asset: str, table: pd.DataFrame, columns: list[str], thesis: dict | None
+) -> list[Table]:
+    """A group report as one metrics table and one tests table per split."""
+    out = []
+    splits = list(dict.fromkeys(table["split"]))
+    # the thesis read Tables 8-10 on validation; its Table 11, 12 and 15 accuracies fit its
+    # internal split of train.csv: its numbers stand beside ours there
+    thesis_split = next((s for s in ("validation", "internal_test") if s in splits), splits[0])
+    exp = _experiment_rows(table)
+    tests = _test_rows(table)
+    for split in splits:
+        part = exp[exp["split"] == split]
+        seeds = sorted({int(s) for s in part["seeds"].dropna()})
+        images = part["images"].dropna()
+        meta = {
+            "split": SPLIT_WORDS.get(split, split),
+            "N": (
+                f"{int(images.min())}-{int(images.max())} images"
+                if len(images) and images.min() != images.max()
+                else f"{int(images.iloc[0])} images" if len(images) else "n/a"
+            ),
+            "seeds": ", ".join(str(s) for s in seeds) + (" (one seed: no across-seed interval)"
+                                                        if seeds == [1] else ""),
+            "CIs": "95 % patient bootstrap of the seed mean "
+            f"({int(part['resamples'].max()) if 'resamples' in part and len(part) else 0} resamples)",
+        }  # fmt: skip
+        cols = [c for c in columns if c in part]
+        show_thesis = split == thesis_split and thesis is not None
+        notes = [thesis["note"]] if show_thesis and thesis.get("note") else []
+        out.append(
+            Table(
+                key=f"{key}-{split}",
+                title=f"{title} — {split}",
+                frame=_counts_as_int(part[cols].reset_index(drop=True)),
+                asset=asset,
+                meta=meta,
+                notes=notes,
+                thesis=_thesis_frame(thesis, list(part["experiment"])) if show_thesis else None,
+            )
+        )
+        tpart = tests[tests["split"] == split]
+        if len(tpart):
+            tcols = [c for c in TEST_COLUMNS if c in tpart]
+            out.append(
+                Table(
+                    key=f"{key}-{split}-tests",
+                    title=f"{title} — {split}: paired tests",
+                    frame=_counts_as_int(tpart[tcols].reset_index(drop=True)),
+                    asset=asset,
+                    meta={
+                        "split": SPLIT_WORDS.get(split, split),
+                        "test family": f"the {len(tpart)} comparisons on this split; Holm per test",
+                        "tests": "DeLong clustered by patient (Obuchowski 1997); McNemar "
+                        "adjusted for clustering (Durkalski et al. 2003); patient-bootstrap "
+                        "differences of the seed means",
+                    },
+                )
+            )
+    return out
+
+
+def _json_frame(data: dict) -> pd.DataFrame:
+    rows = []
+    for k, v in data.items():
+        rows.append(
+            {
+                "field": k,
+                "value": json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def split_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Thesis Table 2 (and the splits of train.csv): images of each class per split, under the
+    observations' targets (the labels on validation and test)."""
+    rows = []
+    for split in ("validation", "test", "train", "internal_test"):
+        part = manifest[manifest["split"] == split]
+        if part.empty:
+            continue
+        row = {"split": split, "images": len(part), "patients": part["patient_id"].nunique()}
+        for col, name in (("target_pneumothorax", "Pneumothorax"),
+                          ("target_pleural_effusion", "Pleural Effusion")):  # fmt: skip
+            if col in part:
+                row[f"{name} negative"] = int((part[col] == 0).sum())
+                row[f"{name} positive"] = int((part[col] == 1).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+THESIS_TABLE2 = pd.DataFrame(
+    [
+        {"split": "validation", "Pneumothorax negative": 226, "Pneumothorax positive": 8,
+         "Pleural Effusion negative": 167, "Pleural Effusion positive": 67},
+        {"split": "test", "Pneumothorax negative": 658, "Pneumothorax positive": 10,
+         "Pleural Effusion negative": 548, "Pleural Effusion positive": 120},
+    ]
+)  # fmt: skip
+
+
+SWEEP_NAME = re.compile(r"_sweep_(?P<sampler>[a-z+]+?)(?P<steps>\d+)_w(?P<guidance>[\d.]+)$")
+
+
+def sweep_figure(table: pd.DataFrame) -> bytes:
+    """The downstream sweep: validation AUC against the guidance weight, a line per sampler
+    and step count (read from the experiments' names, ``<x>_sweep_<sampler><steps>_w<w>``)."""
+    import matplotlib.pyplot as plt
+
+    rows = _experiment_rows(table)
+    rows = rows[rows["split"] == "validation"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    lines: dict[str, list] = {}
+    baseline = np.nan
+    for _, r in rows.iterrows():
+        m = SWEEP_NAME.search(str(r["experiment"]))
+        if m is None:
+            baseline = float(r["roc_auc"])
+            continue
+        lo, hi = (float(x) for x in str(r["roc_auc_ci"]).strip("[]").split(","))
+        lines.setdefault(f"{m['sampler']}, {m['steps']} steps", []).append(
+            (float(m["guidance"]), float(r["roc_auc"]), lo, hi)
+        )
+    for i, (label, pts) in enumerate(sorted(lines.items())):
+        pts.sort()
+        g, auc, lo, hi = (np.array(v) for v in zip(*pts, strict=True))
+        x = g * (1 + 0.03 * (i - len(lines) / 2))  # spread the error bars apart
+        ax.errorbar(x, auc, yerr=[auc - lo, hi - auc], marker="o", ms=3, capsize=2, lw=1,
+                    label=label)  # fmt: skip
+    if np.isfinite(baseline):
+        ax.axhline(baseline, color="grey", lw=0.8, ls="--", label="baseline")
+    ax.set(xlabel="guidance weight w", ylabel="validation AUC", xscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return html.figure_png(fig)
+
+
+def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
+    """One report item from its loaded data (``None``: not run)."""
+    key, title, asset = spec["key"], spec["title"], spec["asset"]
+    if data is None or (
+        isinstance(data, pd.DataFrame) and data.empty and spec["kind"] != "quarantine"
+    ):
+        return [
+            NotRun(
+                key=key,
+                title=title,
+                asset=asset,
+                command=spec["command"],
+                reason=f"{asset} has not been made in this project's data/ folder yet.",
+            )
+        ]
+    kind = spec["kind"]
+    if kind == "figure":
+        try:
+            html.png_size(data)
+        except ValueError as err:
+            raise ValueError(f"report item {key}: {asset} is not a readable PNG ({err})") from err
+        return [Figure(key=key, title=title, png=data, asset=asset)]
+    if kind == "group":
+        thesis = (params.get("thesis") or {}).get(asset)
+        return group_tables(key, title, asset, data, list(params["columns"]), thesis)
+    if kind == "sweep":
+        return [
+            Figure(key=f"{key}-figure", title=title, png=sweep_figure(data), asset=asset,
+                   caption="Validation AUC of the classifier trained with each setting's images "
+                   "(error bars: 95 % patient-bootstrap CI); the grey line is the baseline."),
+            *group_tables(key, title, asset, data, list(params["columns"]), None),
+        ]  # fmt: skip
+    if kind == "json":
+        return [Table(key=key, title=title, frame=_json_frame(data), asset=asset)]
+    if kind == "split_counts":
+        return [
+            Table(
+                key=key,
+                title=title,
+                frame=split_counts(data),
+                asset=asset,
+                notes=[
+                    "Targets under FillNM(0) + U-Ones on train.csv's splits; the "
+                    "radiologists' labels on validation and test."
+                ],  # fmt: skip
+                thesis=THESIS_TABLE2,
+            )
+        ]
+    if kind == "quarantine":
+        notes = [f"{len(data)} row(s) quarantined at ingestion."]
+        if len(data) and "reason" in data:
+            counts = data["reason"].value_counts()
+            notes.append("; ".join(f"{r}: {n}" for r, n in counts.items()))
+        frame = data.head(50) if len(data) else pd.DataFrame({"quarantined rows": [0]})
+        return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes)]
+    return [Table(key=key, title=title, frame=data, asset=asset, digits=int(spec.get("digits", 4)))]
+
+
+def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section], str | None]:
+    """The report's sections: the answer first, then every item of ``params["sections"]``.
+
+    ``sources`` maps an asset name to its loaded data (``None``: not made).
+    """
+    groups = {
+        g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
+    }  # the answer's candidate tables
+    paragraphs, used = answer(groups, params["answer"])
+    first = Section(
+        key="answer",
+        title="The answer on this data",
+        paragraphs=[
+            "The thesis's question: for Pneumothorax (rare in CheXpert), does augmentation "
+            "help a DenseNet-121 classifier, and do diffusion-generated images help more than "
+            "traditional transforms (baseline < traditional < diffusion)?",
+            *paragraphs,
+            data_note,
+        ],
+    )
+    out = [first]
+    for sec in params["sections"]:
+        items = []
+        for spec in sec["items"]:
+            items += item(spec, sources.get(spec["asset"]), params)
+        out.append(Section(key=sec["key"], title=sec["title"], items=items))
+    return out, used
+
+
+def input_name(asset: str) -> str:
+    """The catalog name the report reads ``asset`` through."""
+    return f"reporting.in.{asset}"
+
+
+def assets(params: dict) -> list[str]:
+    """Every asset the report reads, in order."""
+    names = [spec["asset"] for sec in params["sections"] for spec in sec["items"]]
+    names += [f"report.{g}.table" for g in params["answer"]["groups"]]
+    return list(dict.fromkeys(names))

@@ -1,0 +1,182 @@
+"""The study report: its answer, its items, missing results as "not run", and its catalog."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_augment.pipelines.reporting.nodes import argument, assemble_report
+from cxr_augment.report import html
+from cxr_augment.report.study_report import answer, assets, triplets, verdict
+
+
+def _group_table(aucs: dict[str, float], pairs: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """A Table-15-like group table on the test split: experiment rows, then comparisons with
+    raw DeLong p-values (Holm: doubled, capped, for the test)."""
+    rows = [
+        {"split": "test", "experiment": e, "row": "experiment", "images": 300, "patients": 150,
+         "positives": 37, "seeds": 1, "resamples": 2000, "accuracy": 0.8, "f1": 0.3,
+         "f1_ci": "[0.2, 0.4]", "roc_auc": a, "roc_auc_ci": "[0.5, 0.7]", "kappa": 0.2,
+         "kappa_ci": "[0.1, 0.3]"}
+        for e, a in aucs.items()
+    ]  # fmt: skip
+    for a, b, p in pairs:
+        rows.append(
+            {"split": "test", "experiment": a, "reference": b, "row": "comparison",
+             "paired_images": 300, "paired_patients": 150, "delong_p": p,
+             "delong_p_holm": min(1.0, 3 * p), "mcnemar_p": 0.5, "mcnemar_p_holm": 1.0,
+             "diff_roc_auc": aucs[a] - aucs[b], "diff_roc_auc_ci": "[0.0, 0.1]",
+             "diff_roc_auc_p_holm": 0.2, "diff_f1": 0.1, "diff_f1_ci": "[0.0, 0.2]",
+             "diff_f1_p_holm": 0.3}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+SPEC = {"groups": ["table15", "headline"], "observation": "Pneumothorax", "baseline": "base",
+        "splits": ["test", "internal_test"], "alpha": 0.05}  # fmt: skip
+
+
+def test_verdict_reads_the_order_and_the_holm_p_values():
+    assert verdict((0.5, 0.6, 0.7), (0.001, 0.001, 0.01), 0.05) == "holds, every step significant"
+    assert verdict((0.5, 0.6, 0.7), (0.001, 0.2, 0.01), 0.05).startswith("holds in direction")
+    assert verdict((0.5, 0.7, 0.6), (0.001, 0.001, 0.01), 0.05) == "does not hold"
+    assert verdict((0.5, np.nan, 0.6), (0.001, 0.001, 0.01), 0.05).startswith("cannot")
+
+
+def test_the_answer_reads_table_15_first_and_names_every_step():
+    t15 = _group_table(
+        {"base": 0.55, "trad": 0.62, "ddim": 0.70, "cfg": 0.58},
+        [("trad", "base", 0.001), ("ddim", "base", 0.0001), ("ddim", "trad", 0.01),
+         ("cfg", "base", 0.3)],
+    )  # fmt: skip
+    assert triplets(t15, "base") == [("trad", "ddim")]
+    head = _group_table({"base": 0.5, "trad": 0.4, "ddim": 0.45}, [("trad", "base", 0.5)])
+    paragraphs, used = answer({"table15": t15, "headline": head}, SPEC)
+    assert used == "table15"
+    text = " ".join(paragraphs)
+    assert "AUC 0.550" in text and "AUC 0.620 (+0.070" in text and "AUC 0.700" in text
+    assert "**holds, every step significant**" in text  # Holm: 0.003, 0.0003, 0.03
+    assert "cfg: AUC 0.580 (+0.030" in text and "Holm 0.9" in text
+    assert "300 images of 150 patients, 37 positive" in text
+    # without Table 15 the headline answers; with neither, it says how to make one
+    _, used = answer({"table15": None, "headline": head}, SPEC)
+    assert used == "headline"
+    paragraphs, used = answer({"table15": None, "headline": None}, SPEC)
+    assert used is None and "Not run yet" in paragraphs[0]
+
+
+def _params() -> dict:
+    from tests.conftest import project_parameters
+
+    return project_parameters()["reporting"]
+
+
+def _png() -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    return html.figure_png(fig)
+
+
+def test_the_report_shows_what_was_made_and_says_not_run_with_the_command_for_the_rest():
+    params = _params()
+    t15 = _group_table(
+        {"ptx_densenet121": 0.55, "ptx_aug_thesis_unbalanced": 0.6, "ptx_ddim_unbalanced": 0.65},
+        [("ptx_aug_thesis_unbalanced", "ptx_densenet121", 0.01),
+         ("ptx_ddim_unbalanced", "ptx_densenet121", 0.02),
+         ("ptx_ddim_unbalanced", "ptx_aug_thesis_unbalanced", 0.2)],
+    )  # fmt: skip
+    made = {
+        "report.headline.table": t15,
+        "report.headline.roc": _png(),
+        "report.pca.figure": _png(),
+        "report.misclassified_summary": {"images": 10, "selected_positives": 3},
+    }
+    sources = {argument(a): made.get(a) for a in assets(params)}
+    page = assemble_report(params, {"study": {"defaults": {"x": 1}}}, {"commit": "abc"}, **sources)
+    assert html.validate(page) == []
+    # the answer comes first and reads the headline table
+    first = page.index('id="answer"')
+    assert first < page.index('id="headline-test"') and "does not hold" not in page[:first]
+    assert "baseline &lt; traditional &lt; diffusion" in page or "traditional &lt;" in page
+    # every item of the configuration is in the page: made, or "not run" with its command
+    for sec in params["sections"]:
+        for item in sec["items"]:
+            if item["asset"] in made:
+                assert re.search(rf'id="{re.escape(item["key"])}[-"]', page), item["key"]
+            else:
+                block = page[page.index(f'id="{item["key"]}"') :][:1500]
+                assert "not run" in block and html_escape(item["command"]) in block
+    # the thesis's Table 15 numbers stand beside ours, not linked to an asset
+    assert "0.7589" in page and 'data-source="thesis"' in page
+    assert "parameters_sha256" in page and "abc" in page
+
+
+def html_escape(text: str) -> str:
+    import html as std
+
+    return std.escape(text, quote=False)
+
+
+def test_every_report_input_reads_the_file_its_asset_writes():
+    """``reporting.in.<asset>`` and ``<asset>`` resolve, in the project's catalog, to the same
+    file: the report reads exactly what the pipelines wrote."""
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import CatalogConfigResolver
+
+    from cxr_augment.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT
+
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"), base_env="base", default_run_env="base",
+        custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"],
+        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
+    )  # fmt: skip
+    resolver = CatalogConfigResolver(loader["catalog"])
+
+    def config(name: str) -> dict:
+        if name in resolver.config:
+            return resolver.config[name]
+        if resolver.match_dataset_pattern(name) is None:
+            raise AssertionError(f"{name} has no catalog entry")
+        return resolver.resolve_pattern(name)
+
+    def path(cfg: dict) -> str:
+        return cfg.get("filepath") or cfg.get("path")
+
+    for asset in assets(_params()):
+        outer = config(f"reporting.in.{asset}")
+        assert outer["type"].endswith("OptionalDataset"), asset
+        assert path(outer["dataset"]) == path(config(asset)), asset
+
+
+def test_a_broken_report_is_refused():
+    params = _params()
+    sources = {argument(a): None for a in assets(params)}
+    sources[argument("report.pca.figure")] = b"\x89PNG\r\n\x1a\nnot really"
+    with pytest.raises(ValueError, match="report.pca.figure is not a readable PNG"):
+        assemble_report(params, {}, {}, **sources)
+
+
+def test_the_downstream_sweep_is_drawn_from_its_validation_table():
+    from PIL import Image
+
+    from cxr_augment.report.study_report import item
+
+    aucs = {"ptx_densenet121": 0.55}
+    for s in ("ddim10", "dpmpp25"):
+        for w in (1, 2, 4):
+            aucs[f"ptx_sweep_{s}_w{w}"] = 0.5 + 0.02 * w
+    table = _group_table(aucs, []).assign(split="validation")
+    out = item({"key": "sw", "kind": "sweep", "asset": "report.generator_sweep.table",
+                "title": "Sweep", "command": "x"}, table, _params())  # fmt: skip
+    fig, metrics = out[0], out[1]
+    assert isinstance(fig, html.Figure) and fig.key == "sw-figure"
+    import io
+
+    assert Image.open(io.BytesIO(fig.png)).size[0] > 300
+    assert len(metrics.frame) == 7
