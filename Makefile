@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make run    create .venv if missing, install, render the demo data, run the default pipeline
+#   make run    create .venv if missing, install, render the demo data, run the default
+#               pipeline, then the report (data/08_reporting/report.html)
 #   make test   create .venv if missing, install, run the test suite
 PYTHON ?= python3.11
 VENV   := .venv
@@ -27,6 +28,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/kedro run
+	$(BIN)/kedro run --pipeline reporting
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -129,6 +129,34 @@ def test_colouring_is_pil_brightness_then_contrast(image):
         assert (out != ref).mean() < 0.001, p
 
 
+def test_colouring_tables_are_pil_for_any_factors_including_clipping():
+    # every grey level (a ramp), and images whose brightened grey saturates; factors beyond
+    # the thesis's range clip at 0 (a contrast below 0 or a darkening) and at 255
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    images = [ramp, IMG, cv2.add(IMG, 90), cv2.subtract(IMG, 60)]
+    rng = np.random.default_rng(21)
+    cases = [(0.0, 1.0), (-0.5, 1.0), (1.0, 0.0), (2.0, 2.0), (3.0, 1.5), (1.5, -1.0), (0.4, 3.0)]
+    cases += [(rng.uniform(0, 3), rng.uniform(-1, 3)) for _ in range(40)]
+    for image in images:
+        for brightness, contrast in cases:
+            p = {"brightness": float(brightness), "contrast": float(contrast)}
+            out = tf.Colour().apply(image, p)
+            np.testing.assert_array_equal(out, _pil_colour(image, **p), err_msg=str(p))
+
+
+def test_colouring_draws_two_generator_uniforms_and_reads_any_layout():
+    t = tf.Colour(brightness=(1.0, 2.0), contrast=(0.5, 3.0), seed=4)
+    rng = np.random.default_rng(4)
+    for _ in range(200):  # the same values as Generator.uniform, in the same order
+        want = {"brightness": rng.uniform(1.0, 2.0), "contrast": rng.uniform(0.5, 3.0)}
+        assert t.randomize(IMG) == want
+    p = t.randomize(IMG)
+    view = cv2.add(IMG, 40)[::-1, ::2]  # not contiguous
+    np.testing.assert_array_equal(t.apply(view, p), _pil_colour(np.ascontiguousarray(view), **p))
+    with pytest.raises(TypeError, match="uint8"):
+        t.apply(IMG.astype(np.float32), p)
+
+
 def test_blur_is_cv2_gaussian_blur_11_by_11_sigma_10_at_thesis_size():
     big = cv2.resize(IMG, (320, 389))
     t = tf.Blur(seed=8)

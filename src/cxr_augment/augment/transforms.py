@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import stringzilla as sz
 
 REFERENCE_SIZE = (389, 320)  # (H, W) the thesis's pixel sizes refer to
-_RAMP = np.arange(256, dtype=np.float32)
+_SPAN = np.arange(-255, 256, dtype=np.float32)  # v - base for every grey v and base
 _PAD_FROM = 2  # pixels: a warp reaching further outside its source pads the source first
 _KERNELS_KEPT = 64  # Gaussian kernels a blur keeps (one per image size and fixed sigma)
 
@@ -405,12 +406,21 @@ class Blur(Transform):
         return cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REFLECT_101)
 
 
-def _blend_lut(base: float, factor: float) -> np.ndarray:
+def _blend_lut(base: int, factor: float) -> np.ndarray:
     """Pillow's ``Image.blend(grey(base), image, factor)`` as a 256-entry table: in float32,
-    ``base + factor * (v - base)``, clipped to [0, 255] and truncated (Pillow's Blend.c)."""
-    b = np.float32(base)
-    out = b + np.float32(factor) * (_RAMP - b)
-    return np.minimum(np.maximum(out, 0.0, out=out), 255.0, out=out).astype(np.uint8)
+    ``base + factor * (v - base)``, clipped to [0, 255] and truncated (Pillow's Blend.c).
+
+    ``v - base`` is exact, so it is a slice of one table; each step is one numpy call on 256
+    values, and the steps that cannot change a value (adding 0, the clip at 0 of a blend
+    with black by a factor of at least 0) are left out.
+    """
+    out = _SPAN[255 - base : 511 - base] * np.float32(factor)  # Pillow's float factor
+    if base:
+        out += base
+    if base or factor < 0:
+        np.maximum(out, 0.0, out=out)
+    np.minimum(out, 255.0, out=out)
+    return out.astype(np.uint8)
 
 
 class Colour(Transform):
@@ -422,8 +432,11 @@ class Colour(Transform):
     2. Contrast blends with a flat image at the mean grey of ``v1``'s histogram, rounded as
        PIL rounds it, ``m = int(mean + 0.5)``: ``v2 = trunc(clip(m + contrast * (v1 - m)))``.
 
-    Both are 256-entry tables; the mean needs the brightened image, so the work is a table
-    lookup, a sum (one SIMD pass) and a second lookup in place.
+    Both are 256-entry tables; the mean needs the brightened image, so the work is three
+    passes over the pixels: a table lookup into the output, its byte sum, and the second
+    lookup in place. StringZilla's ``translate`` and ``bytesum`` do them (SIMD byte shuffles
+    and sums; albumentations' lookups are the same ``translate``), each pass at 5 to 10 times
+    ``cv2.LUT``'s speed. The image is the same as PIL's, grey level for grey level.
     """
 
     name = "colouring"
@@ -438,18 +451,26 @@ class Colour(Transform):
         super().__init__(seed)
 
     def randomize(self, image):
-        return {
-            "brightness": float(self.rng.uniform(*self.brightness)),
-            "contrast": float(self.rng.uniform(*self.contrast)),
-        }
+        # Generator.uniform(lo, hi) is lo + (hi - lo) * u for the next double u, so this is
+        # the same pair of draws as two uniform calls, in one call
+        u, v = self.rng.random(2).tolist()
+        (b_lo, b_hi), (c_lo, c_hi) = self.brightness, self.contrast
+        return {"brightness": b_lo + (b_hi - b_lo) * u, "contrast": c_lo + (c_hi - c_lo) * v}
 
     def apply(self, image, params):
+        if image.dtype != np.uint8:
+            raise TypeError(f"colouring: a uint8 image, got {image.dtype}")
+        image = np.ascontiguousarray(image)  # the byte routines read a flat buffer
+        out = np.empty_like(image)
+        pixels = memoryview(out)
         # 1. Brightness: blend(black, image, brightness)
-        out = cv2.LUT(image, _blend_lut(0.0, params["brightness"]))
+        lut = _blend_lut(0, params["brightness"])
+        sz.translate(memoryview(image), memoryview(lut), out=pixels)
         # 2. Contrast's grey: ImageStat's mean of the brightened image, int(mean + 0.5)
-        mean = int(cv2.sumElems(out)[0] / out.size + 0.5)
+        mean = int(sz.bytesum(pixels) / out.size + 0.5)
         # 3. Contrast: blend(grey(mean), brightened, contrast)
-        return cv2.LUT(out, _blend_lut(mean, params["contrast"]), dst=out)
+        sz.translate(pixels, memoryview(_blend_lut(mean, params["contrast"])), inplace=True)
+        return out
 
 
 class Bilateral(Transform):

@@ -206,7 +206,7 @@ def pca_pipeline(reference: str, seed: int = 1) -> Pipeline:
                     "misclassified_selection",
                     "report.misclassified_summary",
                 ],
-                name="misclassified_selection",
+                name="select_misclassified",
             )
         ],
         tags=["classification", "report"],

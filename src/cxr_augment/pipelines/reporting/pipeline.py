@@ -10,17 +10,16 @@ from cxr_augment.report.study_report import assets, input_name
 from cxr_augment.study import reporting_config
 
 
-def build(params: dict, produced: frozenset[str] = frozenset()) -> Pipeline:
-    """The report node. An asset in ``produced`` (made by the pipeline the report runs with)
-    is read directly, so the report runs after it; any other through ``reporting.in.<asset>``
-    (``None`` when not made)."""
+def build(params: dict) -> Pipeline:
+    """The report node: it reads every asset through ``reporting.in.<asset>`` (``None`` when
+    not made), so it runs after whatever was run, on its own (`make run` runs it last)."""
     inputs = {
         "params": "params:reporting",
         "parameters": "parameters",
         "provenance": "reporting.provenance",
     }
     for asset in assets(params):
-        inputs[nodes.argument(asset)] = asset if asset in produced else input_name(asset)
+        inputs[nodes.argument(asset)] = input_name(asset)
     return Pipeline(
         [Node(nodes.assemble_report, inputs, "report.html", name="assemble_report")],
         tags=["report"],
