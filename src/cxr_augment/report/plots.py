@@ -111,7 +111,8 @@ def pca_figure(
         ax.plot(xs, -(w2[0] * xs + b2) / w2[1], color="black", lw=1, label="decision boundary")
     ax.set_xlim(z[:, 0].min() - 1, z[:, 0].max() + 1)
     ax.set_ylim(z[:, 1].min() - 1, z[:, 1].max() + 1)
-    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.set(xlabel="PC 1", ylabel="PC 2")
+    ax.set_title(textwrap.fill(title, 56), fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
