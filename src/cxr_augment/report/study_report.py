@@ -141,10 +141,11 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             )
             b_auc = _value(table, split, baseline, "roc_auc")
             b_ci = base["roc_auc_ci"].iloc[0] if "roc_auc_ci" in base else ""
+            n_seeds = int(base["seeds"].iloc[0])
             words = [
-                f"**On {SPLIT_WORDS.get(split, split)}** ({size}; {int(base['seeds'].iloc[0])} "
-                f"seed(s)), the {spec['observation']} baseline ({baseline}) has AUC "
-                f"{_fmt(b_auc)} {b_ci if isinstance(b_ci, str) else ''}."
+                f"**On {SPLIT_WORDS.get(split, split)}**: {size}; {n_seeds} "
+                f"seed{'s' if n_seeds > 1 else ''}. The {spec['observation']} baseline "
+                f"({baseline}) has AUC {_fmt(b_auc)} {b_ci if isinstance(b_ci, str) else ''}."
             ]
             for t, d in pairs:
                 t_auc, d_auc = (
