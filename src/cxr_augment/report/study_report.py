@@ -48,7 +48,7 @@ COUNTS = ("images", "patients", "positives", "seeds", "paired_images", "paired_p
           "resamples", "resamples_used")  # fmt: skip
 
 
-def _counts_as_int(frame: pd.DataFrame) -> pd.DataFrame:
+def counts_as_int(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts read back from a CSV with gaps come as floats: show them as integers."""
     out = frame.copy()
     for c in COUNTS:
@@ -240,7 +240,7 @@ def group_tables(
             Table(
                 key=f"{key}-{split}",
                 title=f"{title} — {split}",
-                frame=_counts_as_int(part[cols].reset_index(drop=True)),
+                frame=counts_as_int(part[cols].reset_index(drop=True)),
                 asset=asset,
                 meta=meta,
                 notes=notes,
@@ -254,7 +254,7 @@ def group_tables(
                 Table(
                     key=f"{key}-{split}-tests",
                     title=f"{title} — {split}: paired tests",
-                    frame=_counts_as_int(tpart[tcols].reset_index(drop=True)),
+                    frame=counts_as_int(tpart[tcols].reset_index(drop=True)),
                     asset=asset,
                     meta={
                         "split": SPLIT_WORDS.get(split, split),

@@ -11,6 +11,7 @@ from cxr_augment.classify import bootstrap, metrics, stats
 from cxr_augment.preprocess.labels import parse_policy
 from cxr_augment.preprocess.tensor_store import TensorStore
 from cxr_augment.report import plots
+from cxr_augment.report.study_report import counts_as_int
 
 EVAL_SPLITS = ("validation", "test", "internal_test")
 TRUTH_SPLIT = "internal_test_truth"
@@ -494,19 +495,6 @@ def _pfmt(p: float, holm: float) -> str:
     return f"{p:.3g} ({holm:.3g})"
 
 
-COUNT_COLUMNS = ("images", "patients", "positives", "seeds", "resamples_used", "paired_images",
-                 "paired_patients")  # fmt: skip
-
-
-def _int_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts (floats once a table mixes rows with and without them) shown as integers."""
-    out = frame.copy()
-    for c in COUNT_COLUMNS:
-        if c in out:
-            out[c] = out[c].astype("Int64")
-    return out
-
-
 def _tests_columns(part: pd.DataFrame) -> pd.DataFrame:
     """The paired tests of ``part``'s rows as display columns (raw p, Holm in brackets)."""
     show = pd.DataFrame(index=part.index)
@@ -562,13 +550,13 @@ def group_markdown(group: dict, compare: dict, table: pd.DataFrame, splits: list
         cols = ["experiment", "images", "patients", "positives", "seeds", "accuracy", "f1",
                 "f1_ci", "roc_auc", "roc_auc_ci", "roc_auc_seed_ci", "kappa", "kappa_ci",
                 "resamples_used"]  # fmt: skip
-        show = _int_counts(exp_rows[cols])
+        show = counts_as_int(exp_rows[cols])
         if pair_rows.empty:
             show = pd.concat([show, _tests_columns(exp_rows)], axis=1)
         md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n\n")
         if not pair_rows.empty:
             md.append(f"Comparisons on {split} (experiment against reference):\n\n")
-            show = pd.concat([_int_counts(pair_rows[["experiment", "reference", "paired_images",
+            show = pd.concat([counts_as_int(pair_rows[["experiment", "reference", "paired_images",
                                                      "paired_patients"]]),
                               _tests_columns(pair_rows)], axis=1)  # fmt: skip
             md.append(show.to_markdown(index=False, floatfmt=".4f") + "\n\n")
