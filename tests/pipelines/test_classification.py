@@ -426,3 +426,40 @@ def test_several_choices_apply_in_order_each_on_its_own_options():
     assert aug["strategy"] == "balanced" and aug["sampler"] == {"guidance": 1.0}
     with pytest.raises(ValueError, match="left over"):
         choose_augmentation(spec, *[_metrics(0.5)] * 5)
+
+
+def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp_path):
+    from cxr_augment.datasets import TensorStoreDataset
+
+    manifest, store = synthetic(tmp_path)
+    choose = {
+        "options": {
+            "unbalanced": {"experiment": "u", "set": {"strategy": "unbalanced"}},
+            "balanced": {"experiment": "b", "set": {"strategy": "balanced"}},
+        }
+    }
+    over = {"augmentation": {"methods": ["noise"], "seed": 4, "choose": choose}}
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        "params:study.defaults": MemoryDataset(
+            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
+        ),
+        "params:preprocessing.masks": MemoryDataset({}),
+        "params:study.experiments.ch": MemoryDataset(over),
+        "chexpert_truth": MemoryDataset(None),
+        "u.metrics": MemoryDataset(_metrics(0.6)),
+        "b.metrics": MemoryDataset(_metrics(0.7)),  # balanced wins on validation
+        **experiment_datasets(tmp_path, "ch"),
+        "ch.augmented_store": TensorStoreDataset(path=str(tmp_path / "ch_store")),
+        "ch.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
+    }
+    wiring = {"transforms": True, "choose": ["u", "b"]}
+    catalog = DataCatalog(data)
+    SequentialRunner().run(build(["ch"], {}, None, {"ch": wiring}), catalog)
+    counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
+    positives = int(counts.loc["Positive", "original_images"])
+    # the balanced strategy (Table 5): the positives and as many negatives, each x 4
+    assert counts.loc["Negative", "real_images"] == positives
+    assert counts.loc["Positive", "generated_images"] == 4 * positives
+    assert catalog.load("ch.predictions")["prob"].between(0, 1).all()

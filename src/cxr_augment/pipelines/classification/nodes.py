@@ -198,14 +198,17 @@ def train_classifier_augmented(
     augmented_manifest: pd.DataFrame,
     augmented_store: TensorStore,
     selection: pd.DataFrame,
+    chosen: dict | None = None,
+    *,
     seed: int,
 ) -> tuple[dict, pd.DataFrame]:
     """Train one repeat on the real training images plus the generated ones (the generated
-    set is the experiment's, the same for every repeat)."""
+    set is the experiment's, the same for every repeat). ``chosen``: the settings chosen on
+    validation, which the set was made with (its strategy says which real images stay)."""
     return _experiments().fit(
         images,
         store,
-        with_seed(spec, seed),
+        with_seed(with_methods(spec, chosen), seed),
         mask_params,
         checkpoints,
         augmented=(augmented_manifest, augmented_store, selection),

@@ -103,6 +103,7 @@ def experiment_pipeline(
                     "augmented_manifest",
                     "augmented_store",
                     "augmentation_selection",
+                    *([inputs["chosen"]] if "chosen" in inputs else []),
                 ],
                 [f"seed{s}.model", f"seed{s}.training_history"],
                 name=f"train_classifier_seed{s}",
