@@ -90,6 +90,32 @@ def experiment_datasets(tmp, name: str, seeds=(1,)) -> dict:
     return data
 
 
+def augmented_catalog(tmp_path, name: str, over: dict, manifest, store, **extra) -> DataCatalog:
+    """The catalog of one augmented experiment ``name`` (one epoch) over the synthetic data."""
+    from cxr_augment.datasets import TensorStoreDataset
+
+    return DataCatalog(
+        {
+            "manifest": MemoryDataset(manifest),
+            "tensor_store": MemoryDataset(store, copy_mode="assign"),
+            "params:study.defaults": MemoryDataset(
+                {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
+            ),
+            "params:preprocessing.masks": MemoryDataset({}),
+            f"params:study.experiments.{name}": MemoryDataset(over),
+            "chexpert_truth": MemoryDataset(None),
+            **experiment_datasets(tmp_path, name),
+            f"{name}.augmented_store": TensorStoreDataset(path=str(tmp_path / f"{name}_store")),
+            f"{name}.augmented_manifest": ParquetDataset(
+                filepath=str(tmp_path / f"{name}.parquet")
+            ),
+            f"{name}.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
+            f"{name}.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
+            **{k: MemoryDataset(v) for k, v in extra.items()},
+        }
+    )
+
+
 SEEDS = {"a": (1, 2)}  # experiment a trains two repeats
 
 
@@ -289,28 +315,11 @@ def test_a_truth_group_lists_each_policys_agreement_with_the_truth(run):
 
 
 def test_an_augmented_experiment_trains_on_real_plus_generated_images(tmp_path):
-    from cxr_augment.datasets import TensorStoreDataset
-
     manifest, store = synthetic(tmp_path)
     over = {
         "augmentation": {"methods": ["rotation", "flipping"], "strategy": "unbalanced", "seed": 4}
     }
-    data = {
-        "manifest": MemoryDataset(manifest),
-        "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        "params:study.defaults": MemoryDataset(
-            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
-        ),
-        "params:preprocessing.masks": MemoryDataset({}),
-        "params:study.experiments.aug": MemoryDataset(over),
-        "chexpert_truth": MemoryDataset(None),
-        **experiment_datasets(tmp_path, "aug"),
-        "aug.augmented_store": TensorStoreDataset(path=str(tmp_path / "aug_store")),
-        "aug.augmented_manifest": ParquetDataset(filepath=str(tmp_path / "aug.parquet")),
-        "aug.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
-        "aug.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
-    }
-    catalog = DataCatalog(data)
+    catalog = augmented_catalog(tmp_path, "aug", over, manifest, store)
     SequentialRunner().run(build(["aug"], {}, None, {"aug": {"transforms": True}}), catalog)
     rows = pd.read_parquet(tmp_path / "aug.parquet")
     train = manifest[(manifest.split == "train")]
@@ -373,32 +382,17 @@ def test_a_source_or_strategy_is_chosen_on_validation_only():
 
 
 def test_the_misclassified_strategy_augments_the_selection_it_is_given(tmp_path):
-    from cxr_augment.datasets import TensorStoreDataset
-
     manifest, store = synthetic(tmp_path)
     train = manifest[manifest.split == "train"]
     selection = pd.DataFrame(
         {"key": train.key.iloc[[0, 3, 5]].tolist(), "target": [1.0, 0.0, 1.0], "copies": [7, 1, 7]}
     )
     over = {"augmentation": {"methods": ["noise"], "strategy": "misclassified", "seed": 4}}
-    data = {
-        "manifest": MemoryDataset(manifest),
-        "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        "params:study.defaults": MemoryDataset(
-            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
-        ),
-        "params:preprocessing.masks": MemoryDataset({}),
-        "params:study.experiments.mis": MemoryDataset(over),
-        "chexpert_truth": MemoryDataset(None),
-        "misclassified_selection": MemoryDataset(selection),
-        **experiment_datasets(tmp_path, "mis"),
-        "mis.augmented_store": TensorStoreDataset(path=str(tmp_path / "mis_store")),
-        "mis.augmented_manifest": ParquetDataset(filepath=str(tmp_path / "mis.parquet")),
-        "mis.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
-        "mis.seed1.training_history": CSVDataset(filepath=str(tmp_path / "hist.csv")),
-    }
+    catalog = augmented_catalog(
+        tmp_path, "mis", over, manifest, store, misclassified_selection=selection
+    )
     pipe = build(["mis"], {}, None, {"mis": {"transforms": True, "misclassified": True}})
-    SequentialRunner().run(pipe, DataCatalog(data))
+    SequentialRunner().run(pipe, catalog)
     rows = pd.read_parquet(tmp_path / "mis.parquet")
     assert rows.groupby("parent_key").size().to_dict() == dict(
         zip(selection.key, selection.copies, strict=True)
@@ -429,8 +423,6 @@ def test_several_choices_apply_in_order_each_on_its_own_options():
 
 
 def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp_path):
-    from cxr_augment.datasets import TensorStoreDataset
-
     manifest, store = synthetic(tmp_path)
     choose = {
         "options": {
@@ -439,23 +431,10 @@ def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp
         }
     }
     over = {"augmentation": {"methods": ["noise"], "seed": 4, "choose": choose}}
-    data = {
-        "manifest": MemoryDataset(manifest),
-        "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        "params:study.defaults": MemoryDataset(
-            {**DEFAULTS, "train": {**DEFAULTS["train"], "epochs": 1}}
-        ),
-        "params:preprocessing.masks": MemoryDataset({}),
-        "params:study.experiments.ch": MemoryDataset(over),
-        "chexpert_truth": MemoryDataset(None),
-        "u.metrics": MemoryDataset(_metrics(0.6)),
-        "b.metrics": MemoryDataset(_metrics(0.7)),  # balanced wins on validation
-        **experiment_datasets(tmp_path, "ch"),
-        "ch.augmented_store": TensorStoreDataset(path=str(tmp_path / "ch_store")),
-        "ch.augmentation_counts": CSVDataset(filepath=str(tmp_path / "counts.csv")),
-    }
+    # balanced wins on validation (0.7 against 0.6)
+    extra = {"u.metrics": _metrics(0.6), "b.metrics": _metrics(0.7)}
+    catalog = augmented_catalog(tmp_path, "ch", over, manifest, store, **extra)
     wiring = {"transforms": True, "choose": ["u", "b"]}
-    catalog = DataCatalog(data)
     SequentialRunner().run(build(["ch"], {}, None, {"ch": wiring}), catalog)
     counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
     positives = int(counts.loc["Positive", "original_images"])

@@ -38,31 +38,22 @@ def experiment_pipeline(
     steps = []
     if augmented:
         inputs = {"images": "images", "store": "tensor_store", "spec": "spec"}
+        choice = None
         if wiring.get("rule"):  # the methods are chosen on validation results
             rule = wiring["rule"]
-            refs = [rule["baseline"], *rule["candidates"].values()]
-            steps.append(
-                Node(
-                    nodes.choose_methods,
-                    ["spec", *[f"{r}.metrics" for r in refs]],
-                    "chosen_methods",
-                    name="choose_methods",
-                )
+            choice = (
+                nodes.choose_methods,
+                "methods",
+                [rule["baseline"], *rule["candidates"].values()],
             )
-            outside |= {f"{r}.metrics" for r in refs}
-            inputs["chosen"] = "chosen_methods"
-        elif wiring.get("choose"):  # a source or strategy chosen on validation results
-            refs = list(wiring["choose"])
-            steps.append(
-                Node(
-                    nodes.choose_augmentation,
-                    ["spec", *[f"{r}.metrics" for r in refs]],
-                    "chosen_augmentation",
-                    name="choose_augmentation",
-                )
-            )
-            outside |= {f"{r}.metrics" for r in refs}
-            inputs["chosen"] = "chosen_augmentation"
+        elif wiring.get("choose"):  # a source, strategy or sampler chosen on validation results
+            choice = (nodes.choose_augmentation, "augmentation", list(wiring["choose"]))
+        if choice is not None:
+            func, what, refs = choice
+            metrics = [f"{r}.metrics" for r in refs]
+            steps.append(Node(func, ["spec", *metrics], f"chosen_{what}", name=f"choose_{what}"))
+            outside |= set(metrics)
+            inputs["chosen"] = f"chosen_{what}"
         if wiring.get("misclassified"):
             inputs["misclassified"] = "misclassified_selection"
             outside.add("misclassified_selection")
