@@ -78,3 +78,39 @@ def test_partial_path_is_hidden_beside_the_target():
     p = atomic.partial_path(PurePosixPath("/a/b/table.csv"))
     assert p.parent == PurePosixPath("/a/b")
     assert p.name.startswith(".table.partial-") and p.suffix == ".csv"
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_file(where, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    target = tmp_path / "t.csv"
+    ds = atomic.CSVDataset(filepath=str(target), save_args={"index": False})
+    ds.save(pd.DataFrame({"a": [1, 2]}))
+    before = target.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "write":  # the disk fills during the write
+        real = pd.DataFrame.to_csv
+
+        def half(self, path_or_buf=None, **kw):
+            path_or_buf.write("a\n3\n")
+            full()
+
+        monkeypatch.setattr(pd.DataFrame, "to_csv", half)
+    else:  # reported only when the data is flushed to the disk
+        monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(DatasetError) as info:
+        ds.save(pd.DataFrame({"a": [3, 4]}))
+    monkeypatch.undo()
+    message = str(info.value)
+    assert f"the disk is full: {target} could not be saved" in message
+    assert "the previous t.csv is left as it was" in message
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.__cause__.errno == errno.ENOSPC
+    assert target.read_bytes() == before and leftovers(tmp_path) == []
+    if where == "write":
+        assert pd.DataFrame.to_csv is real

@@ -9,8 +9,13 @@
   one of them, ``column`` (the experiment's observation).
 - Reproducible and resumable: each epoch's data order and dropout come from seeds derived from
   (seed, epoch), and a checkpoint (weights, optimiser, early-stopping state) is written
-  atomically after every epoch, so a run killed midway and resumed ends with the same weights
-  as an uninterrupted one (on CPU, where the kernels are deterministic).
+  atomically after every epoch, so a run killed midway (``kill -9`` at any point, the
+  checkpoint write included) and resumed ends with the same weights as an uninterrupted one
+  (on CPU, where the kernels are deterministic; ``scripts/kill_resume.py`` checks it).
+- Faults: a full disk during a checkpoint write raises an ``OSError`` naming the checkpoint,
+  the previous one intact; an unreadable or foreign newest checkpoint is skipped with a
+  warning for the one before it, and ``CheckpointError`` names the files when none can be
+  resumed (see ``CheckpointStore``).
 - On a GPU: bf16 autocast, channels_last, larger batches, loader workers with pinned memory.
 
 ``CheckpointStore`` is the folder the catalog hands to the training node.
@@ -20,12 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,7 @@ from tqdm.auto import tqdm
 from cxr_augment.classify.metrics import roc_auc
 
 LOSSES = ("bce", "weighted_bce", "multiclass")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,45 +79,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class CheckpointStore:
-    """A folder of checkpoints (per epoch, or per ``stem`` unit such as a training step),
-    written atomically (temporary file, then rename)."""
+from cxr_augment.classify.checkpoints import (  # noqa: E402  (re-exported)
+    CheckpointError,
+    CheckpointStore,
+    check_optimizer,
+    check_weights,
+    describe_error,
+    require_keys,
+)
 
-    def __init__(
-        self, folder: str | Path, keep: int = 2, stem: str = "epoch", digits: int = 4
-    ) -> None:
-        self.folder = Path(folder)
-        self.keep = keep
-        self.stem = stem
-        self.digits = digits  # zero-padded, so that names sort in order
-
-    def _path(self, epoch: int) -> Path:
-        return self.folder / f"{self.stem}_{epoch:0{self.digits}d}.pt"
-
-    def save(self, epoch: int, state: dict) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".tmp-{uuid.uuid4().hex[:8]}.pt"
-        torch.save(state, tmp)
-        final = self._path(epoch)
-        os.replace(tmp, final)
-        for old in sorted(self.folder.glob(f"{self.stem}_*.pt"))[: -self.keep]:
-            old.unlink()
-        return final
-
-    def latest(self) -> dict | None:
-        # a save cut short by a kill leaves its temporary file: one writer per folder, so any
-        # temporary file found when a run starts is such a leftover
-        for tmp in self.folder.glob(".tmp-*.pt") if self.folder.exists() else []:
-            tmp.unlink()
-        files = sorted(self.folder.glob(f"{self.stem}_*.pt")) if self.folder.exists() else []
-        if not files:
-            return None
-        # weights_only=True: checkpoints hold tensors and plain containers only
-        return torch.load(files[-1], map_location="cpu", weights_only=True)
-
-    def clear(self) -> None:
-        for f in self.folder.glob(f"{self.stem}_*.pt") if self.folder.exists() else []:
-            f.unlink()
+# what a classifier checkpoint holds
+_CHECKPOINT_KEYS = (
+    "fingerprint",
+    "epoch",
+    "model",
+    "optimizer",
+    "history",
+    "best_auc",
+    "best_epoch",
+    "bad_epochs",
+    "best_model",
+)
 
 
 @dataclass
@@ -312,15 +298,33 @@ def _train(
         None,
         None,
     )
-    state = checkpoints.latest() if checkpoints is not None else None
-    if state is not None and state.get("fingerprint") == fp:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history = state["epoch"] + 1, list(state["history"])
-        best_auc, best_epoch, bad = state["best_auc"], state["best_epoch"], state["bad_epochs"]
-        best_state = state["best_model"]
+
+    def check(state: dict) -> None:  # before anything is loaded: nothing is half-loaded
+        require_keys(state, ("fingerprint",))
+        if state["fingerprint"] != fp:
+            return  # a different run's checkpoint (cleared below)
+        require_keys(state, _CHECKPOINT_KEYS)
+        check_weights(model, state["model"], "the model weights")
+        if state["best_model"] is not None:
+            check_weights(model, state["best_model"], "the best epoch's weights")
+        check_optimizer(optimizer, state["optimizer"])
+
+    found = checkpoints.resume(check) if checkpoints is not None else None
+    if found is not None and found[1]["fingerprint"] == fp:
+        path, state = found
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, history = int(state["epoch"]) + 1, list(state["history"])
+            best_auc, best_epoch = state["best_auc"], state["best_epoch"]
+            bad, best_state = state["bad_epochs"], state["best_model"]
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be resumed: {describe_error(exc)}. Delete it to "
+                "resume from the checkpoint before it (or to start afresh if it is the only one)"
+            ) from exc
         resumed = state["epoch"]
-    elif state is not None:
+    elif found is not None:
         checkpoints.clear()  # a different run's checkpoints: start afresh
     for epoch in range(start, config.epochs):
         if bad >= config.patience:

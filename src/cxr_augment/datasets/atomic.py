@@ -5,8 +5,12 @@ instance), so a run killed mid-save, or a serialiser that fails halfway, leaves 
 table that the next run would read as if it were whole. These subclasses write to a hidden
 ``.<name>.partial-<id><suffix>`` beside the target and rename it over the target only once
 the save finished (``os.replace``: atomic on one filesystem); a failed save removes its
-partial file and leaves the previous version untouched. Other filesystems (s3, gcs...) and
-versioned datasets save as kedro-datasets does.
+partial file and leaves the previous version untouched. The partial file is flushed to the
+disk (``fsync``) before the rename, so a full disk that a filesystem reports only then is
+caught before the target is replaced; a full disk (``ENOSPC``, or a quota: ``EDQUOT``) is
+reported as an ``OSError`` that names the target and says the disk is full (Kedro wraps it in
+its ``DatasetError``). Other filesystems (s3, gcs...) and versioned datasets save as
+kedro-datasets does.
 
 Use them by their full path in the catalog::
 
@@ -15,6 +19,7 @@ Use them by their full path in the catalog::
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path, PurePosixPath
@@ -31,6 +36,49 @@ from kedro_datasets.text import TextDataset as _TextDataset
 def partial_path(final: PurePosixPath) -> PurePosixPath:
     """The hidden file a save goes to before it is renamed to ``final``."""
     return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from or during, is a full disk (or quota).
+
+    Serialisers often re-raise a failed write as their own error (torch's zip writer raises
+    ``RuntimeError``), so the whole chain is looked at."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to the disk (where a full disk may only show now)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_folder(path: str | os.PathLike) -> None:
+    """Make a rename in ``path`` durable; best effort (not every OS opens folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _AtomicSave:
@@ -57,10 +105,26 @@ class _AtomicSave:
         self._filepath = tmp
         try:
             run()
+            fsync_file(tmp)
             os.replace(tmp, final)
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            name = Path(final).name
+            kept = (
+                f"the previous {name} is left as it was"
+                if Path(final).exists()
+                else f"no partial {name} is left behind"
+            )
+            raise OSError(
+                errno.ENOSPC,
+                f"the disk is full: {final} could not be saved (no space left on the device "
+                f"while writing it); {kept}. Free some disk space and run again",
+            ) from exc
         finally:
             self._filepath = final
             Path(tmp).unlink(missing_ok=True)
+        fsync_folder(Path(final).parent)
         self._invalidate_cache()
 
     # kedro's AbstractDataset.__init_subclass__ makes ``save`` an alias of ``_save`` when a

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
-    from cxr_augment.classify.training import CheckpointStore
+    from cxr_augment.classify.checkpoints import CheckpointStore
 
 
 class TorchStateDictDataset(AbstractDataset[dict, dict]):
@@ -56,6 +56,10 @@ class TorchStateDictDataset(AbstractDataset[dict, dict]):
 class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
     """Hands the training node the folder its per-epoch checkpoints go to (and resume from)."""
 
+    #: the folder is the training's working state, not an input whose change makes the node's
+    #: outputs out of date (the incremental runner does not fingerprint it)
+    is_state = True
+
     def __init__(self, *, path: str, keep: int = 2, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
         self._keep = keep
@@ -68,7 +72,7 @@ class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
         return True  # an empty folder is a valid (fresh) checkpoint store
 
     def load(self) -> CheckpointStore:
-        from cxr_augment.classify.training import CheckpointStore
+        from cxr_augment.classify.checkpoints import CheckpointStore
 
         return CheckpointStore(self._path, keep=self._keep)
 

@@ -19,7 +19,10 @@ Usage::
 - Reproducible and resumable: the images, noise, timesteps and label drops of micro-batch g
   come from generators seeded by (seed, g), and a checkpoint (weights, EMA, optimiser, learning
   rate schedule, history) is written atomically every ``checkpoint_every`` steps, so a run
-  killed midway resumes to the same weights as an uninterrupted one on CPU.
+  killed midway (``kill -9`` at any point, the checkpoint write included) resumes to the same
+  weights as an uninterrupted one on CPU (``scripts/kill_resume.py`` checks it). A full disk
+  or a bad checkpoint is handled as ``classify.training.CheckpointStore`` says: a clear error,
+  or the previous checkpoint resumed with a warning naming the bad one.
 - Several GPUs: under ``accelerate launch --multi_gpu`` (or torchrun) each process trains on
   its own micro-batches (micro-batch g * world + rank of the same stream) and DistributedDataParallel
   averages the gradients; process 0 writes the checkpoints.
@@ -40,7 +43,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxr_augment.classify.training import CheckpointStore, resolve_device
+from cxr_augment.classify.training import (
+    CheckpointError,
+    CheckpointStore,
+    check_optimizer,
+    check_weights,
+    describe_error,
+    require_keys,
+    resolve_device,
+)
 from cxr_augment.generation.models import CHANNELS, ScheduleConfig, null_class
 
 
@@ -170,6 +181,21 @@ class _MicroBatches(torch.utils.data.Sampler):
 
 # --- training ---------------------------------------------------------------------------------
 
+# what a diffusion checkpoint holds
+_CHECKPOINT_KEYS = ("fingerprint", "step", "unet", "optimizer", "lr_scheduler", "ema", "history")
+
+
+def _check_ema(unet, ema_state) -> None:
+    """Raise ``ValueError`` unless ``ema_state`` holds one shadow tensor per UNet parameter,
+    of its shape (diffusers' ``EMAModel.load_state_dict`` checks the types only)."""
+    shadow = ema_state.get("shadow_params") if isinstance(ema_state, dict) else None
+    params = list(unet.parameters())
+    if not isinstance(shadow, list) or len(shadow) != len(params):
+        raise ValueError("the EMA state does not hold one shadow tensor per UNet parameter")
+    for i, (s, p) in enumerate(zip(shadow, params, strict=True)):
+        if not isinstance(s, torch.Tensor) or s.shape != p.shape:
+            raise ValueError(f"the EMA's shadow tensor {i} does not have its parameter's shape")
+
 
 def distributed() -> tuple[int, int]:
     """(rank, world size) of a multi-process launch (``accelerate launch --multi_gpu`` or
@@ -289,21 +315,40 @@ def train_unet(
             power=config.ema_power,
         )
         start, history = 0, []
-        state = checkpoints.latest() if checkpoints is not None else None
-        reusable = state is not None and (
-            state.get("fingerprint") == fp
-            or (state.get("done") and state.get("fingerprint_any") == fp_any)
-        )
-        if reusable:
-            unet.load_state_dict(state["unet"])
-            optimizer.load_state_dict(state["optimizer"])
-            lr_sched.load_state_dict(state["lr_scheduler"])
-            ema.load_state_dict(state["ema"])
-            ema.to(device)  # checkpoints load on the CPU; the shadow weights live with the model
-            start, history = int(state["step"]) + 1, list(state["history"])
+
+        def ours(state: dict) -> bool:
+            return state["fingerprint"] == fp or bool(
+                state.get("done") and state.get("fingerprint_any") == fp_any
+            )
+
+        def check(state: dict) -> None:  # before anything is loaded: nothing is half-loaded
+            require_keys(state, ("fingerprint",))
+            if not ours(state):
+                return  # a different run's checkpoint (cleared below)
+            require_keys(state, _CHECKPOINT_KEYS)
+            check_weights(unet, state["unet"], "the UNet weights")
+            check_optimizer(optimizer, state["optimizer"])
+            _check_ema(unet, state["ema"])
+
+        found = checkpoints.resume(check) if checkpoints is not None else None
+        if found is not None and ours(found[1]):
+            path, state = found
+            try:
+                unet.load_state_dict(state["unet"])
+                optimizer.load_state_dict(state["optimizer"])
+                lr_sched.load_state_dict(state["lr_scheduler"])
+                ema.load_state_dict(state["ema"])
+                ema.to(device)  # checkpoints load on the CPU; the shadow weights go with the model
+                start, history = int(state["step"]) + 1, list(state["history"])
+            except Exception as exc:
+                raise CheckpointError(
+                    f"checkpoint {path} cannot be resumed: {describe_error(exc)}. Delete it to "
+                    "resume from the checkpoint before it (or to start afresh if it is the "
+                    "only one)"
+                ) from exc
             if state.get("done"):  # finished (by any launch: 1 process or several): reuse it
                 total = start
-        elif state is not None:
+        elif found is not None:
             checkpoints.clear()
         model = unet
         if world > 1:  # data parallel: each process a micro-batch, gradients averaged
