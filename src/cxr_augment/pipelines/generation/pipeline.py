@@ -32,7 +32,8 @@ def _model_nodes(name: str) -> list[Node]:
                 f"generation.{name}.history",
                 f"generation.{name}.loss_curve",
             ],
-            name=f"generation_train_{name}",
+            name=f"train_{name}",
+            namespace="generation",
         )
     ]
 
@@ -44,7 +45,8 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
             _named(nodes.sample_set, generator=name),
             [f"generation.{spec['model']}.model", "tensor_store", P],
             out,
-            name=f"generation_sample_{name}",
+            name=f"sample_{name}",
+            namespace="generation",
         )
         status = None
     elif name == "traditional":
@@ -52,7 +54,8 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
             nodes.traditional_set,
             ["generation.training_rows", "tensor_store", P],
             out,
-            name="generation_sample_traditional",
+            name="sample_traditional",
+            namespace="generation",
         )
         status = None
     else:  # Stable Diffusion
@@ -61,7 +64,8 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
             _named(nodes.stable_diffusion_set, generator=name),
             ["generation.training_rows", "manifest", "tensor_store", P],
             [*out, status, f"generation.{name}.lora"],
-            name=f"generation_sample_{name}",
+            name=f"sample_{name}",
+            namespace="generation",
         )
     evaluate = Node(
         _named(nodes.evaluate_generator, generator=name),
@@ -79,7 +83,8 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
             f"generation.{name}.memorisation",
             f"generation.{name}.memorisation_summary",
         ],
-        name=f"generation_evaluate_{name}",
+        name=f"evaluate_{name}",
+        namespace="generation",
     )
     return [make, evaluate]
 
@@ -90,13 +95,15 @@ def _common(gen: dict) -> list[Node]:
             nodes.training_rows,
             ["manifest", P],
             "generation.training_rows",
-            name="generation_training_rows",
+            name="select_training_rows",
+            namespace="generation",
         ),
         Node(
             nodes.reference_set,
             ["generation.training_rows", "tensor_store", "feature_model", STUDY, P],
             "generation.reference",
-            name="generation_reference_set",
+            name="reference_set",
+            namespace="generation",
         ),
     ]
 
@@ -122,7 +129,8 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     _named(nodes.generation_table, table=table),
                     [f"generation.{g}.metrics" for g in table["generators"]],
                     [f"generation.report.{t}.table", f"generation.report.{t}.markdown"],
-                    name=f"generation_report_{t}",
+                    name=f"report_{t}",
+                    namespace="generation",
                 )
             )
         shown = gen["figure"]["generators"]
@@ -140,7 +148,8 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     ],
                 ],
                 "generation.report.figure23",
-                name="generation_figure23",
+                name="figure23",
+                namespace="generation",
             )
         )
         parts.append(
@@ -156,7 +165,8 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     ],
                 ],
                 "generation.report.memorisation_figure",
-                name="generation_memorisation_figure",
+                name="memorisation_figure",
+                namespace="generation",
             )
         )
         sw = gen["sweep"]["model"]
@@ -172,7 +182,8 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     P,
                 ],
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
-                name="generation_sampler_sweep",
+                name="sampler_sweep",
+                namespace="generation",
             )
         )
     return Pipeline(
