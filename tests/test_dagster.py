@@ -113,7 +113,11 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
     assert (tiny_project / "data" / "08_reporting" / "demo_data" / "contact_sheet.png").exists()
     assert (tiny_project / "data" / "05_model_input" / "tensor_store" / "meta.json").exists()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"no_patient_in_two_splits": True, "no_image_unreported": True}
+    assert checks == {
+        "no_patient_in_two_splits": True,
+        "no_image_unreported": True,
+        "label_distribution_kept": True,
+    }
 
 
 def test_no_node_is_named_like_a_dataset():

@@ -4,14 +4,22 @@
 """
 
 import os
+import warnings
 
 import dagster as dg
-from kedro_dagster import KedroProjectTranslator
 
 from cxr_augment.checks import asset_checks
+from cxr_augment.orchestration.threads import limit_threads
+from cxr_augment.orchestration.translate import translate
+
+# a step process of the multiprocess executor: one torch thread (orchestration/threads.py)
+limit_threads()
+
+# Kedro's config loader calls OmegaConf's deprecated resolver API once per resolver, per load
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
 ENV = os.environ.get("KEDRO_ENV", "local")
-location = KedroProjectTranslator(env=ENV).to_dagster()
+location = translate(ENV)
 
 defs = dg.Definitions(
     assets=list(location.named_assets.values()),

@@ -7,6 +7,8 @@ import os
 
 from kedro.framework.hooks import hook_impl
 
+from cxr_augment.orchestration.threads import limit_threads
+
 
 def freeze_startup_objects() -> None:
     """Move every object alive now (modules, configuration, the catalog) to the collector's
@@ -32,6 +34,11 @@ class RunHooks:
     @hook_impl
     def before_pipeline_run(self) -> None:
         freeze_startup_objects()
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        # a ParallelRunner worker: one torch thread (orchestration/threads.py)
+        limit_threads()
 
     @hook_impl
     def after_pipeline_run(self) -> None:

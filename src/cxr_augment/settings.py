@@ -6,6 +6,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
 from cxr_augment.hooks import RunHooks
@@ -27,6 +29,14 @@ def env_var(name: str, default: str = "") -> str:
     """``${env_var:NAME,default}``: a machine-specific path from the environment."""
     return os.environ.get(name, default)
 
+
+# Dataset names are dotted on purpose: "<experiment>.seed1.model" and "generation.ddim.model"
+# become Dagster asset key paths and kedro-viz's modular pipelines, and an experiment reads a
+# generator's model across namespaces by design. Kedro recommends against a dotted name that
+# does not start with its node's namespace; the recommendation does not apply here.
+warnings.filterwarnings(
+    "ignore", message=r"One or more dataset names contain '\.'", category=UserWarning
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

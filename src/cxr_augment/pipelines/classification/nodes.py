@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from cxr_augment.classify import bootstrap, metrics, stats
+from cxr_augment.classify.checkpoints import CheckpointStore  # torch-free
 from cxr_augment.preprocess.labels import parse_policy
 from cxr_augment.preprocess.tensor_store import TensorStore
 from cxr_augment.report import plots
@@ -22,9 +21,6 @@ SPLIT_NOTES = {
     "from every choice)",
     TRUTH_SPLIT: " (the internal test set against the demo's truth instead of its report labels)",
 }
-
-if TYPE_CHECKING:
-    from cxr_augment.classify.training import CheckpointStore
 
 
 def _experiments():

@@ -1,0 +1,302 @@
+"""The Kedro project as a Dagster code location, through kedro-dagster.
+
+kedro-dagster translates every dataset into an IO manager and every node into an asset. On a
+project of this size (about 500 nodes, 700 datasets) three of its choices cost a minute per code
+load, and Dagster loads the code for the UI, every reload and every run:
+
+- it repeats work whose result does not change within one translation (it sums the pipelines
+  once per dataset and rediscovers them once per node output): memoised here for the duration of
+  one translation;
+- it mirrors every parameter dictionary, level by level, as nested Dagster config models, a
+  schema of tens of thousands of fields: here each parameter input is one field holding its
+  value (still overridable at launch, as a whole);
+- it builds each job as a graph of ops, a second copy of every node beside its asset, whose runs
+  are not linked to the assets and skip their checks: here a job is an asset job, selecting the
+  assets its pipeline produces, so a job run materialises those assets and evaluates their checks.
+
+It also logs every parameter name it converts and every in-memory dataset it does not find in the
+catalog (some 20,000 lines per load). ``translate`` keeps that per-dataset chatter below WARNING
+during the translation; anything else it warns about still shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+#: messages kedro-dagster emits for every parameter input (``params:x`` becomes ``params__x``);
+#: they describe its own naming, not a problem of the project
+_ROUTINE = ("is not valid under Dagster's naming convention",)
+
+
+class _RoutineFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(text in message for text in _ROUTINE) and "`params:" in message:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """kedro-dagster and Kedro's catalog at WARNING, routine naming notices dropped."""
+    names = ("kedro_dagster", "kedro.io", "kedro.framework", "kedro.config")
+    # a logger's filter sees only records created on it: filter every module logger
+    import kedro_dagster.utils  # noqa: F401  (its module logger is the one that warns)
+
+    known = list(logging.root.manager.loggerDict)
+    loggers = [logging.getLogger(n) for n in known if n.startswith(names)]
+    loggers += [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    routine = _RoutineFilter()
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        lg.addFilter(routine)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+            lg.removeFilter(routine)
+
+
+@contextlib.contextmanager
+def _memoised() -> Iterator[None]:
+    """Memoise, for the duration of one translation, what kedro-dagster recomputes."""
+    import kedro.framework.project as kedro_project
+    from kedro.pipeline import Pipeline
+    from kedro_dagster import catalog as kd_catalog
+    from kedro_dagster import nodes as kd_nodes
+    from kedro_dagster import pipelines as kd_pipelines
+
+    find_pipelines = kedro_project.find_pipelines
+    cached_find = functools.lru_cache(maxsize=None)(find_pipelines)
+
+    sums: dict[tuple[int, ...], Pipeline] = {}
+
+    def cached_sum(items, start=0):
+        items = list(items)
+        if not (isinstance(start, Pipeline) and all(isinstance(p, Pipeline) for p in items)):
+            return sum(items, start)
+        key = (id(start) if start.nodes else 0, *map(id, items))
+        if key not in sums:
+            sums[key] = sum(items, start)
+        return sums[key]
+
+    translator = kd_nodes.NodeTranslator
+    config_of = translator._get_node_parameters_config
+    configs: dict[tuple[str, ...], type] = {}
+
+    def flat_config(self, node):
+        names = tuple(sorted(i for i in node.inputs if _is_param(i)))
+        if names not in configs:
+            configs[names] = parameters_config({n: self._catalog.load(n) for n in names})
+        return configs[names]
+
+    jobs_of = kd_pipelines.PipelineTranslator.to_dagster
+
+    kedro_project.find_pipelines = cached_find
+    kd_catalog.sum = cached_sum
+    translator._get_node_parameters_config = flat_config
+    kd_pipelines.PipelineTranslator.to_dagster = asset_jobs
+    try:
+        yield
+    finally:
+        kedro_project.find_pipelines = find_pipelines
+        del kd_catalog.sum
+        translator._get_node_parameters_config = config_of
+        kd_pipelines.PipelineTranslator.to_dagster = jobs_of
+
+
+def _is_param(name: str) -> bool:
+    return name.startswith("params:") or name == "parameters"
+
+
+def parameters_config(values: dict[str, Any]) -> type:
+    """A Dagster config class with one field per parameter input, its value the default.
+
+    The field is typed ``Any``: Dagster validates nothing inside it (the node does, as in a Kedro
+    run), and the launchpad shows the value as one YAML block to override.
+    """
+    import dagster as dg
+    from pydantic import ConfigDict, create_model
+
+    fields = {name: (Any, value) for name, value in values.items()}
+    return create_model(
+        "ParametersConfig",
+        __base__=dg.Config,
+        __config__=ConfigDict(extra="allow", frozen=False),
+        **fields,
+    )
+
+
+def asset_jobs(self) -> dict:
+    """Each job of ``dagster.yml`` as an asset job over the assets its pipeline produces.
+
+    Replaces kedro-dagster's op-graph jobs (``PipelineTranslator.to_dagster``) inside
+    ``translate``. The pipeline filters (tags, node names, ...) and the executor reference of
+    ``dagster.yml`` keep their meaning.
+    """
+    import dagster as dg
+    from kedro.framework.project import pipelines
+    from kedro_dagster.utils import get_asset_key_from_dataset_name, get_filter_params_dict
+
+    jobs: dict = {}
+    for job_name, job_config in (self._dagster_config.jobs or {}).items():
+        options = job_config.pipeline
+        if options.pipeline_name not in pipelines:
+            raise ValueError(
+                f"dagster.yml: job {job_name!r} names pipeline {options.pipeline_name!r}, which "
+                f"is not registered (pipelines: {sorted(pipelines)})"
+            )
+        pipeline = pipelines[options.pipeline_name].filter(
+            **get_filter_params_dict(options.model_dump())
+        )
+        keys = [
+            get_asset_key_from_dataset_name(out, self._env)
+            for node in pipeline.nodes
+            for out in node.outputs
+        ]
+        executor = job_config.executor
+        if executor is not None and not isinstance(executor, str):
+            executor = f"{job_name}__executor"
+        if executor is not None and executor not in self._named_executors:
+            raise ValueError(
+                f"dagster.yml: job {job_name!r} names executor {executor!r}; defined executors: "
+                f"{sorted(self._named_executors)}"
+            )
+        jobs[job_name] = dg.define_asset_job(
+            job_name,
+            selection=dg.AssetSelection.assets(*keys),
+            executor_def=self._named_executors[executor] if executor else None,
+            description=f"Materialises the assets of the Kedro pipeline "
+            f"`{options.pipeline_name}` ({len(pipeline.nodes)} nodes) and evaluates their checks.",
+            tags={"kedro_pipeline": options.pipeline_name},
+        )
+    return jobs
+
+
+def translate(env: str, project_path: Path | None = None):
+    """kedro-dagster's code location for Kedro environment ``env`` (quiet, memoised)."""
+    from kedro_dagster import KedroProjectTranslator
+
+    from cxr_augment.orchestration import metadata
+
+    metadata.install()
+    with _memoised():
+        translator = KedroProjectTranslator(env=env, project_path=project_path)
+        # Kedro's session configures logging: quieten after it
+        with _quiet():
+            location = translator.to_dagster()
+            describe(location, env, translator._catalog)
+    return location
+
+
+# ---------------------------------------------------------------- descriptions, groups, versions
+
+_GENERIC = ("Node outputs as a single value", "Kedro node ")
+_EXPERIMENT = re.compile(r"^(ptx|pe)_(aug|ddim|sweep)_(.+)$|^(ptx|pe)_(.+)$")
+
+
+def experiment_group(pipeline: str, namespace: str) -> str:
+    """A short hierarchical group for an experiment's assets: ``augmentation/ptx_aug/
+    rotation_balanced`` for ``ptx_aug_rotation_balanced``, ``classification/pe/densenet121``
+    for ``pe_densenet121`` (the UI shows each level as a folder, so no name is cut)."""
+    m = _EXPERIMENT.match(namespace)
+    if m is None:
+        return f"{pipeline}/{namespace}"
+    if m.group(1):
+        return f"{pipeline}/{m.group(1)}_{m.group(2)}/{m.group(3)}"
+    return f"{pipeline}/{m.group(4)}/{m.group(5)}"
+
+
+def _first_line(func) -> str:
+    from cxr_augment.orchestration.versions import _unwrap
+
+    doc = (_unwrap(func)[0].__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def describe(location, env: str, catalog) -> None:
+    """Descriptions, groups and code versions on the translated assets, in place.
+
+    - description: the catalog entry's ``metadata.description`` (kedro-dagster puts it there);
+      for a dataset without one, the producing node and the first paragraph of its function's
+      docstring, never kedro-dagster's generic text;
+    - group: an experiment's assets (its checkpoint folder included) in ``experiment_group``;
+    - code version: the producing node's version (``versions.node_version``).
+    """
+    import dagster as dg
+    from kedro.framework.project import pipelines
+
+    from cxr_augment.orchestration.versions import is_parameter, node_version
+
+    owner: dict[str, str] = {}  # namespace -> the first named pipeline holding it
+    producer: dict[str, object] = {}
+    for name, pipe in pipelines.items():
+        if name.startswith("__") or name.endswith("_headline"):
+            continue
+        for node in pipe.nodes:
+            for out in node.outputs:
+                producer[out] = node
+            if node.namespace and node.namespace.split(".")[0] != name:
+                owner.setdefault(node.namespace.split(".")[0], name)
+
+    from cxr_augment.study import study_config
+
+    titles = {g: v.get("title") for g, v in (study_config().get("groups") or {}).items()}
+    versions: dict[str, str] = {}
+
+    def version(node) -> str:
+        if node.name not in versions:
+            params = {n: catalog.load(n) for n in node.inputs if is_parameter(n)}
+            versions[node.name] = node_version(node, params)
+        return versions[node.name]
+
+    def dataset_of(key: dg.AssetKey) -> str:
+        return ".".join(key.path[1:] if key.path[0] == env else key.path)
+
+    def group_for(dataset: str, current: str | None) -> str | None:
+        head = dataset.split(".")[0]
+        if head in owner:
+            return experiment_group(owner[head], head)
+        if head in pipelines and current == "external":  # e.g. a generator's checkpoints
+            return head
+        return current
+
+    def fix(spec: dg.AssetSpec) -> dg.AssetSpec:
+        dataset = dataset_of(spec.key)
+        node = producer.get(dataset)
+        description = spec.description or ""
+        if not description or description.startswith(_GENERIC):
+            if node is not None:
+                doc = _first_line(node.func)
+                description = f"Output of node `{node.name}`" + (f": {doc}" if doc else ".")
+            elif dataset.endswith(".checkpoints"):
+                description = (
+                    "The training's checkpoint folder (the last checkpoints, from which an "
+                    "interrupted training resumes); written by the training node itself."
+                )
+            else:
+                description = f"Source dataset `{dataset}` (no node makes it)."
+        parts = dataset.split(".")
+        for i in range(len(parts) - 1):  # report.<group>.x, reporting.in.<group>.x
+            if parts[i] in ("report", "in") and titles.get(parts[i + 1]):
+                description = f"{titles[parts[i + 1]]}. {description}"
+                break
+        return spec.replace_attributes(
+            description=description,
+            group_name=group_for(dataset, spec.group_name),
+            code_version=version(node) if node is not None else spec.code_version,
+        )
+
+    for name, asset in list(location.named_assets.items()):
+        if isinstance(asset, dg.AssetSpec):
+            location.named_assets[name] = fix(asset)
+        else:
+            location.named_assets[name] = asset.map_asset_specs(fix)

@@ -1,0 +1,116 @@
+"""The incremental runner: skips what is up to date, reruns exactly what changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.json import JSONDataset
+
+from cxr_augment.orchestration.runner import IncrementalRunner, fingerprints
+
+CALLS: list[str] = []
+
+
+def double(x, p):
+    CALLS.append("double")
+    return {"v": x["v"] * p["factor"]}
+
+
+def plus_one(y):
+    CALLS.append("plus_one")
+    return {"v": y["v"] + 1}
+
+
+def in_memory(z):
+    CALLS.append("in_memory")
+    return z["v"]
+
+
+def final(m):
+    CALLS.append("final")
+    return {"v": m * 10}
+
+
+def _setup(tmp_path, factor=2):
+    src = JSONDataset(filepath=str(tmp_path / "src.json"))
+    if not (tmp_path / "src.json").exists():
+        src.save({"v": 3})
+    catalog = DataCatalog(
+        datasets={
+            "src": src,
+            "mid": JSONDataset(filepath=str(tmp_path / "mid.json")),
+            "out": JSONDataset(filepath=str(tmp_path / "out.json")),
+            "mem": MemoryDataset(),
+            "end": JSONDataset(filepath=str(tmp_path / "end.json")),
+            "params:p": MemoryDataset({"factor": factor}),
+        },
+    )
+    pipe = Pipeline(
+        [
+            Node(double, ["src", "params:p"], "mid", name="double"),
+            Node(plus_one, "mid", "out", name="plus_one"),
+            Node(in_memory, "out", "mem", name="in_memory"),
+            Node(final, "mem", "end", name="final"),
+        ]
+    )
+    return pipe, catalog
+
+
+def _run(tmp_path, **kw):
+    pipe, catalog = _setup(tmp_path, **kw)
+    CALLS.clear()
+    IncrementalRunner(state=tmp_path / "state.json").run(pipe, catalog, _create_hook_manager())
+    return list(CALLS)
+
+
+def test_second_run_skips_everything_and_a_change_reruns_exactly_what_follows(tmp_path):
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 70}
+    assert _run(tmp_path) == []
+    # a parameter: the node that reads it and everything downstream
+    assert _run(tmp_path, factor=3) == ["double", "plus_one", "in_memory", "final"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 100}
+    assert _run(tmp_path, factor=3) == []
+    # a missing output: its node, and what follows only through its fingerprint (unchanged)
+    (tmp_path / "out.json").unlink()
+    assert _run(tmp_path, factor=3) == ["plus_one"]
+    # an in-memory output is made again when a reader must run
+    (tmp_path / "end.json").unlink()
+    assert _run(tmp_path, factor=3) == ["in_memory", "final"]
+
+
+def test_a_changed_source_reruns_its_readers(tmp_path):
+    _run(tmp_path)
+    JSONDataset(filepath=str(tmp_path / "src.json")).save({"v": 5})
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 110}
+
+
+def test_an_interrupted_run_resumes_after_the_last_node_that_succeeded(tmp_path):
+    pipe, catalog = _setup(tmp_path)
+
+    def boom(y):
+        raise RuntimeError("interrupted")
+
+    broken = Pipeline([n if n.name != "plus_one" else Node(boom, "mid", "out", name="plus_one")
+                       for n in pipe.nodes])  # fmt: skip
+    with pytest.raises(RuntimeError, match="interrupted"):
+        IncrementalRunner(state=tmp_path / "state.json").run(
+            broken, catalog, _create_hook_manager()
+        )
+    assert set(json.loads((tmp_path / "state.json").read_text())) == {"double"}
+    assert _run(tmp_path) == ["plus_one", "in_memory", "final"]
+
+
+def test_fingerprints_follow_code_and_parameters(tmp_path):
+    pipe, catalog = _setup(tmp_path)
+    a = fingerprints(pipe, catalog)
+    pipe3, catalog3 = _setup(tmp_path, factor=3)
+    b = fingerprints(pipe3, catalog3)
+    assert a["double"] != b["double"] and a["final"] != b["final"]
+    assert fingerprints(pipe, catalog) == a  # stable
+    assert len(set(a.values())) == 4

@@ -1,0 +1,143 @@
+"""The Dagster code location: quiet, described, grouped, versioned; jobs are asset jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxr_augment.orchestration.translate import experiment_group
+from tests.test_dagster import PROJECT
+
+
+def _project(root: Path, local: dict | None = None) -> Path:
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "src").mkdir()
+    (root / "conf" / "local").mkdir()
+    if local:
+        (root / "conf" / "local" / "parameters_change.yml").write_text(yaml.safe_dump(local))
+    return root
+
+
+def _assets(root: Path, monkeypatch) -> dict:
+    """asset key -> (description, group, code version) of the project at ``root``."""
+    import dagster as dg
+
+    from cxr_augment.orchestration.translate import translate
+
+    monkeypatch.chdir(root)
+    location = translate("local", project_path=root)
+    out = {}
+    for asset in location.named_assets.values():
+        specs = [asset] if isinstance(asset, dg.AssetSpec) else asset.specs
+        for spec in specs:
+            out[spec.key.to_user_string()] = (spec.description, spec.group_name, spec.code_version)
+    return out, location
+
+
+@pytest.fixture(scope="module")
+def translated(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    try:
+        yield _assets(_project(tmp_path_factory.mktemp("p")), mp)
+    finally:
+        mp.undo()
+
+
+def test_every_asset_is_described_grouped_and_versioned(translated):
+    assets, _ = translated
+    assert len(assets) > 500
+    generic = ("Node outputs as a single value", "Kedro node ")
+    undescribed = [k for k, (d, _, _) in assets.items() if not d or d.startswith(generic)]
+    assert undescribed == []
+    # the thesis's tables and figures say which they are
+    assert "Table 15" in assets["local/report/table15/table"][0]
+    # an experiment's assets (its checkpoint folder too) share its short hierarchical group
+    assert assets["local/ptx_aug_rotation_balanced/seed1/checkpoints"][1] == (
+        "augmentation/ptx_aug/rotation_balanced"
+    )
+    assert assets["local/ptx_aug_rotation_balanced/metrics"][1] == (
+        "augmentation/ptx_aug/rotation_balanced"
+    )
+    assert assets["local/pe_densenet121/metrics"][1] == "classification/pe/densenet121"
+    longest = max(len(seg) for _, g, _ in assets.values() for seg in (g or "").split("/"))
+    assert longest <= 25  # "inception_resnet_v2_tuned"
+    # every asset a node makes has a code version
+    made = [k for k, (_, _, v) in assets.items() if v is None]
+    assert all(k.endswith("checkpoints") or "demo_ct" in k or "chexpert" in k for k in made), made
+
+
+def test_jobs_are_asset_jobs_that_carry_their_checks(translated):
+    import dagster as dg
+
+    from cxr_augment.checks import asset_checks
+
+    _, location = translated
+    defs = dg.Definitions(
+        assets=list(location.named_assets.values()),
+        asset_checks=asset_checks("local"),
+        resources={**location.named_resources, "io_manager": dg.fs_io_manager},
+        jobs=list(location.named_jobs.values()),
+    )
+    job = defs.resolve_job_def("preprocessing")
+    checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert {"no_patient_in_two_splits", "no_image_unreported", "label_distribution_kept"} <= checks
+    keys = {k.path[-1] for k in job.asset_layer.executable_asset_keys}
+    assert {"manifest", "split_table", "tensor_store"} <= keys
+
+
+def test_a_parameter_change_changes_exactly_its_readers_code_versions(
+    translated, tmp_path, monkeypatch
+):
+    before, _ = translated
+    changed = _project(tmp_path, {"preprocessing": {"split": {"seed": 12345}}})
+    after, _ = _assets(changed, monkeypatch)
+    moved = sorted(k for k in before if before[k][2] != after[k][2])
+    from kedro.framework.project import pipelines
+
+    readers = {"params:preprocessing", "params:preprocessing.split", "parameters"}
+    expected = sorted(
+        "local/" + out.replace(".", "/")
+        for name, pipe in pipelines.items()
+        for node in pipe.nodes
+        if readers & set(node.inputs)
+        for out in node.outputs
+    )
+    assert "local/split_table" in moved
+    assert moved == sorted(set(expected) & set(before))
+
+
+def test_experiment_groups_are_short():
+    assert experiment_group("augmentation", "ptx_aug_translation_balanced") == (
+        "augmentation/ptx_aug/translation_balanced"
+    )
+    assert experiment_group("augmentation", "ptx_sweep_dpmpp25_w3") == (
+        "augmentation/ptx_sweep/dpmpp25_w3"
+    )
+    assert experiment_group("classification", "ptx_umulticlass") == "classification/ptx/umulticlass"
+
+
+def test_a_code_load_prints_under_100_lines(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "KEDRO_DISABLE_TELEMETRY": "true"}
+    dagster = Path(sys.executable).with_name("dagster")
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "cxr_augment.definitions"],
+        cwd=_project(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    assert len(lines) < 100, "\n".join(lines)
+    assert not [ln for ln in lines if "WARNING" in ln and "SupersessionWarning" not in ln], lines

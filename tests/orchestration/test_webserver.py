@@ -1,0 +1,142 @@
+"""End to end: the Dagster webserver over a tiny copy of the project; a materialisation launched
+through its GraphQL API succeeds, and so do the asset checks its job evaluates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_dagster import PROJECT, TINY
+
+RUN_EVENTS = """
+query RunEvents($runId: ID!, $cursor: String) {
+  logsForRun(runId: $runId, afterCursor: $cursor) {
+    __typename
+    ... on EventConnection {
+      cursor
+      hasMore
+      events {
+        __typename
+        ... on AssetCheckEvaluationEvent { evaluation { checkName success } }
+        ... on MaterializationEvent { assetKey { path } }
+      }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "src").mkdir()
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "local" / "parameters_tiny.yml").write_text(yaml.safe_dump(TINY))
+    home = root / ".dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DAGSTER_DISABLE_TELEMETRY": "true",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+    }
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    log = open(root / "webserver.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [str(webserver), "-m", "cxr_augment.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            client._execute("{ version }")
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.close()
+                pytest.fail(
+                    "the webserver did not answer:\n" + (root / "webserver.log").read_text()
+                )
+            time.sleep(1)
+    yield client, root
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _wait(client, run_id: str, timeout: float = 400) -> str:
+    from dagster_graphql import DagsterGraphQLClientError  # noqa: F401
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(1)
+    return "TIMEOUT"
+
+
+def _events(client, run_id: str) -> list[dict]:
+    events, cursor = [], None
+    while True:
+        data = client._execute(RUN_EVENTS, {"runId": run_id, "cursor": cursor})["logsForRun"]
+        events += data["events"]
+        cursor = data["cursor"]
+        if not data["hasMore"]:
+            return events
+
+
+def test_a_job_launched_through_graphql_materialises_its_assets_and_passes_its_checks(webserver):
+    client, root = webserver
+    checks: dict[str, bool] = {}
+    for job in ("demo_data", "preprocessing"):
+        run_id = client.submit_job_execution(job)
+        status = _wait(client, run_id)
+        events = _events(client, run_id)
+        assert status == "SUCCESS", (job, [e for e in events if "Failure" in e["__typename"]])
+        materialised = {
+            e["assetKey"]["path"][-1] for e in events if e["__typename"] == "MaterializationEvent"
+        }
+        checks |= {
+            e["evaluation"]["checkName"]: e["evaluation"]["success"]
+            for e in events
+            if e["__typename"] == "AssetCheckEvaluationEvent"
+        }
+        if job == "preprocessing":
+            assert {"manifest", "split_table", "preprocessing_report"} <= materialised
+    assert checks == {
+        "no_patient_in_two_splits": True,
+        "no_image_unreported": True,
+        "label_distribution_kept": True,
+    }
+    assert (root / "data" / "05_model_input" / "manifest.parquet").exists()
