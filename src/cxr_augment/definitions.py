@@ -4,7 +4,6 @@
 """
 
 import os
-import warnings
 
 import dagster as dg
 
@@ -14,9 +13,6 @@ from cxr_augment.orchestration.translate import translate
 
 # a step process of the multiprocess executor: one torch thread (orchestration/threads.py)
 limit_threads()
-
-# Kedro's config loader calls OmegaConf's deprecated resolver API once per resolver, per load
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
 ENV = os.environ.get("KEDRO_ENV", "local")
 location = translate(ENV)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
@@ -38,13 +37,16 @@ warnings.filterwarnings(
     "ignore", message=r"One or more dataset names contain '\.'", category=UserWarning
 )
 
+# Kedro's config loader calls OmegaConf's deprecated resolver API once per resolver, per load
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"package_data": package_data, "env_var": env_var},
     # an environment (local, chexpert) overrides single parameters, not whole blocks
-    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    "merge_strategy": {"parameters": "soft", "globals": "soft", "dagster": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals*", "globals*/**"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "kappa")
 
@@ -56,6 +55,8 @@ def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
         (c["tp"] + c["fp"]) * (c["tp"] + c["fn"]) + (c["fn"] + c["tn"]) * (c["fp"] + c["tn"]), n * n
     )
     two_classes = 0 < y.sum() < n
+    from sklearn import metrics as skm  # on first use: loading the pipelines stays light
+
     return {
         "accuracy": po,
         "precision": precision,

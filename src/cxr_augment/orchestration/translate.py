@@ -99,6 +99,14 @@ def _memoised() -> Iterator[None]:
         return configs[names]
 
     jobs_of = kd_pipelines.PipelineTranslator.to_dagster
+    dataset_config_of = kd_catalog.CatalogTranslator._create_dataset_config
+    import dagster as dg
+
+    class DatasetConfig(dg.Config):
+        """The IO manager reads and writes through its Kedro dataset; the dataset's own settings
+        are in the catalog (and in each materialisation's metadata)."""
+
+    kd_catalog.CatalogTranslator._create_dataset_config = lambda self, dataset: DatasetConfig
 
     kedro_project.find_pipelines = cached_find
     kd_catalog.sum = cached_sum
@@ -111,6 +119,7 @@ def _memoised() -> Iterator[None]:
         del kd_catalog.sum
         translator._get_node_parameters_config = config_of
         kd_pipelines.PipelineTranslator.to_dagster = jobs_of
+        kd_catalog.CatalogTranslator._create_dataset_config = dataset_config_of
 
 
 def _is_param(name: str) -> bool:

@@ -88,7 +88,14 @@ def dataset_path(dataset) -> str | None:
         described = dataset._describe()
     except Exception:  # a dataset without a description has no path to fingerprint
         return None
+    return _path_in(described)
+
+
+def _path_in(described: dict) -> str | None:
     for key in ("filepath", "path"):
         if described.get(key):
             return str(described[key])
+    for value in described.values():  # a wrapper (read-only, optional) describes its dataset
+        if isinstance(value, dict) and (found := _path_in(value)):
+            return found
     return None
