@@ -66,6 +66,7 @@ def test_every_asset_is_described_grouped_and_versioned(translated):
         "augmentation/ptx_aug/rotation_balanced"
     )
     assert assets["local/pe_densenet121/metrics"][1] == "classification/pe/densenet121"
+    assert not [k for k, (_, g, _) in assets.items() if g and "headline" in g]
     longest = max(len(seg) for _, g, _ in assets.values() for seg in (g or "").split("/"))
     assert longest <= 25  # "inception_resnet_v2_tuned"
     # every asset a node makes has a code version

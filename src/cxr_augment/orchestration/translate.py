@@ -247,10 +247,12 @@ def describe(location, env: str, catalog) -> None:
 
     owner: dict[str, str] = {}  # namespace -> the first named pipeline holding it
     producer: dict[str, object] = {}
+    home: dict[str, str] = {}  # node -> its pipeline (not a headline subset of one)
     for name, pipe in pipelines.items():
         if name.startswith("__") or name.endswith("_headline"):
             continue
         for node in pipe.nodes:
+            home.setdefault(node.name, name)
             for out in node.outputs:
                 producer[out] = node
             if node.namespace and node.namespace.split(".")[0] != name:
@@ -274,6 +276,9 @@ def describe(location, env: str, catalog) -> None:
         head = dataset.split(".")[0]
         if head in owner:
             return experiment_group(owner[head], head)
+        node = producer.get(dataset)
+        if node is not None and not node.namespace:  # kedro-dagster may pick a headline subset
+            return home.get(node.name, current)
         if head in pipelines and current == "external":  # e.g. a generator's checkpoints
             return head
         return current

@@ -1,0 +1,83 @@
+"""Screenshots of the Dagster UI: the asset graph of a few groups and the asset catalog.
+
+    .venv/bin/python scripts/screenshot_dagster.py
+
+Starts `dagster dev` on 127.0.0.1 (a free port, the instance of deploy/dagster.yaml in a
+temporary DAGSTER_HOME), waits for the code location, and saves PNGs in
+data/08_reporting/screenshots/dagster_<view>.png with headless chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from screenshot_viz import capture, find_browser  # noqa: E402
+
+VIEWS = {
+    "assets": "/assets",
+    "preprocessing_graph": "/locations/cxr_augment.definitions/asset-groups/preprocessing",
+    "experiment_graph": "/locations/cxr_augment.definitions/asset-groups/"
+    "augmentation%2Fptx_aug%2Frotation_balanced",
+    "jobs": "/jobs",
+}
+
+
+def main() -> list[Path]:
+    from bench_dagster import _port  # noqa: F401  (bench/ on the path below)
+    from dagster_graphql import DagsterGraphQLClient
+
+    out = ROOT / "data" / "08_reporting" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    browser = find_browser()
+    port = _port()
+    shots = []
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", Path(home) / "dagster.yaml")
+        env = {**os.environ, "DAGSTER_HOME": home, "KEDRO_DISABLE_TELEMETRY": "true"}
+        dagster = Path(sys.executable).with_name("dagster")
+        proc = subprocess.Popen(
+            [str(dagster), "dev", "-m", "cxr_augment.definitions", "-h", "127.0.0.1",
+             "-p", str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=120)
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    data = client._execute(
+                        "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus "
+                        "} } } }"
+                    )
+                    if data["workspaceOrError"]["locationEntries"][0]["loadStatus"] == "LOADED":
+                        break
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dagster dev did not load the code location")
+                time.sleep(1)
+            for name, path in VIEWS.items():
+                shot = out / f"dagster_{name}.png"
+                capture(f"http://127.0.0.1:{port}{path}", shot, 1600, 1000, browser, 20000)
+                shots.append(shot)
+                print(shot)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    return shots
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "bench"))
+    main()
