@@ -114,3 +114,26 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_file(where, tmp_pat
     assert target.read_bytes() == before and leftovers(tmp_path) == []
     if where == "write":
         assert pd.DataFrame.to_csv is real
+
+
+def test_folder_fsync_tolerates_a_filesystem_without_it_and_raises_an_io_error(
+    tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    import pytest
+
+    from cxr_augment.datasets import atomic
+
+    def failing(code):
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
+
+        return fsync
+
+    monkeypatch.setattr(atomic.os, "fsync", failing(errno.EINVAL))
+    atomic.fsync_folder(tmp_path)  # cannot fsync a folder here: the rename stands
+    monkeypatch.setattr(atomic.os, "fsync", failing(errno.EIO))
+    with pytest.raises(OSError, match=f"cannot flush folder {tmp_path}"):
+        atomic.fsync_folder(tmp_path)

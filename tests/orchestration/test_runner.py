@@ -114,3 +114,10 @@ def test_fingerprints_follow_code_and_parameters(tmp_path):
     assert a["double"] != b["double"] and a["final"] != b["final"]
     assert fingerprints(pipe, catalog) == a  # stable
     assert len(set(a.values())) == 4
+
+
+def test_unreadable_records_are_an_error_saying_what_to_do(tmp_path):
+    _run(tmp_path)
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match=r"state\.json cannot be read .*Delete the file"):
+        _run(tmp_path)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cxr_augment.datasets.atomic import disk_full, fsync_folder
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -26,24 +28,6 @@ log = logging.getLogger("cxr_augment.classify.training")
 
 class CheckpointError(RuntimeError):
     """A checkpoint store holds checkpoints, none of which can be resumed."""
-
-
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` or an error in its chain is a full disk (torch's zip writer re-raises
-    a failed write as a ``RuntimeError`` raised during the ``OSError``)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in _DISK_FULL:
-            return True
-        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def describe_error(exc: BaseException, limit: int = 200) -> str:
@@ -179,7 +163,7 @@ class CheckpointStore:
             os.replace(tmp, final)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, Exception) and _disk_full(exc):
+            if isinstance(exc, Exception) and disk_full(exc):
                 previous = [p for p in self.files() if p != final]
                 kept = (
                     f"the previous checkpoint, {previous[-1]}, is intact. Free some space on "
@@ -194,7 +178,7 @@ class CheckpointStore:
                     f"left on the device; the partial file was removed); {kept}",
                 ) from exc
             raise
-        _fsync_folder(self.folder)  # the rename itself survives a power cut
+        fsync_folder(self.folder)  # the rename itself survives a power cut
         self._prune()
         return final
 
@@ -264,16 +248,3 @@ class CheckpointStore:
     def clear(self) -> None:
         for f in self.files():
             f.unlink()
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -67,16 +67,28 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+#: what an OS or filesystem answers when it cannot open or fsync a folder at all (Windows,
+#: some network and FUSE filesystems): the rename stands, only its durability is not forced
+_NO_FOLDER_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EISDIR,
+                              errno.EACCES, errno.EPERM})  # fmt: skip
+
+
 def fsync_folder(path: str | os.PathLike) -> None:
-    """Make a rename in ``path`` durable; best effort (not every OS opens folders)."""
+    """Make a rename in ``path`` durable. A filesystem that cannot fsync a folder is left as it
+    is; any other failure (an I/O error) is raised, naming the folder."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as err:
+        if err.errno in _NO_FOLDER_FSYNC:
+            return
+        raise OSError(err.errno, f"cannot open folder {path} to make a rename durable: "
+                      f"{err.strerror}") from err  # fmt: skip
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.errno not in _NO_FOLDER_FSYNC:
+            raise OSError(err.errno, f"cannot flush folder {path} after a rename: "
+                          f"{err.strerror}") from err  # fmt: skip
     finally:
         os.close(fd)
 

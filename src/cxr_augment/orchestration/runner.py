@@ -46,10 +46,12 @@ def _read(path: Path) -> dict[str, str]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
+        return {}  # no run has recorded anything yet: every node runs
     except (OSError, ValueError) as err:
-        log.warning("incremental state %s unreadable (%s): every node runs", path, err)
-        return {}
+        raise RuntimeError(
+            f"the incremental runner's records {path} cannot be read ({err}). Delete the file "
+            "to rerun every node, or run without the incremental runner (plain `kedro run`)"
+        ) from err
 
 
 def _write(path: Path, records: dict[str, str]) -> None:

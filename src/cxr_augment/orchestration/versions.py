@@ -84,11 +84,7 @@ def path_fingerprint(path: str | os.PathLike) -> str | None:
 
 def dataset_path(dataset) -> str | None:
     """The file or folder a Kedro dataset reads (``filepath`` or ``path`` of its description)."""
-    try:
-        described = dataset._describe()
-    except Exception:  # a dataset without a description has no path to fingerprint
-        return None
-    return _path_in(described)
+    return _path_in(dataset._describe())
 
 
 def _path_in(described: dict) -> str | None:
