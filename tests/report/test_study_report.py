@@ -180,3 +180,28 @@ def test_the_downstream_sweep_is_drawn_from_its_validation_table():
 
     assert Image.open(io.BytesIO(fig.png)).size[0] > 300
     assert len(metrics.frame) == 7
+
+
+def test_image_files_no_csv_lists_are_counted_and_listed():
+    """Ingestion's unlisted image files reach the report: a count, the reasons, the first rows
+    (all of them in the asset), and an explicit zero when there are none."""
+    from cxr_augment.report.study_report import item
+
+    spec = {"key": "unlisted", "kind": "unlisted", "asset": "unlisted_images",
+            "title": "Image files no CSV lists", "command": "kedro run --pipeline preprocessing"}  # fmt: skip
+    reasons = ["not in train.csv"] * 57 + ["test study absent from groundtruth.csv"] * 3
+    data = pd.DataFrame(
+        {"key": [f"train/patient{i:05d}/study1/view1_frontal.jpg" for i in range(60)],
+         "csv": ["train.csv"] * 60, "reason": reasons}
+    )  # fmt: skip
+    [table] = item(spec, data, {})
+    assert len(table.frame) == 50 and table.frame["key"].iloc[0] == data["key"].iloc[0]
+    assert table.notes[0].startswith("60 image file(s)")
+    assert "not in train.csv: 57" in table.notes[1]
+    assert "test study absent from groundtruth.csv: 3" in table.notes[1]
+    assert "first 50" in table.notes[2] and "unlisted_images" in table.notes[2]
+    [empty] = item(spec, data.iloc[:0], {})
+    assert empty.notes == ["0 image file(s) that no CSV lists (not used)."]
+    assert empty.frame.iloc[0, 0] == 0
+    [not_made] = item(spec, None, {})
+    assert isinstance(not_made, html.NotRun)

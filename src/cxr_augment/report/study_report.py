@@ -344,11 +344,20 @@ def sweep_figure(table: pd.DataFrame) -> bytes:
     return html.figure_png(fig)
 
 
+#: tables of what ingestion held back: shown even when empty (a zero is the news), counted,
+#: and their first rows listed
+_HELD_BACK = {
+    "quarantine": ("row(s) quarantined at ingestion", "quarantined rows"),
+    "unlisted": ("image file(s) that no CSV lists (not used)", "unlisted image files"),
+}
+_HELD_BACK_ROWS = 50
+
+
 def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
     """One report item from its loaded data (``None``: not run)."""
     key, title, asset = spec["key"], spec["title"], spec["asset"]
     if data is None or (
-        isinstance(data, pd.DataFrame) and data.empty and spec["kind"] != "quarantine"
+        isinstance(data, pd.DataFrame) and data.empty and spec["kind"] not in _HELD_BACK
     ):
         return [
             NotRun(
@@ -392,12 +401,15 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
                 thesis=THESIS_TABLE2,
             )
         ]
-    if kind == "quarantine":
-        notes = [f"{len(data)} row(s) quarantined at ingestion."]
+    if kind in _HELD_BACK:
+        what, empty = _HELD_BACK[kind]
+        notes = [f"{len(data)} {what}."]
         if len(data) and "reason" in data:
             counts = data["reason"].value_counts()
             notes.append("; ".join(f"{r}: {n}" for r, n in counts.items()))
-        frame = data.head(50) if len(data) else pd.DataFrame({"quarantined rows": [0]})
+        if len(data) > _HELD_BACK_ROWS:
+            notes.append(f"The first {_HELD_BACK_ROWS} are shown; all are in `{asset}`.")
+        frame = data.head(_HELD_BACK_ROWS) if len(data) else pd.DataFrame({empty: [0]})
         return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes)]
     return [Table(key=key, title=title, frame=data, asset=asset, digits=int(spec.get("digits", 4)))]
 
