@@ -74,6 +74,20 @@ def test_every_asset_is_described_grouped_and_versioned(translated):
     assert all(k.endswith("checkpoints") or "demo_ct" in k or "chexpert" in k for k in made), made
 
 
+def test_the_translation_leaves_kedro_and_kedro_dagster_as_they_were(translated):
+    """The memoised lookups live only for one translation: afterwards Kedro's pattern matching
+    and kedro-dagster's helpers are the libraries' own again."""
+    import parse
+    from kedro.io import catalog_config_resolver
+    from kedro_dagster import catalog, nodes, utils
+
+    assert catalog_config_resolver.parse is parse.parse
+    assert catalog.is_nothing_asset_name is utils.is_nothing_asset_name
+    assert nodes.is_nothing_asset_name is utils.is_nothing_asset_name
+    assert catalog.format_node_name is utils.format_node_name
+    assert not hasattr(catalog, "sum")
+
+
 def test_jobs_are_asset_jobs_that_carry_their_checks(translated):
     import dagster as dg
 

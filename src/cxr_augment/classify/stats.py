@@ -24,9 +24,15 @@ A test that cannot be computed (too few positives, no variance, no discordant de
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as sps
-from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
-from statsmodels.stats.multitest import multipletests
+
+# scipy.stats and statsmodels (0.6 s to import) are imported where used: every pipeline module
+# is imported whenever the project loads (each `kedro run`, each Dagster code load)
+
+
+def _sps():
+    from scipy import stats
+
+    return stats
 
 
 def mcnemar(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, exact_below: int = 25) -> dict:
@@ -37,6 +43,8 @@ def mcnemar(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, exact_below: 
     table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
     discordant = int(table[0, 1] + table[1, 0])
     exact = discordant < exact_below
+    from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
+
     res = _mcnemar(table, exact=exact, correction=True)
     return {
         "statistic": float(res.statistic),
@@ -95,7 +103,7 @@ def mcnemar_clustered(
         return {**out, "statistic": float("nan"), "p_value": float("nan"),
                 "note": "no patient with discordant decisions"}  # fmt: skip
     stat = float(d.sum() ** 2 / denom)
-    return {**out, "statistic": stat, "p_value": float(sps.chi2.sf(stat, 1)), "note": ""}
+    return {**out, "statistic": stat, "p_value": float(_sps().chi2.sf(stat, 1)), "note": ""}
 
 
 def auc_components(
@@ -125,9 +133,9 @@ def auc_components(
     i01 = len(np.unique(inv[neg]))
     if m < 2 or n < 2 or i10 < 2 or i01 < 2:
         return np.full(k, np.nan), np.full((k, k), np.nan)
-    ranks_all = np.vstack([sps.rankdata(s) for s in scores])
-    ranks_pos = np.vstack([sps.rankdata(s[pos]) for s in scores])
-    ranks_neg = np.vstack([sps.rankdata(s[neg]) for s in scores])
+    ranks_all = np.vstack([_sps().rankdata(s) for s in scores])
+    ranks_pos = np.vstack([_sps().rankdata(s[pos]) for s in scores])
+    ranks_neg = np.vstack([_sps().rankdata(s[neg]) for s in scores])
     v10 = (ranks_all[:, pos] - ranks_pos) / n  # per positive: share of negatives below
     v01 = 1.0 - (ranks_all[:, neg] - ranks_neg) / m  # per negative: share of positives above
     aucs = v10.mean(axis=1)
@@ -167,7 +175,7 @@ def delong(
                 "note": "zero variance of the AUC difference (e.g. both AUCs 0 or 1, or "
                 "identical scores): the test is undefined"}  # fmt: skip
     z = (auc_a - auc_b) / np.sqrt(var)
-    return {**out, "z": float(z), "p_value": float(2 * sps.norm.sf(abs(z))), "note": ""}
+    return {**out, "z": float(z), "p_value": float(2 * _sps().norm.sf(abs(z))), "note": ""}
 
 
 def holm(p_values) -> np.ndarray:
@@ -176,5 +184,7 @@ def holm(p_values) -> np.ndarray:
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
+        from statsmodels.stats.multitest import multipletests
+
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out

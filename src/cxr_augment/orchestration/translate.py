@@ -108,6 +108,41 @@ def _memoised() -> Iterator[None]:
 
     kd_catalog.CatalogTranslator._create_dataset_config = lambda self, dataset: DatasetConfig
 
+    # kedro-dagster asks, for every input of every node, whether the dataset is a Nothing
+    # sentinel: a catalog lookup that tries every dataset pattern for a name the catalog lacks
+    # (about 4,000 lookups of 1,000 names); and it formats every node's name once per dataset
+    from kedro_dagster import translator as kd_translator
+    from kedro_dagster import utils as kd_utils
+
+    modules = (kd_catalog, kd_nodes, kd_pipelines, kd_translator)
+    originals = {
+        (m, f): getattr(m, f)
+        for m in modules
+        for f in ("is_nothing_asset_name", "format_node_name")
+        if hasattr(m, f)
+    }
+    nothing: dict[tuple[int, str], bool] = {}
+
+    def cached_nothing(catalog, dataset_name):
+        key = (id(catalog), dataset_name)
+        if key not in nothing:
+            nothing[key] = kd_utils.is_nothing_asset_name(catalog, dataset_name)
+        return nothing[key]
+
+    cached_format = functools.lru_cache(maxsize=None)(kd_utils.format_node_name)
+    # each such lookup matches the name against every catalog pattern with `parse.parse`,
+    # which compiles the pattern anew on every call: compile each pattern once
+    import parse as parse_lib
+    from kedro.io import catalog_config_resolver as kd_resolver
+
+    parse_original = kd_resolver.parse
+    compiled = functools.lru_cache(maxsize=None)(parse_lib.compile)
+    kd_resolver.parse = lambda pattern, string: compiled(pattern).parse(string)
+    for module, attr in originals:
+        setattr(
+            module, attr, cached_nothing if attr == "is_nothing_asset_name" else cached_format
+        )
+
     kedro_project.find_pipelines = cached_find
     kd_catalog.sum = cached_sum
     translator._get_node_parameters_config = flat_config
@@ -115,6 +150,9 @@ def _memoised() -> Iterator[None]:
     try:
         yield
     finally:
+        kd_resolver.parse = parse_original
+        for (module, attr), original in originals.items():
+            setattr(module, attr, original)
         kedro_project.find_pipelines = find_pipelines
         del kd_catalog.sum
         translator._get_node_parameters_config = config_of
