@@ -139,9 +139,7 @@ def _memoised() -> Iterator[None]:
     compiled = functools.lru_cache(maxsize=None)(parse_lib.compile)
     kd_resolver.parse = lambda pattern, string: compiled(pattern).parse(string)
     for module, attr in originals:
-        setattr(
-            module, attr, cached_nothing if attr == "is_nothing_asset_name" else cached_format
-        )
+        setattr(module, attr, cached_nothing if attr == "is_nothing_asset_name" else cached_format)
 
     kedro_project.find_pipelines = cached_find
     kd_catalog.sum = cached_sum
