@@ -90,3 +90,38 @@ def test_kedro_viz_server_reports_no_update_without_asking_pypi(monkeypatch):
         __version__,
         False,
     )
+
+
+def test_kedro_viz_commands_ask_pypi_nothing(monkeypatch):
+    """``kedro viz run`` asks PyPI for the latest version before starting its server; the
+    project's CLI hook (installed as a ``kedro.cli_hooks`` entry point) answers with the
+    installed version for ``viz`` commands, and leaves other commands alone."""
+    from importlib.metadata import entry_points
+
+    import requests
+    from kedro.framework.cli.hooks import get_cli_hook_manager
+    from kedro_viz import __version__
+    from kedro_viz.integrations import pypi
+    from packaging.version import parse
+
+    from cxr_augment import cli_hooks
+
+    assert "cxr_augment.cli_hooks" in {ep.value for ep in entry_points(group="kedro.cli_hooks")}, (
+        "reinstall the project (make install) to register its CLI hooks"
+    )
+    assert get_cli_hook_manager().is_registered(cli_hooks) or any(
+        getattr(p, "__name__", None) == "cxr_augment.cli_hooks"
+        for p in get_cli_hook_manager().get_plugins()
+    )
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network request: {args} {kwargs}")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    monkeypatch.setattr(pypi, "get_latest_version", pypi.get_latest_version)
+    original = pypi.get_latest_version
+    cli_hooks.before_command_run(None, ["run", "--pipeline", "x"])
+    assert pypi.get_latest_version is original
+    cli_hooks.before_command_run(None, ["viz", "run"])
+    assert pypi.get_latest_version() == parse(__version__)
+    assert not pypi.is_running_outdated_version(parse(__version__), pypi.get_latest_version())
