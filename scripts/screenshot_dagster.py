@@ -25,9 +25,13 @@ from screenshot_viz import capture, find_browser  # noqa: E402
 
 VIEWS = {
     "assets": "/assets",
-    "preprocessing_graph": "/locations/cxr_augment.definitions/asset-groups/preprocessing",
-    "experiment_graph": "/locations/cxr_augment.definitions/asset-groups/"
-    "augmentation%2Fptx_aug%2Frotation_balanced",
+    # every group, collapsed: the project at a glance
+    "lineage": "/asset-groups",
+    # (a group page of demo_data or preprocessing is a column of link nodes: every one of the
+    # study's experiments reads their truth, manifest and tensor store)
+    # one experiment: its metrics' upstream lineage (augmented set, model, predictions)
+    "experiment_graph": "/assets/local/ptx_aug_rotation_balanced/metrics"
+    "?view=lineage&lineageScope=upstream&lineageDepth=4",
     "jobs": "/jobs",
 }
 
