@@ -26,10 +26,8 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import urlencode
@@ -37,21 +35,12 @@ from urllib.parse import urlencode
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from screenshot_report import chromium_screenshot, find_browser  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 PIPELINES = ("classification", "augmentation")
 SETUP = "/__screenshot_setup__.html"
-
-
-def find_browser() -> str:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise SystemExit(
-        f"no headless browser found (looked for {', '.join(BROWSERS)}); "
-        "install one, e.g. `apt-get install chromium`"
-    )
 
 
 def build_site(root: Path = ROOT) -> Path:
@@ -125,31 +114,7 @@ def serve(site: Path) -> http.server.ThreadingHTTPServer:
 
 
 def capture(url: str, shot: Path, width: int, height: int, browser: str, budget_ms: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="viz-shot-") as tmp:
-        cmd = [
-            browser,
-            "--headless",
-            "--disable-gpu",
-            "--no-sandbox",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            # only the local server: the Google Fonts link fails at once instead of waiting
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--user-data-dir={Path(tmp) / 'profile'}",
-            f"--virtual-time-budget={budget_ms}",
-            f"--screenshot={shot}",
-            f"--window-size={width},{height}",
-            url,
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if not shot.exists():
-        raise RuntimeError(
-            f"{browser} wrote no screenshot (exit {result.returncode}):\n{result.stderr[-2000:]}"
-        )
+    chromium_screenshot(url, shot, width, height, browser, budget_ms)
 
 
 def graph_drawn(shot: Path) -> bool:
