@@ -29,12 +29,6 @@ import numpy as np
 # is imported whenever the project loads (each `kedro run`, each Dagster code load)
 
 
-def _sps():
-    from scipy import stats
-
-    return stats
-
-
 def mcnemar(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, exact_below: int = 25) -> dict:
     """Image-level McNemar's test (images taken as independent; statsmodels)."""
     y = np.asarray(y, dtype=int)
@@ -102,8 +96,10 @@ def mcnemar_clustered(
     if denom <= 1e-12:
         return {**out, "statistic": float("nan"), "p_value": float("nan"),
                 "note": "no patient with discordant decisions"}  # fmt: skip
+    from scipy.stats import chi2
+
     stat = float(d.sum() ** 2 / denom)
-    return {**out, "statistic": stat, "p_value": float(_sps().chi2.sf(stat, 1)), "note": ""}
+    return {**out, "statistic": stat, "p_value": float(chi2.sf(stat, 1)), "note": ""}
 
 
 def auc_components(
@@ -133,9 +129,11 @@ def auc_components(
     i01 = len(np.unique(inv[neg]))
     if m < 2 or n < 2 or i10 < 2 or i01 < 2:
         return np.full(k, np.nan), np.full((k, k), np.nan)
-    ranks_all = np.vstack([_sps().rankdata(s) for s in scores])
-    ranks_pos = np.vstack([_sps().rankdata(s[pos]) for s in scores])
-    ranks_neg = np.vstack([_sps().rankdata(s[neg]) for s in scores])
+    from scipy.stats import rankdata
+
+    ranks_all = np.vstack([rankdata(s) for s in scores])
+    ranks_pos = np.vstack([rankdata(s[pos]) for s in scores])
+    ranks_neg = np.vstack([rankdata(s[neg]) for s in scores])
     v10 = (ranks_all[:, pos] - ranks_pos) / n  # per positive: share of negatives below
     v01 = 1.0 - (ranks_all[:, neg] - ranks_neg) / m  # per negative: share of positives above
     aucs = v10.mean(axis=1)
@@ -174,8 +172,10 @@ def delong(
         return {**out, "z": float("nan"), "p_value": float("nan"),
                 "note": "zero variance of the AUC difference (e.g. both AUCs 0 or 1, or "
                 "identical scores): the test is undefined"}  # fmt: skip
+    from scipy.stats import norm
+
     z = (auc_a - auc_b) / np.sqrt(var)
-    return {**out, "z": float(z), "p_value": float(2 * _sps().norm.sf(abs(z))), "note": ""}
+    return {**out, "z": float(z), "p_value": float(2 * norm.sf(abs(z))), "note": ""}
 
 
 def holm(p_values) -> np.ndarray:
