@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -241,6 +243,52 @@ def test_generated_set_streams_into_a_store_at_the_classifier_size(tmp_path):
     # the same inputs give the same fingerprint (a rerun reuses the store)
     job2, _ = generated_set(model, {0: 3, 1: 6}, sampler, 7, (20, 18), "gen/x", "ddim", "rgb")
     assert job2.fingerprint == job.fingerprint
+
+
+def test_sets_of_one_generator_share_their_sampled_batches(tmp_path, monkeypatch):
+    """A second set of the same model, sampler and seed (another strategy's) reuses the
+    batches the first one sampled, with the bytes a fresh sampling gives; another seed, a
+    partial batch of another size, changed weights or a zero budget sample anew."""
+    from cxr_augment.generation import sampling
+
+    monkeypatch.setattr(sampling, "MEMO", sampling.BatchMemo())
+    model = tiny_model(False)
+    unet = model.unet_for(1)[0]
+    forwards = []
+    hook = unet.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape[0]))
+    sampler = SamplerConfig("ddim", 3, batch_size=4)
+
+    def make(counts, seed, prefix, s=sampler):
+        job, _ = generated_set(model, counts, s, seed, (16, 16), prefix, "ddim")
+        write_store(tmp_path / prefix, job)
+        store = TensorStore(tmp_path / prefix)
+        return np.stack([store.get(f"{prefix}/class1/{j:07d}") for j in range(counts[1])])
+
+    first = make({1: 10}, 7, "a")  # batches of 4, 4 and 2
+    assert len(forwards) == 3 * 3 and sampling.MEMO.hits == 0
+    forwards.clear()
+    second = make({1: 9}, 7, "b")  # batches 0 and 1 again; the last batch now holds 1
+    assert len(forwards) == 3 and forwards[0] == 1 and sampling.MEMO.hits == 2
+    assert np.array_equal(second[:8], first[:8])
+    # the reused bytes are the ones sampling without the memo gives
+    fresh = sample_class(model, 1, 10, replace(sampler, memo_bytes=0), seed=7)
+    assert np.array_equal(first, fresh)
+    forwards.clear()
+    make({1: 4}, 8, "c")  # another seed
+    assert len(forwards) == 3
+    forwards.clear()
+    make({1: 4}, 7, "d", replace(sampler, memo_bytes=0))  # no memo: sampled again
+    assert len(forwards) == 3
+    with torch.no_grad():  # new weights: a new checkpoint hash
+        next(unet.parameters()).add_(0.01)
+    forwards.clear()
+    make({1: 4}, 7, "e")
+    hook.remove()
+    assert len(forwards) == 3
+    # a budget below one batch keeps nothing
+    memo = sampling.BatchMemo()
+    memo.get(("k",), 10, lambda: np.zeros(11, np.uint8))
+    assert len(memo) == 0 and memo.nbytes == 0
 
 
 def test_model_folder_round_trip_opens_in_plain_diffusers(tmp_path):

@@ -23,11 +23,17 @@ over the doubled batch.
 Batches run under ``inference_mode``; bf16 autocast and channels_last on CUDA (bf16 on CPU as
 an option), ``torch.compile`` as an option. Batch b of class c starts from noise seeded by
 (seed, c, b): same seed, same bytes on CPU (for one batch size).
+
+Two sets drawn from one model with one sampler and seed share their batches: the study's
+unbalanced, balanced and misclassified sets of one generator are the same images up to their
+counts. ``sample_batch_memo`` keeps the batches a process has sampled (the earliest first, up
+to ``SamplerConfig.memo_bytes``) and hands a later set the ones it asks for again, instead of
+sampling them a second time; the bytes are the ones ``sample_batch`` returns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -52,6 +58,7 @@ class SamplerConfig:
     compile: bool = False  # CUDA
     device: str = "auto"
     progress: bool = False
+    memo_bytes: int = 256 * 2**20  # sampled batches a process keeps for reuse (0: none)
 
     def __post_init__(self) -> None:
         if self.scheduler not in SAMPLERS:
@@ -159,6 +166,68 @@ def sample_batch(
         # 2. x_{t-1} from the scheduler's update (in float32; its noise from our generator)
         x = scheduler.step(eps.float(), t, x, generator=g, **step_kwargs).prev_sample
     return to_uint8(x)
+
+
+class BatchMemo:
+    """Sampled batches kept in one process, keyed by everything that decides their bytes
+    (checkpoint hash, class, batch size, sampler, seed, batch index). The earliest batches
+    are kept, up to a byte budget, since every set of a generator starts at batch 0; the
+    arrays are read-only."""
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple, np.ndarray] = {}
+        self.nbytes = 0
+        self.hits = 0
+
+    def clear(self) -> None:
+        self._batches.clear()
+        self.nbytes = self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def get(self, key: tuple, budget: int, make) -> np.ndarray:
+        if budget <= 0:  # no memo: neither kept nor reused
+            return make()
+        out = self._batches.get(key)
+        if out is not None:
+            self.hits += 1
+            return out
+        out = make()
+        if self.nbytes + out.nbytes <= budget:
+            out.setflags(write=False)
+            self._batches[key] = out
+            self.nbytes += out.nbytes
+        return out
+
+
+MEMO = BatchMemo()
+
+
+def sample_batch_memo(
+    model: DiffusionModel,
+    cls: int,
+    n: int,
+    sampler: SamplerConfig,
+    seed: int,
+    batch: int = 0,
+    checkpoint_hash: str | None = None,
+) -> np.ndarray:
+    """``sample_batch``, or the same batch sampled before in this process (``MEMO``)."""
+    chash = checkpoint_hash or model.checkpoint_hash()
+    # the device as resolved: "auto" on a CUDA machine and "cuda" are the same batches
+    device = str(resolve_device(sampler.device))
+    key = (
+        chash,
+        int(cls),
+        int(n),
+        replace(sampler, progress=False, memo_bytes=0, device=device),
+        int(seed),
+        int(batch),
+    )
+    return MEMO.get(
+        key, sampler.memo_bytes, lambda: sample_batch(model, cls, n, sampler, seed, batch)
+    )
 
 
 def sample_class(

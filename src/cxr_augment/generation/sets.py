@@ -10,7 +10,9 @@ Usage::
 Images are sampled a batch at a time when the store writer first asks for one of them, so
 memory stays at one batch whatever the set's size (the thesis's unbalanced strategy asks for
 ~200k images). Image j of class c belongs to batch j // batch_size of that class, whose noise
-is seeded by (seed, c, batch): the bytes depend on the seed and the batch size only.
+is seeded by (seed, c, batch): the bytes depend on the seed and the batch size only, so sets
+of one model, sampler and seed share their batches, and a batch sampled for one set in this
+process is reused for the next (``sampling.sample_batch_memo``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_augment.generation.models import DiffusionModel
-from cxr_augment.generation.sampling import SamplerConfig, sample_batch
+from cxr_augment.generation.sampling import SamplerConfig, sample_batch_memo
 from cxr_augment.preprocess.tensor_store import StoreWrite
 
 
@@ -42,8 +44,11 @@ class _BatchedProducer:
     """``produce(i)`` for the store writer: samples image i's batch on first use (one batch
     cached: the writer asks for images in order)."""
 
-    def __init__(self, model, plan: pd.DataFrame, sampler: SamplerConfig, seed: int, shape):
+    def __init__(
+        self, model, plan: pd.DataFrame, sampler: SamplerConfig, seed: int, shape, chash: str
+    ):
         self.model, self.sampler, self.seed, self.shape = model, sampler, seed, shape
+        self.chash = chash
         self.cls = plan["target"].to_numpy(int)
         self.batch = plan["batch"].to_numpy(int)
         self.slot = plan["slot"].to_numpy(int)
@@ -54,7 +59,9 @@ class _BatchedProducer:
         key = (int(self.cls[i]), int(self.batch[i]))
         if key != self._key:
             n = int(self.sizes[key])
-            self._images = sample_batch(self.model, key[0], n, self.sampler, self.seed, key[1])
+            self._images = sample_batch_memo(
+                self.model, key[0], n, self.sampler, self.seed, key[1], self.chash
+            )
             self._key = key
         return to_store_shape(self._images[int(self.slot[i])], self.shape)
 
@@ -118,6 +125,6 @@ def generated_set(
     h = hashlib.sha256()
     h.update(json.dumps([chash, d, b, int(seed), list(out_shape), prefix], default=str).encode())
     h.update(pd.util.hash_pandas_object(plan, index=False).values.tobytes())
-    produce = _BatchedProducer(model, plan, sampler, int(seed), tuple(out_shape))
+    produce = _BatchedProducer(model, plan, sampler, int(seed), tuple(out_shape), chash)
     job = StoreWrite(plan["key"].tolist(), produce, tuple(out_shape), h.hexdigest(), max_workers=1)
     return job, manifest
