@@ -9,7 +9,7 @@ import dagster as dg
 
 from cxr_augment.checks import asset_checks
 from cxr_augment.orchestration.threads import limit_threads
-from cxr_augment.orchestration.translate import translate
+from cxr_augment.orchestration.translate import definitions, translate
 
 # a step process of the multiprocess executor: one torch thread (orchestration/threads.py)
 limit_threads()
@@ -17,12 +17,4 @@ limit_threads()
 ENV = os.environ.get("KEDRO_ENV", "local")
 location = translate(ENV)
 
-defs = dg.Definitions(
-    assets=list(location.named_assets.values()),
-    asset_checks=asset_checks(ENV),
-    resources={**location.named_resources, "io_manager": dg.fs_io_manager},
-    jobs=list(location.named_jobs.values()),
-    schedules=list(location.named_schedules.values()),
-    sensors=list(location.named_sensors.values()),
-    executor=location.named_executors.get("sequential", dg.in_process_executor),
-)
+defs = definitions(location, asset_checks(ENV), dg.in_process_executor)

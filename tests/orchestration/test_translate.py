@@ -156,3 +156,50 @@ def test_a_code_load_prints_under_100_lines(tmp_path):
     lines = (out.stdout + out.stderr).splitlines()
     assert len(lines) < 100, "\n".join(lines)
     assert not [ln for ln in lines if "WARNING" in ln and "SupersessionWarning" not in ln], lines
+
+
+def test_parameter_config_defaults_to_the_project_value_and_overrides_as_a_whole():
+    """A node's parameters are optional config fields without the value written into the
+    run-config schema; left out, the node gets the project's value; given, the launch's."""
+    import dagster as dg
+
+    from cxr_augment.orchestration.translate import parameters_config
+
+    value = {"split": {"seed": 3, "fractions": [0.7, 0.1, 0.2]}}
+    Config = parameters_config({"params:preprocessing": value, "params:seed": 5})
+
+    def probe(config):
+        return config.model_dump()
+
+    probe.__annotations__ = {"config": Config}  # not a string: this module defers annotations
+    probe = dg.asset(probe)
+
+    field = probe.op.config_schema.config_type.fields["params:preprocessing"]
+    assert not field.is_required and field.default_value is None  # the value is not in it
+    result = dg.materialize([probe])
+    assert result.output_for_node("probe") == {"params:preprocessing": value, "params:seed": 5}
+    other = {"split": {"seed": 9}}
+    run_config = {"ops": {"probe": {"config": {"params:preprocessing": other}}}}
+    result = dg.materialize([probe], run_config=run_config)
+    assert result.output_for_node("probe") == {"params:preprocessing": other, "params:seed": 5}
+
+
+def test_assets_carry_only_their_io_managers(translated):
+    """Bound per asset, a job holds the IO managers of its own assets, not every dataset's;
+    the default IO manager and kedro-dagster's run resource stay at the top level."""
+    import dagster as dg
+
+    from cxr_augment.checks import asset_checks
+    from cxr_augment.orchestration.translate import definitions
+
+    _, location = translated
+    defs = definitions(location, asset_checks("local"), dg.in_process_executor)
+    repo = defs.get_repository_def()
+    every = {k for k in location.named_resources if k.endswith("_io_manager")}
+    job = repo.get_job("preprocessing")
+    held = {k for k in job.resource_defs if k.endswith("_io_manager") and k != "io_manager"}
+    assert held and held < every and len(held) < len(every) / 5
+    # each asset of the job finds the IO manager of each dataset it writes or reads
+    for asset in job.asset_layer.asset_graph.assets_defs:
+        assert asset.required_resource_keys <= set(job.resource_defs), asset
+    assert {"io_manager", "kedro_run"} <= set(repo.get_top_level_resources())

@@ -8,8 +8,11 @@ load, and Dagster loads the code for the UI, every reload and every run:
   once per dataset and rediscovers them once per node output): memoised here for the duration of
   one translation;
 - it mirrors every parameter dictionary, level by level, as nested Dagster config models, a
-  schema of tens of thousands of fields: here each parameter input is one field holding its
-  value (still overridable at launch, as a whole);
+  schema of tens of thousands of fields: here each parameter input is one optional field
+  (overridable at launch, as a whole; left out, the project's value), the value not copied
+  into the schema;
+- it makes an IO manager per dataset and hands them all to every asset and job: here
+  ``definitions`` binds each asset to the IO managers it uses;
 - it builds each job as a graph of ops, a second copy of every node beside its asset, whose runs
   are not linked to the assets and skip their checks: here a job is an asset job, selecting the
   assets its pipeline produces, so a job run materialises those assets and evaluates their checks.
@@ -163,21 +166,30 @@ def _is_param(name: str) -> bool:
 
 
 def parameters_config(values: dict[str, Any]) -> type:
-    """A Dagster config class with one field per parameter input, its value the default.
+    """A Dagster config class with one optional field per parameter input.
 
     The field is typed ``Any``: Dagster validates nothing inside it (the node does, as in a Kedro
-    run), and the launchpad shows the value as one YAML block to override.
+    run). Left out of a launch's run config, the node gets the parameter's value from the
+    project's configuration; given, the value replaces it as a whole. The values are not
+    written into the run-config schema as defaults: the study's parameter dictionaries,
+    repeated for every node that reads them, made up most of the code location's snapshot
+    (megabytes of JSON, serialised and hashed on every load).
     """
     import dagster as dg
     from pydantic import ConfigDict, create_model
 
-    fields = {name: (Any, value) for name, value in values.items()}
-    return create_model(
-        "ParametersConfig",
-        __base__=dg.Config,
-        __config__=ConfigDict(extra="allow", frozen=False),
-        **fields,
-    )
+    class ParametersConfig(dg.Config):
+        model_config = ConfigDict(extra="allow", frozen=False)
+
+        def model_dump(self, *args, **kwargs) -> dict[str, Any]:
+            out = super().model_dump(*args, **kwargs)
+            for name, value in values.items():
+                if out.get(name) is None:
+                    out[name] = value
+            return out
+
+    fields = {name: (Any, None) for name in values}
+    return create_model("ParametersConfig", __base__=ParametersConfig, **fields)
 
 
 def asset_jobs(self) -> dict:
@@ -350,3 +362,45 @@ def describe(location, env: str, catalog) -> None:
             location.named_assets[name] = fix(asset)
         else:
             location.named_assets[name] = asset.map_asset_specs(fix)
+
+
+# ---------------------------------------------------------------- definitions
+
+
+def definitions(location, checks: list, default_executor=None):
+    """The ``Definitions`` of a translated location, each asset bound to the IO managers it
+    uses.
+
+    kedro-dagster makes an IO manager per dataset (about 700 here). Given them all as
+    top-level resources, Dagster merges every one into every asset (about 600 x 700
+    requirement checks per load) and puts every one in every job's run-config schema. Bound
+    per asset instead, an asset carries the few it reads and writes, a job the ones of its
+    assets, and the top level keeps only the default ``io_manager``. An external asset (a
+    source no node makes) is bound to its own IO manager, so a job that reads it can load it.
+    """
+    import dagster as dg
+    from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
+    from dagster._core.execution.build_resources import wrap_resources_for_execution
+
+    # wrapped once: Dagster requires an IO manager bound to several assets to be the same
+    # object in each
+    resources = wrap_resources_for_execution(location.named_resources)
+    shared = {k: v for k, v in resources.items() if not k.endswith("_io_manager")}
+    shared["io_manager"] = dg.fs_io_manager
+
+    def bind(asset):
+        if isinstance(asset, dg.AssetSpec):
+            asset = AssetsDefinition(specs=[asset])
+        wanted = {k: resources[k] for k in asset.required_resource_keys if k in resources}
+        wanted.pop("io_manager", None)  # the top level's, bound once there
+        return asset.with_resources(wanted) if wanted else asset
+
+    return dg.Definitions(
+        assets=[bind(a) for a in location.named_assets.values()],
+        asset_checks=checks,
+        resources=shared,
+        jobs=list(location.named_jobs.values()),
+        schedules=list(location.named_schedules.values()),
+        sensors=list(location.named_sensors.values()),
+        executor=location.named_executors.get("sequential", default_executor),
+    )
