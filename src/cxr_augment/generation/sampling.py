@@ -179,10 +179,6 @@ class BatchMemo:
         self.nbytes = 0
         self.hits = 0
 
-    def clear(self) -> None:
-        self._batches.clear()
-        self.nbytes = self.hits = 0
-
     def __len__(self) -> int:
         return len(self._batches)
 

@@ -170,10 +170,10 @@ def parameters_config(values: dict[str, Any]) -> type:
 
     The field is typed ``Any``: Dagster validates nothing inside it (the node does, as in a Kedro
     run). Left out of a launch's run config, the node gets the parameter's value from the
-    project's configuration; given, the value replaces it as a whole. The values are not
-    written into the run-config schema as defaults: the study's parameter dictionaries,
-    repeated for every node that reads them, made up most of the code location's snapshot
-    (megabytes of JSON, serialised and hashed on every load).
+    project's configuration; given (other than null), the value replaces it as a whole. The
+    values are not written into the run-config schema as defaults: the study's parameter
+    dictionaries, repeated for every node that reads them, made up most of the code
+    location's snapshot (megabytes of JSON, serialised and hashed on every load).
     """
     import dagster as dg
     from pydantic import ConfigDict, create_model
