@@ -110,6 +110,8 @@ def _memoised() -> Iterator[None]:
         are in the catalog (and in each materialisation's metadata)."""
 
     kd_catalog.CatalogTranslator._create_dataset_config = lambda self, dataset: DatasetConfig
+    translate_dataset = kd_catalog.CatalogTranslator._translate_dataset
+    kd_catalog.CatalogTranslator._translate_dataset = dataset_io_manager
 
     # kedro-dagster asks, for every input of every node, whether the dataset is a Nothing
     # sentinel: a catalog lookup that tries every dataset pattern for a name the catalog lacks
@@ -143,6 +145,17 @@ def _memoised() -> Iterator[None]:
     kd_resolver.parse = lambda pattern, string: compiled(pattern).parse(string)
     for module, attr in originals:
         setattr(module, attr, cached_nothing if attr == "is_nothing_asset_name" else cached_format)
+    # Dagster parses each asset function's docstring twice (input and output descriptions):
+    # kedro-dagster's functions share one docstring, parsed once here
+    from dagster._core.definitions import inference
+    from kedro.io import core as kedro_io_core
+
+    parse_docstring = inference.parse
+    inference.parse = functools.lru_cache(maxsize=None)(parse_docstring)
+    # Kedro looks up each dataset's class under every prefix (kedro.io., kedro_datasets., ...),
+    # about 2,400 lookups, most of them failed imports: each class path looked up once
+    load_obj = kedro_io_core._load_obj
+    kedro_io_core._load_obj = functools.lru_cache(maxsize=None)(load_obj)
 
     kedro_project.find_pipelines = cached_find
     kd_catalog.sum = cached_sum
@@ -151,6 +164,9 @@ def _memoised() -> Iterator[None]:
     try:
         yield
     finally:
+        _NODE_MAPS.clear()
+        inference.parse = parse_docstring
+        kedro_io_core._load_obj = load_obj
         kd_resolver.parse = parse_original
         for (module, attr), original in originals.items():
             setattr(module, attr, original)
@@ -159,6 +175,35 @@ def _memoised() -> Iterator[None]:
         translator._get_node_parameters_config = config_of
         kd_pipelines.PipelineTranslator.to_dagster = jobs_of
         kd_catalog.CatalogTranslator._create_dataset_config = dataset_config_of
+        kd_catalog.CatalogTranslator._translate_dataset = translate_dataset
+
+
+_NODE_MAPS: dict[tuple[int, ...], dict] = {}
+
+
+def dataset_io_manager(self, dataset, dataset_name: str):
+    """``CatalogTranslator._translate_dataset`` without a class per dataset (see
+    ``io_managers.DatasetIOManager``): (IO manager, partitions definition, partition mappings)."""
+    import dagster as dg
+    from kedro.pipeline import Pipeline
+    from kedro_dagster.datasets.partitioned_dataset import DagsterPartitionedDataset
+    from kedro_dagster.utils import format_node_name
+
+    partitions_def = partition_mappings = None
+    if isinstance(dataset, DagsterPartitionedDataset):
+        partitions_def = dataset._get_partitions_definition()
+        partition_mappings = dataset._get_partition_mappings()
+    key = tuple(map(id, self._pipelines))
+    if key not in _NODE_MAPS:  # one map per translation (cleared after it)
+        nodes = sum(self._pipelines, start=Pipeline([])).nodes
+        _NODE_MAPS[key] = {format_node_name(n.name): n for n in nodes}
+    from cxr_augment.orchestration.io_managers import DatasetIOManager
+
+    manager = DatasetIOManager(dataset, dataset_name, _NODE_MAPS[key], self._hook_manager)
+    definition = dg.IOManagerDefinition.hardcoded_io_manager(
+        manager, description=f"IO manager for Kedro dataset `{dataset_name}`."
+    )
+    return definition, partitions_def, partition_mappings
 
 
 def _is_param(name: str) -> bool:

@@ -1,0 +1,72 @@
+"""One IO manager class for every Kedro dataset of the translated project."""
+
+from __future__ import annotations
+
+import dagster as dg
+from kedro_dagster.utils import format_dataset_name
+
+
+class DatasetIOManager(dg.IOManager):
+    """Reads and writes one Kedro dataset, with Kedro's dataset hooks around each load and save
+    of a node's op (kedro-dagster's per-dataset IO manager, as one class).
+
+    kedro-dagster builds two pydantic classes per dataset (about 3 ms each, 2 s per code load
+    here) and, for each, a map of every node: here the class exists once, the node map once per
+    translation, and each dataset gets an instance (keys, hooks, partitions, saving and the
+    materialisation metadata as before). Its run config is empty, as the catalog holds the
+    dataset's settings.
+    """
+
+    def __init__(self, dataset, dataset_name: str, named_nodes: dict, hook_manager) -> None:
+        self.dataset = dataset
+        self.dataset_name = dataset_name
+        self.asset_name = format_dataset_name(dataset_name)  # as kedro-dagster's tags name it
+        self.named_nodes = named_nodes
+        self.hook_manager = hook_manager
+
+    def _partition(self, context, tag: str) -> str | None:
+        if tag in context.op_def.tags:  # fanned-out ops carry theirs in a tag
+            name, _, key = context.op_def.tags[tag].partition("|")
+            return key if name == self.asset_name else None
+        if getattr(context, "has_asset_partitions", False):
+            return context.asset_partition_key
+        if getattr(context, "has_partition_key", False):
+            return context.partition_key
+        return None
+
+    def handle_output(self, context, obj) -> None:
+        from kedro_dagster import catalog as kd_catalog
+
+        node = self.named_nodes.get(context.op_def.name)
+        hooks = self.hook_manager.hook
+        if node is not None:
+            hooks.before_dataset_saved(dataset_name=self.dataset_name, data=obj, node=node)
+        partition = self._partition(context, "downstream_partition_key")
+        if partition is not None and isinstance(obj, dict) and set(obj) != {partition}:
+            raise ValueError(
+                f"Expected data for downstream partition to be a dict with key '{partition}' "
+                f"but got: {obj}"
+            )
+        self.dataset.save(obj)
+        try:  # the saved data is what matters: metadata never fails a materialisation
+            metadata = kd_catalog._get_dataset_preview_metadata(self.dataset)
+        except Exception as err:
+            context.log.warning(f"No metadata for `{self.dataset_name}`: {err}")
+            metadata = None
+        if metadata and hasattr(context, "add_output_metadata"):
+            context.add_output_metadata(metadata)
+        if node is not None:
+            hooks.after_dataset_saved(dataset_name=self.dataset_name, data=obj, node=node)
+
+    def load_input(self, context):
+        node = self.named_nodes.get(context.op_def.name)
+        hooks = self.hook_manager.hook
+        if node is not None:
+            hooks.before_dataset_loaded(dataset_name=self.dataset_name, node=node)
+        data = self.dataset.load()
+        partition = self._partition(context, "upstream_partition_key")
+        if partition is not None and isinstance(data, dict):
+            data = {partition: data.get(partition)}
+        if node is not None:
+            hooks.after_dataset_loaded(dataset_name=self.dataset_name, data=data, node=node)
+        return data
