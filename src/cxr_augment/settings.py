@@ -7,8 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
-
+from cxr_augment.config_loader import CachedConfigLoader
 from cxr_augment.hooks import RunHooks
 
 
@@ -40,7 +39,8 @@ warnings.filterwarnings(
 # Kedro's config loader calls OmegaConf's deprecated resolver API once per resolver, per load
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader, its resolved parameters, catalog and globals kept in .cache/config/
+CONFIG_LOADER_CLASS = CachedConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -11,8 +11,6 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
-
 
 def _project_root() -> Path:
     from kedro.utils import find_kedro_project
@@ -23,9 +21,9 @@ def _project_root() -> Path:
 
 @lru_cache(maxsize=4)
 def _load(conf: str, env: str) -> dict:
-    from cxr_augment.settings import CONFIG_LOADER_ARGS
+    from cxr_augment.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
-    loader = OmegaConfigLoader(
+    loader = CONFIG_LOADER_CLASS(
         conf,
         base_env="base",
         default_run_env=env,
