@@ -1,5 +1,6 @@
 """End to end: the Dagster webserver over a tiny copy of the project; a materialisation launched
-through its GraphQL API succeeds, and so do the asset checks its job evaluates."""
+through its GraphQL API succeeds, and so do the asset checks its job evaluates; the second run
+starts in the warm launcher's standby worker."""
 
 from __future__ import annotations
 
@@ -116,12 +117,29 @@ def _events(client, run_id: str) -> list[dict]:
             return events
 
 
+RUN_TAGS = """
+query RunTags($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { tags { key value } } }
+}
+"""
+
+
+def _tags(client, run_id: str) -> dict[str, str]:
+    run = client._execute(RUN_TAGS, {"runId": run_id})["runOrError"]
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
 def test_a_job_launched_through_graphql_materialises_its_assets_and_passes_its_checks(webserver):
+    from cxr_augment.orchestration.launcher import STANDBY_TAG
+
     client, root = webserver
     checks: dict[str, bool] = {}
     for job in ("demo_data", "preprocessing"):
         run_id = client.submit_job_execution(job)
         status = _wait(client, run_id)
+        # deploy/dagster.yaml's launcher: the first run starts the default way, the next one
+        # in the standby worker that loaded the code while the first ran
+        assert (STANDBY_TAG in _tags(client, run_id)) == (job == "preprocessing"), job
         events = _events(client, run_id)
         assert status == "SUCCESS", (job, [e for e in events if "Failure" in e["__typename"]])
         materialised = {

@@ -1,0 +1,264 @@
+"""A Dagster run launcher whose next run worker has loaded the code before the run is launched.
+
+Dagster's ``DefaultRunLauncher`` asks the code server to start each run in a new process, which
+imports the project and translates it again (several seconds for this project) before the run
+starts. ``WarmRunLauncher`` keeps one *standby* worker per code location: a process that has
+already imported the location's module and built its definitions (``standby.py``) and waits
+for a run. A launch hands the run to the standby (it executes it exactly as ``dagster api
+execute_run`` does, in its own process, events to the instance) and starts the next standby.
+
+A standby is used only when it is still current:
+
+- it loaded the same code pointer (module or file, attribute, working directory) with the
+  same Python as the run's origin;
+- no file under the code's package folder or the project's ``conf/`` changed since it loaded
+  (name, size and modification time of each; ``code_fingerprint``): after an edit, the run
+  goes the default way and a new standby loads the new code;
+- it is alive and waiting.
+
+Otherwise the run is launched as ``DefaultRunLauncher`` does, so a launch never waits for a
+standby. Dagster creates the launcher at the first launch, so the first run of a webserver
+starts the default way; the next standby starts once a launched run has started (so its
+loading does not delay that start), and loads at a lower CPU priority (``nice``, in its loading
+thread only) so that it does not slow the code server, the UI or the running run.
+
+Termination sends the standby's process SIGTERM (Dagster turns it into the run's
+cancellation, as for ``dagster api execute_run``). A standby ends when its launcher's process
+ends (its stdin closes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClassData
+from dagster_shared.serdes import serialize_value
+
+STANDBY_TAG = "cxr_augment/standby_pid"
+NICE = 10
+START_WAIT_S = 120  # the next standby starts once the run started, or after this
+
+
+def _pointer_key(pointer) -> tuple:
+    return (
+        type(pointer).__name__,
+        getattr(pointer, "module", None) or getattr(pointer, "python_file", None),
+        getattr(pointer, "fn_name", None) or getattr(pointer, "attribute", None),
+        getattr(pointer, "working_directory", None),
+    )
+
+
+def _watched(pointer) -> list[Path]:
+    """The folders whose files make the code: the module's top-level package (or the file's
+    folder) and the project's ``conf/``."""
+    import importlib.util
+
+    folders: list[Path] = []
+    workdir = Path(getattr(pointer, "working_directory", None) or os.getcwd())
+    module = getattr(pointer, "module", None)
+    if module:
+        try:
+            spec = importlib.util.find_spec(module.split(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            folders += [Path(p) for p in spec.submodule_search_locations]
+        elif spec is not None and spec.origin:
+            folders.append(Path(spec.origin).parent)
+    python_file = getattr(pointer, "python_file", None)
+    if python_file:
+        folders.append((workdir / python_file).parent)
+    folders.append(workdir / "conf")
+    return folders
+
+
+def code_fingerprint(folders: list[Path]) -> tuple:
+    """Name, size and modification time of every file under ``folders`` (caches excluded)."""
+    entries = []
+    for folder in folders:
+        if not folder.is_dir():
+            entries.append((str(folder), None))
+            continue
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith((".pyc", ".pyo")):
+                    continue
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                entries.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(entries)
+
+
+class _Standby:
+    """One waiting worker: its process, what it loaded, and the code fingerprint then."""
+
+    def __init__(self, repository_origin, key: tuple, folders: list[Path]) -> None:
+        self.key = key
+        self.folders = folders
+        self.fingerprint = code_fingerprint(folders)
+        pointer = repository_origin.code_pointer
+        cwd = getattr(pointer, "working_directory", None) or None
+        self.process = subprocess.Popen(
+            [
+                repository_origin.executable_path or sys.executable,
+                "-m",
+                "cxr_augment.orchestration.standby",
+                serialize_value(repository_origin),
+                str(NICE),
+            ],
+            stdin=subprocess.PIPE,
+            cwd=cwd,
+            text=True,
+        )
+
+    def current(self) -> bool:
+        return self.process.poll() is None and code_fingerprint(self.folders) == self.fingerprint
+
+    def hand_over(self, payload: str) -> bool:
+        try:
+            self.process.stdin.write(payload + "\n")
+            self.process.stdin.flush()
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
+    def discard(self) -> None:
+        """End a standby that was not handed a run (it has nothing to lose)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+
+class WarmRunLauncher(DefaultRunLauncher):
+    """``DefaultRunLauncher`` with a standby worker per code location (module doc)."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+        super().__init__(inst_data=inst_data)
+        self._lock = threading.Lock()
+        self._standby: dict[tuple, _Standby] = {}
+        self._workers: dict[str, subprocess.Popen] = {}
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> WarmRunLauncher:
+        return cls(inst_data=inst_data)
+
+    # ------------------------------------------------------------------ standbys
+
+    def _prime(self, repository_origin) -> None:
+        pointer = repository_origin.code_pointer
+        key = (repository_origin.executable_path, *_pointer_key(pointer))
+        with self._lock:
+            old = self._standby.get(key)
+            if old is not None and old.current():
+                return
+            if old is not None:
+                old.discard()
+            self._standby[key] = _Standby(repository_origin, key, _watched(pointer))
+
+    def _take(self, repository_origin) -> _Standby | None:
+        key = (repository_origin.executable_path, *_pointer_key(repository_origin.code_pointer))
+        with self._lock:
+            standby = self._standby.pop(key, None)
+        if standby is None:
+            return None
+        if not standby.current():
+            standby.discard()
+            return None
+        return standby
+
+    # ------------------------------------------------------------------ launcher
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        from dagster._grpc.types import ExecuteRunArgs
+
+        run = context.dagster_run
+        origin = run.job_code_origin
+        standby = self._take(origin.repository_origin) if origin is not None else None
+        payload = (
+            serialize_value(
+                ExecuteRunArgs(
+                    job_origin=origin,
+                    run_id=run.run_id,
+                    instance_ref=self._instance.get_ref(),
+                    set_exit_code_on_failure=None,
+                )
+            )
+            if standby is not None
+            else None
+        )
+        if standby is not None and standby.hand_over(payload):
+            self._instance.add_run_tags(run.run_id, {STANDBY_TAG: str(standby.process.pid)})
+            self._workers[run.run_id] = standby.process
+            self._run_ids.add(run.run_id)
+        else:
+            if standby is not None:
+                standby.discard()
+            super().launch_run(context)
+        if origin is not None:  # the next standby, once this run has started
+            threading.Thread(
+                target=self._prime_after_start,
+                args=(run.run_id, origin.repository_origin),
+                daemon=True,
+                name="standby-prime",
+            ).start()
+
+    def _prime_after_start(self, run_id: str, repository_origin) -> None:
+        from dagster._core.storage.dagster_run import DagsterRunStatus
+
+        waiting = (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING)
+        deadline = time.monotonic() + START_WAIT_S
+        while time.monotonic() < deadline:
+            run = self._instance.get_run_by_id(run_id)
+            if run is None or run.status not in waiting:
+                break
+            time.sleep(0.2)
+        self._prime(repository_origin)
+
+    def terminate(self, run_id: str) -> bool:
+        process = self._workers.get(run_id)
+        if process is None:
+            run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+            pid = (run.tags or {}).get(STANDBY_TAG) if run is not None else None
+            if pid is None:
+                return super().terminate(run_id)
+            return self._signal(run, int(pid))
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or process.poll() is not None:
+            return False
+        return self._signal(run, process.pid)
+
+    def _signal(self, run: DagsterRun, pid: int) -> bool:
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def dispose(self) -> None:
+        with self._lock:
+            for standby in self._standby.values():
+                standby.discard()
+            self._standby.clear()
+        super().dispose()

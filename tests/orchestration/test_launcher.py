@@ -1,0 +1,139 @@
+"""The warm run launcher's standby worker: it loads a code location, is current only while the
+code is unchanged, executes nothing on end of input, and its launcher loads from config."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cxr_augment.orchestration.launcher import WarmRunLauncher, _Standby, code_fingerprint
+
+TINY_DEFS = """
+import dagster as dg
+
+
+@dg.asset
+def one():
+    return 1
+
+
+defs = dg.Definitions(assets=[one])
+"""
+
+
+def test_the_fingerprint_follows_edits_additions_and_removals_not_caches(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    first = code_fingerprint([tmp_path])
+    assert code_fingerprint([tmp_path]) == first
+
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0" * 10)
+    (tmp_path / "pkg" / "b.pyc").write_bytes(b"\0")
+    assert code_fingerprint([tmp_path]) == first  # byte code is not code
+
+    (tmp_path / "pkg" / "a.py").write_text("x = 22\n")
+    edited = code_fingerprint([tmp_path])
+    assert edited != first
+    (tmp_path / "pkg" / "c.py").write_text("")
+    added = code_fingerprint([tmp_path])
+    assert added != edited
+    (tmp_path / "pkg" / "c.py").unlink()
+    assert code_fingerprint([tmp_path]) == edited
+    # a folder that does not exist counts as such (created later: the fingerprint changes)
+    missing = code_fingerprint([tmp_path / "conf"])
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "p.yml").write_text("a: 1\n")
+    assert code_fingerprint([tmp_path / "conf"]) != missing
+
+
+def _origin(tmp_path: Path):
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import RepositoryPythonOrigin
+
+    (tmp_path / "tiny_location.py").write_text(TINY_DEFS)
+    pointer = ModuleCodePointer("tiny_location", "defs", str(tmp_path))
+    return RepositoryPythonOrigin(executable_path=sys.executable, code_pointer=pointer)
+
+
+def test_a_standby_loads_the_location_and_stays_current_until_its_code_changes(tmp_path):
+    origin = _origin(tmp_path)
+    standby = _Standby(origin, ("key",), [tmp_path])
+    try:
+        assert standby.current()
+        # end of input without a run (its launcher's process ended): it loads, then exits
+        # successfully, having executed nothing
+        standby.process.stdin.close()
+        assert standby.process.wait(timeout=120) == 0
+        assert not standby.current()
+    finally:
+        standby.discard()
+
+    again = _Standby(origin, ("key",), [tmp_path])
+    try:
+        assert again.current()
+        # the code it loaded changes: it is no longer current (the launcher discards it)
+        (tmp_path / "tiny_location.py").write_text(TINY_DEFS + "\n# edited\n")
+        os.utime(tmp_path / "tiny_location.py", ns=(time.time_ns() + 10**9,) * 2)
+        assert not again.current()
+    finally:
+        again.discard()
+    assert again.process.returncode is not None
+
+
+def test_a_standby_that_cannot_load_exits_with_an_error(tmp_path):
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import RepositoryPythonOrigin
+
+    pointer = ModuleCodePointer("no_such_location_module", "defs", str(tmp_path))
+    origin = RepositoryPythonOrigin(executable_path=sys.executable, code_pointer=pointer)
+    standby = _Standby(origin, ("key",), [tmp_path])
+    assert standby.process.wait(timeout=120) != 0
+    assert not standby.current()  # never handed a run
+
+
+def test_the_instance_of_make_dagster_uses_the_warm_launcher(tmp_path, monkeypatch):
+    import shutil
+
+    from dagster import DagsterInstance
+
+    from tests.conftest import PROJECT
+
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.get() as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WarmRunLauncher)
+        assert not launcher._standby  # nothing loads until a run is launched
+        launcher.dispose()
+
+
+@pytest.mark.parametrize("status", ["STARTED", "SUCCESS"])
+def test_the_next_standby_starts_once_the_launched_run_started(tmp_path, status, monkeypatch):
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    primed = []
+
+    class Run:
+        def __init__(self, s):
+            self.status = s
+
+    statuses = iter(
+        [DagsterRunStatus.STARTING, DagsterRunStatus.STARTING, DagsterRunStatus[status]]
+    )
+
+    class Instance:
+        def get_run_by_id(self, run_id):
+            return Run(next(statuses))
+
+    launcher = WarmRunLauncher()
+    monkeypatch.setattr(WarmRunLauncher, "_instance", Instance(), raising=False)
+    monkeypatch.setattr(launcher, "_prime", lambda origin: primed.append(origin))
+    t = time.monotonic()
+    launcher._prime_after_start("run", "origin")
+    assert primed == ["origin"]
+    assert 0.3 < time.monotonic() - t < 5  # polled until the run left STARTING
