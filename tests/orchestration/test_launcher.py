@@ -137,3 +137,15 @@ def test_the_next_standby_starts_once_the_launched_run_started(tmp_path, status,
     launcher._prime_after_start("run", "origin")
     assert primed == ["origin"]
     assert 0.3 < time.monotonic() - t < 5  # polled until the run left STARTING
+
+
+def test_termination_signals_only_a_standby_process(tmp_path):
+    from cxr_augment.orchestration.launcher import _is_standby
+
+    standby = _Standby(_origin(tmp_path), ("key",), [tmp_path])
+    try:
+        assert _is_standby(standby.process.pid)
+        assert not _is_standby(os.getpid())  # a reused process number is left alone
+    finally:
+        standby.discard()
+    assert not _is_standby(standby.process.pid)

@@ -103,6 +103,16 @@ def code_fingerprint(folders: list[Path]) -> tuple:
     return tuple(entries)
 
 
+def _is_standby(pid: int) -> bool:
+    """Whether process ``pid`` is a standby worker (not another process given its number)."""
+    import psutil  # accelerate's dependency
+
+    try:
+        return "cxr_augment.orchestration.standby" in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
 class _Standby:
     """One waiting worker: its process, what it loaded, and the code fingerprint then."""
 
@@ -247,7 +257,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         return self._signal(run, process.pid)
 
     def _signal(self, run: DagsterRun, pid: int) -> bool:
-        if run.is_finished:
+        if run.is_finished or not _is_standby(pid):
             return False
         self._instance.report_run_canceling(run)
         try:
