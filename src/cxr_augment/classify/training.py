@@ -55,7 +55,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # loader processes (0: in the training process)
     bf16: bool = True  # autocast on CUDA
-    bf16_cpu: bool = False  # autocast on CPU (1.4x for DenseNet-121 on an AVX-512 BF16 CPU)
+    bf16_cpu: bool | str = False  # autocast on CPU: auto | true | false (cxr_augment/cpu.py)
     channels_last: bool = True  # on CUDA only
     progress: bool = True
 
@@ -180,7 +180,9 @@ def _loader(dataset, config: TrainConfig, device: torch.device, epoch: int | Non
 
 
 def _autocast(device: torch.device, config: TrainConfig):
-    enabled = config.bf16 if device.type == "cuda" else config.bf16_cpu
+    from cxr_augment.cpu import use_bf16_cpu
+
+    enabled = config.bf16 if device.type == "cuda" else use_bf16_cpu(config.bf16_cpu)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 

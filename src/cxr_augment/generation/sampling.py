@@ -53,7 +53,7 @@ class SamplerConfig:
     guidance: float = 1.0  # classifier-free guidance weight w (class-conditional models)
     batch_size: int = 64
     bf16: bool = True  # CUDA
-    bf16_cpu: bool = False
+    bf16_cpu: bool | str = False  # auto | true | false (cxr_augment/cpu.py)
     channels_last: bool = True  # CUDA
     compile: bool = False  # CUDA
     device: str = "auto"
@@ -155,7 +155,9 @@ def sample_batch(
     x = (torch.randn((n, c, s, s), generator=g) * scheduler.init_noise_sigma).to(device)
     if device.type == "cuda" and sampler.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    bf16 = sampler.bf16 if device.type == "cuda" else sampler.bf16_cpu
+    from cxr_augment.cpu import use_bf16_cpu
+
+    bf16 = sampler.bf16 if device.type == "cuda" else use_bf16_cpu(sampler.bf16_cpu)
     step_kwargs = {"eta": sampler.eta} if sampler.scheduler == "ddim" else {}
     timesteps = scheduler.timesteps
     for t in tqdm(timesteps, disable=not sampler.progress, leave=False, desc="sampling"):

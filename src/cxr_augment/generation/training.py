@@ -14,7 +14,7 @@ Usage::
 - AdamW, warm-up then cosine (or constant) learning rate, gradient accumulation, gradient
   clipping at 1, EMA weights (diffusers' ``EMAModel`` with its warm-up); the EMA weights are
   the result.
-- bf16 autocast on CUDA, and on CPU where it pays (AVX-512 BF16: ``bf16_cpu``); channels_last
+- bf16 autocast on CUDA, and on CPU where it has bf16 instructions (``bf16_cpu: auto``); channels_last
   and ``torch.compile`` on CUDA as options.
 - Reproducible and resumable: the images, noise, timesteps and label drops of micro-batch g
   come from generators seeded by (seed, g), and a checkpoint (weights, EMA, optimiser, learning
@@ -70,7 +70,7 @@ class DiffusionTrainConfig:
     snr_gamma: float | None = None  # min-SNR weighting (5 in Hang et al.); None: plain MSE
     p_uncond: float = 0.1  # class-conditional models: P(label -> null class)
     bf16: bool = True  # autocast on CUDA
-    bf16_cpu: bool = True  # autocast on CPU (pays with AVX-512 BF16)
+    bf16_cpu: bool | str = "auto"  # autocast on CPU: where it has bf16 instructions (cpu.py)
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile, CUDA only
     checkpoint_every: int = 100
@@ -212,7 +212,9 @@ def distributed() -> tuple[int, int]:
 
 
 def _autocast(device: torch.device, config: DiffusionTrainConfig):
-    on = config.bf16 if device.type == "cuda" else config.bf16_cpu
+    from cxr_augment.cpu import use_bf16_cpu
+
+    on = config.bf16 if device.type == "cuda" else use_bf16_cpu(config.bf16_cpu)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
 
 
