@@ -3,6 +3,7 @@ depend on changed, never credentials."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
@@ -91,18 +92,25 @@ def test_credentials_are_never_written(conf):
         assert b"secret-value" not in path.read_bytes()
 
 
-def test_an_unwritable_cache_still_gives_the_right_values(conf):
+def test_an_unusable_cache_folder_is_an_error_naming_it_and_can_be_turned_off(conf, monkeypatch):
     (conf.parent / ".cache").write_text("a file where the cache folder would be")
+    with pytest.raises(
+        OSError, match=r"configuration cache .*\.cache/config.*CXR_CONFIG_CACHE=off"
+    ):
+        _cached(conf)
+    monkeypatch.setenv("CXR_CONFIG_CACHE", "off")
     cached, plain = _loaders(conf)
     assert cached["parameters"] == plain["parameters"]
-    assert not list(conf.parent.glob(".cache/**/*.marshal"))
+    assert (conf.parent / ".cache").is_file()  # nothing written
 
 
-def test_an_unreadable_cache_entry_is_replaced(conf):
+def test_a_corrupted_cache_entry_is_reported_and_replaced(conf, caplog):
     cached, plain = _loaders(conf)
     expected = plain["parameters"]
     assert cached["parameters"] == expected
     [entry] = (conf.parent / ".cache" / "config").glob("parameters-*")
     entry.write_bytes(b"\x00not marshal")
-    assert _loaders(conf)[0]["parameters"] == expected
+    with caplog.at_level(logging.WARNING, logger="cxr_augment.config_loader"):
+        assert _loaders(conf)[0]["parameters"] == expected
+    assert f"configuration cache {entry} is corrupted" in caplog.text
     assert _loaders(conf)[0]["parameters"] == expected

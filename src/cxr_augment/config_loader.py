@@ -17,14 +17,15 @@ and read back in milliseconds when nothing it covers changed:
 
 Credentials are never written: only ``CACHED`` keys are kept. A configuration that is not a
 local folder, or a value the cache cannot represent exactly (``marshal``: dicts, lists,
-strings, numbers, booleans, None), is read as Kedro reads it. A cache that cannot be written
-(a read-only project) costs the time it would have saved, nothing else. The files are written
-atomically; ``MAX_ENTRIES`` per key are kept, the oldest removed first.
+strings, numbers, booleans, None), is read as Kedro reads it. The files are written
+atomically; ``MAX_ENTRIES`` per key are kept, the oldest removed first. A corrupted entry is
+reported (a warning naming it) and written again. A cache folder that cannot be read or
+written (a read-only project) is an error naming it; ``CXR_CONFIG_CACHE=off`` in the
+environment reads the configuration as Kedro does, without the cache.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -114,18 +115,29 @@ class CachedConfigLoader(OmegaConfigLoader):
         return Path(self.conf_source).resolve().parent / ".cache" / "config"
 
     def __getitem__(self, key: str) -> dict[str, Any]:
-        if key not in CACHED or key in self.data:  # explicitly set values bypass any reading
+        off = os.environ.get("CXR_CONFIG_CACHE", "").lower() == "off"
+        if off or key not in CACHED or key in self.data:  # explicitly set values: no reading
             return super().__getitem__(key)
         fingerprint = self.fingerprint(key)
         if fingerprint is None:
             return super().__getitem__(key)
         path = self._cache_folder() / f"{key}-{fingerprint}.marshal"
         try:
-            return marshal.loads(path.read_bytes())
-        except OSError:  # not cached yet, or no cache folder can exist here
-            pass
-        except (EOFError, ValueError, TypeError):  # unreadable: replaced below
-            LOGGER.debug("config cache %s unreadable; reading the configuration", path)
+            data = path.read_bytes()
+        except FileNotFoundError:  # not cached yet
+            data = None
+        except OSError as err:
+            raise OSError(
+                f"the configuration cache {path} cannot be read ({err}): fix or remove "
+                f"{self._cache_folder()}, or set CXR_CONFIG_CACHE=off to read without it"
+            ) from err
+        if data is not None:
+            try:
+                return marshal.loads(data)
+            except (EOFError, ValueError, TypeError) as err:
+                LOGGER.warning(
+                    "configuration cache %s is corrupted (%s); writing it again", path, err
+                )
         value = super().__getitem__(key)
         try:
             data = marshal.dumps(value)
@@ -142,13 +154,14 @@ class CachedConfigLoader(OmegaConfigLoader):
             path.parent.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(data)
             os.replace(partial, path)
-            key = path.name.split("-", 1)[0]
-            entries = sorted(
-                path.parent.glob(f"{key}-*.marshal"), key=lambda p: p.stat().st_mtime_ns
-            )
-            for old in entries[:-MAX_ENTRIES]:
-                old.unlink(missing_ok=True)
-        except OSError as err:  # a read-only project: no cache, the value is still right
-            LOGGER.debug("config cache not written (%s): %s", path, err)
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
+        except OSError as err:
+            if partial.exists():
+                partial.unlink()
+            raise OSError(
+                f"the configuration cache {path} cannot be written ({err}): make "
+                f"{path.parent} writable, or set CXR_CONFIG_CACHE=off to read without it"
+            ) from err
+        key = path.name.split("-", 1)[0]
+        entries = sorted(path.parent.glob(f"{key}-*.marshal"), key=lambda p: p.stat().st_mtime_ns)
+        for old in entries[:-MAX_ENTRIES]:
+            old.unlink(missing_ok=True)
