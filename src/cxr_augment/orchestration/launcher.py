@@ -67,10 +67,7 @@ def _watched(pointer) -> list[Path]:
     workdir = Path(getattr(pointer, "working_directory", None) or os.getcwd())
     module = getattr(pointer, "module", None)
     if module:
-        try:
-            spec = importlib.util.find_spec(module.split(".")[0])
-        except (ImportError, ValueError):
-            spec = None
+        spec = importlib.util.find_spec(module.split(".")[0])  # None: the standby fails too
         if spec is not None and spec.submodule_search_locations:
             folders += [Path(p) for p in spec.submodule_search_locations]
         elif spec is not None and spec.origin:
@@ -138,14 +135,15 @@ class _Standby:
     def current(self) -> bool:
         return self.process.poll() is None and code_fingerprint(self.folders) == self.fingerprint
 
-    def hand_over(self, payload: str) -> bool:
+    def hand_over(self, payload: str) -> str | None:
+        """Send the run; None when sent, else why not (the standby ended meanwhile)."""
         try:
             self.process.stdin.write(payload + "\n")
             self.process.stdin.flush()
             self.process.stdin.close()
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-        return True
+        except OSError as err:  # BrokenPipeError: it exited since ``current``
+            return f"{type(err).__name__}: {err}"
+        return None
 
     def discard(self) -> None:
         """End a standby that was not handed a run (it has nothing to lose)."""
@@ -203,25 +201,25 @@ class WarmRunLauncher(DefaultRunLauncher):
         run = context.dagster_run
         origin = run.job_code_origin
         standby = self._take(origin.repository_origin) if origin is not None else None
-        payload = (
-            serialize_value(
-                ExecuteRunArgs(
-                    job_origin=origin,
-                    run_id=run.run_id,
-                    instance_ref=self._instance.get_ref(),
-                    set_exit_code_on_failure=None,
-                )
+        if standby is not None:
+            args = ExecuteRunArgs(
+                job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
             )
-            if standby is not None
-            else None
-        )
-        if standby is not None and standby.hand_over(payload):
-            self._instance.add_run_tags(run.run_id, {STANDBY_TAG: str(standby.process.pid)})
-            self._workers[run.run_id] = standby.process
-            self._run_ids.add(run.run_id)
-        else:
-            if standby is not None:
+            failure = standby.hand_over(serialize_value(args))
+            if failure is None:
+                self._instance.add_run_tags(run.run_id, {STANDBY_TAG: str(standby.process.pid)})
+                self._workers[run.run_id] = standby.process
+                self._run_ids.add(run.run_id)
+            else:
+                self._instance.report_engine_event(
+                    f"The standby run worker (pid {standby.process.pid}) could not take the "
+                    f"run ({failure}); launching it the default way.",
+                    run,
+                    cls=self.__class__,
+                )
                 standby.discard()
+                standby = None
+        if standby is None:
             super().launch_run(context)
         if origin is not None:  # the next standby, once this run has started
             threading.Thread(

@@ -3,8 +3,8 @@
     python -m cxr_augment.orchestration.standby <serialised repository origin> [nice]
 
 It imports the code location and builds its definitions (what a run worker spends its first
-seconds on) in a thread whose CPU priority is lowered by ``nice`` (Linux: that thread only, so
-the loading yields to the code server, the UI and a running run), then reads one line from stdin: the
+seconds on) in a thread whose CPU priority is lowered by ``nice`` (on Linux, where a thread has
+its own priority, so the loading yields to the code server, the UI and a running run), then reads one line from stdin: the
 serialised ``ExecuteRunArgs`` of the run to execute. It executes it as ``dagster api
 execute_run`` does (the run's events go to the instance) and exits. End of input before a run
 (its launcher's process ended, or the standby was discarded) exits at once.
@@ -31,11 +31,11 @@ def main(argv: list[str]) -> int:
 
     def load() -> None:
         try:
-            if nice > 0:  # Linux: the priority of this thread only; the run keeps the default
-                try:
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-                except OSError:
-                    pass
+            # Linux gives each thread its own priority: this one loads at a lower priority, the
+            # run (main thread) keeps the default. Elsewhere the priority is the process's, so
+            # it is left alone rather than slowing the run too.
+            if nice > 0 and sys.platform.startswith("linux"):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
             recon_repository_from_origin(origin).get_definition()
         except BaseException as err:  # reported below, in the main thread
             failed.append(err)
