@@ -34,19 +34,16 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path, monkeypatch, cpuinfo, native)
         cpu.native_bf16.cache_clear()
 
 
-class _Unreadable:
-    def __init__(self, path):
-        self.path = path
-
-    def read_text(self):
-        raise PermissionError(self.path)
-
-
-def test_an_unreadable_cpuinfo_means_no_bf16_and_a_bad_setting_is_an_error(monkeypatch):
-    monkeypatch.setattr(cpu, "Path", _Unreadable)
+def test_no_cpuinfo_means_no_bf16_an_unreadable_one_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu, "Path", lambda p: tmp_path / "absent")  # macOS, Windows
     cpu.native_bf16.cache_clear()
     try:
         assert cpu.native_bf16() is False
+        cpu.native_bf16.cache_clear()
+        (tmp_path / "folder").mkdir()
+        monkeypatch.setattr(cpu, "Path", lambda p: tmp_path / "folder")  # exists, unreadable
+        with pytest.raises(OSError):
+            cpu.native_bf16()
     finally:
         cpu.native_bf16.cache_clear()
     with pytest.raises(ValueError, match="bf16_cpu must be auto, true or false"):
@@ -66,3 +63,12 @@ def test_training_autocasts_only_where_the_setting_resolves_on(monkeypatch):
     monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     with _autocast(torch.device("cpu"), TrainConfig(bf16_cpu="auto")):
         assert torch.is_autocast_enabled("cpu")
+
+
+def test_the_reports_provenance_says_whether_the_cpu_trains_in_bfloat16(tmp_path, monkeypatch):
+    from cxr_augment.datasets.report_datasets import ProvenanceDataset
+
+    for native in (True, False):
+        monkeypatch.setattr("cxr_augment.datasets.report_datasets.native_bf16", lambda: native)
+        info = ProvenanceDataset(root=str(tmp_path)).load()
+        assert info["cpu_bfloat16_instructions"] == ("yes" if native else "no")

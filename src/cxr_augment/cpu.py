@@ -20,12 +20,12 @@ _X86 = {"avx512_bf16", "amx_bf16"}
 
 @functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
-    """True when the CPU has bfloat16 instructions (read from ``/proc/cpuinfo`` on Linux;
-    False where that cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    """True when the CPU has bfloat16 instructions, as ``/proc/cpuinfo`` lists them (Linux).
+    False on a system without that file (macOS, Windows: float32 on the CPU)."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
         return False
+    text = info.read_text()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()

@@ -18,6 +18,8 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError, parse_dataset_definition
 
+from cxr_augment.cpu import native_bf16
+
 PACKAGES = (
     "kedro",
     "kedro-datasets",
@@ -121,7 +123,8 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
 
 
 class ProvenanceDataset(AbstractDataset[dict, dict]):
-    """Loads the run's provenance: git commit, Python, platform, package versions."""
+    """Loads the run's provenance: git commit, Python, platform, whether the CPU has bfloat16
+    instructions, package versions."""
 
     def __init__(self, *, root: str = ".", metadata=None) -> None:
         self._root = Path(root)
@@ -138,6 +141,8 @@ class ProvenanceDataset(AbstractDataset[dict, dict]):
             **git_commit(self._root),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
+            # bf16_cpu: auto trains in bfloat16 only on a CPU with its instructions (cpu.py)
+            "cpu_bfloat16_instructions": "yes" if native_bf16() else "no",
             "packages": package_versions(),
         }
 
