@@ -69,6 +69,8 @@ def test_the_reports_provenance_says_whether_the_cpu_trains_in_bfloat16(tmp_path
     from cxr_augment.datasets.report_datasets import ProvenanceDataset
 
     for native in (True, False):
-        monkeypatch.setattr("cxr_augment.datasets.report_datasets.native_bf16", lambda: native)
+        monkeypatch.setattr(
+            "cxr_augment.datasets.report_datasets.native_bf16", lambda native=native: native
+        )
         info = ProvenanceDataset(root=str(tmp_path)).load()
         assert info["cpu_bfloat16_instructions"] == ("yes" if native else "no")
