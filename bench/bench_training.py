@@ -1,6 +1,6 @@
 """Benchmark: classifier training images/s, end to end (tensor store -> loader -> step).
 
-    python bench/bench_training.py [--images 256] [--steps 12] [--model densenet121]
+    python bench/bench_training.py [--images 256] [--steps 12] [--model densenet121] [--demo-only]
 
 At the thesis's 389 x 320, in one process:
 
@@ -10,6 +10,10 @@ At the thesis's 389 x 320, in one process:
   with pinned memory (and ``--compile``); on CPU the same code path with the CPU's choices;
 - ``compute_only``: the tuned step on a batch already on the device: what the loader must keep
   up with (loader efficiency = tuned / compute_only, target >= 0.9 on a GPU).
+
+And the project's own ``train`` (one epoch, validation included) at the demo's 97 x 80, batch 32,
+with its CPU settings (``bf16_cpu: auto``) and ``channels_last_cpu`` off (the baseline) and
+``auto`` (ours): ``demo_train``.
 
 The store is built from demo images (bench/.cache) at 389 x 320. Prints and saves
 bench/results/training.json (training_gpu.json on a GPU).
@@ -90,6 +94,49 @@ def measure(model, loader_or_batch, device, steps, bf16, channels_last, fused):
     return n_images / (time.perf_counter() - t0)
 
 
+def demo_train(n: int) -> dict:
+    """Images/s of ``classify.training.train`` (one epoch over ``n`` images, then its validation
+    pass over n / 4) at the demo's 97 x 80 and batch 32, contiguous against channels_last."""
+    from cxr_augment.classify.models import ModelConfig, build_model
+    from cxr_augment.classify.training import TrainConfig, train, use_channels_last
+    from cxr_augment.cpu import use_bf16_cpu
+    from cxr_augment.preprocess.tensor_store import torch_dataset
+
+    out: dict = {"image_hw": [97, 80], "batch": 32, "bf16_cpu": use_bf16_cpu("auto")}
+    with tempfile.TemporaryDirectory() as tmp:
+        from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, write_store
+
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 255, (n + n // 4, 97, 80), dtype=np.uint8)
+        keys = [f"k{i}" for i in range(len(images))]
+        write_store(Path(tmp) / "s", StoreWrite(keys, lambda i: images[i], (97, 80), "bench"))
+        store = TensorStore(Path(tmp) / "s")
+        y = (np.arange(len(keys)) % 5 == 0).astype(np.float32)
+        tr, va = torch_dataset(store, keys[:n], y[:n]), torch_dataset(store, keys[n:], y[n:])
+        for name, setting in (("contiguous", False), ("ours", "auto")):
+            cfg = TrainConfig(
+                epochs=1,
+                batch_size=32,
+                seed=1,
+                bf16_cpu="auto",
+                channels_last_cpu=setting,
+                progress=False,
+                patience=5,
+            )
+            torch.manual_seed(0)
+            model = build_model(ModelConfig("densenet121"))
+            t0 = time.perf_counter()
+            train(model, tr, va, y[n:], cfg)
+            seconds = time.perf_counter() - t0
+            out[name] = {
+                "channels_last": use_channels_last(torch.device("cpu"), cfg),
+                "seconds": round(seconds, 2),
+                "images_per_s": round((n + n // 4) / seconds, 2),
+            }
+    out["speedup"] = round(out["ours"]["images_per_s"] / out["contiguous"]["images_per_s"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=256)
@@ -97,7 +144,20 @@ def main() -> None:
     ap.add_argument("--model", default="densenet121")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--demo-only",
+        action="store_true",
+        help="only demo_train (saved as training_demo.json)",
+    )
     args = ap.parse_args()
+    if args.demo_only:
+        from _common import save_results  # same folder
+
+        result = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        result["demo_train"] = demo_train(args.images)
+        print(json.dumps(result["demo_train"]))
+        save_results(result, Path(args.out or ROOT / "bench" / "results" / "training_demo.json"))
+        return
 
     from cxr_augment.classify.models import ModelConfig, build_model
     from cxr_augment.preprocess.tensor_store import torch_dataset
@@ -168,6 +228,9 @@ def main() -> None:
         rate = measure(model, batch, device, steps, s["bf16"], s["channels_last"], s["fused"])
         results["runs"]["compute_only"] = {**s, "images_per_s": round(rate, 2)}
         print("compute_only", json.dumps(results["runs"]["compute_only"]), flush=True)
+        if not gpu:
+            results["demo_train"] = demo_train(args.images)
+            print("demo_train", json.dumps(results["demo_train"]), flush=True)
     r = results["runs"]
     results["speedup_tuned_vs_thesis"] = round(
         r["tuned"]["images_per_s"] / r["thesis"]["images_per_s"], 2

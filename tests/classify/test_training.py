@@ -256,3 +256,54 @@ def test_the_chexpert_environment_sets_the_thesis_training_and_keeps_the_study()
     # the per-model rows of thesis 4.2 stay on top of the new defaults
     inception = study["experiments"]["ptx_inception_resnet_v2"]["train"]
     assert (inception["lr"], inception["batch_size"]) == (0.01, 4)
+
+
+def _is_channels_last(state: dict) -> bool:
+    convs = [v for v in state.values() if v.ndim == 4 and v.shape[2] * v.shape[3] > 1]
+    assert convs
+    return all(v.is_contiguous(memory_format=torch.channels_last) for v in convs)
+
+
+def test_channels_last_on_a_cpu_follows_the_setting_and_bf16(monkeypatch):
+    from cxr_augment import cpu
+    from cxr_augment.classify.training import use_channels_last
+
+    cpu_dev, cuda_dev = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    assert use_channels_last(cpu_dev, TrainConfig(bf16_cpu="auto")) is True  # float32 here
+    assert use_channels_last(cpu_dev, TrainConfig(bf16_cpu=True)) is False  # bf16 autocast
+    assert use_channels_last(cpu_dev, TrainConfig(channels_last_cpu=False)) is False
+    assert use_channels_last(cpu_dev, TrainConfig(bf16_cpu=True, channels_last_cpu=True)) is True
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    assert use_channels_last(cpu_dev, TrainConfig(bf16_cpu="auto")) is False
+    assert use_channels_last(cpu_dev, TrainConfig(bf16_cpu=False)) is True
+    # CUDA reads its own setting
+    assert use_channels_last(cuda_dev, TrainConfig(channels_last=True, channels_last_cpu=False))
+    assert not use_channels_last(cuda_dev, TrainConfig(channels_last=False))
+    with pytest.raises(ValueError, match="channels_last_cpu must be auto, true or false"):
+        TrainConfig(channels_last_cpu="yes")
+
+
+def test_channels_last_training_is_reproducible_resumable_and_matches_contiguous(tmp_path):
+    store, keys, y = make_store(tmp_path / "s")
+    on = _run(store, keys, y, epochs=3, channels_last_cpu=True)
+    again = _run(store, keys, y, epochs=3, channels_last_cpu=True)
+    off = _run(store, keys, y, epochs=3, channels_last_cpu=False)
+    assert _is_channels_last(on.state_dict) and not _is_channels_last(off.state_dict)
+    for k in on.state_dict:  # same seed, same bytes
+        torch.testing.assert_close(on.state_dict[k], again.state_dict[k], rtol=0, atol=0)
+    # the memory format changes the kernels' summation order (small drifts), not the training
+    np.testing.assert_allclose(on.history["train_loss"], off.history["train_loss"], rtol=0.02)
+    ckpt = CheckpointStore(tmp_path / "ck")
+    _run(store, keys, y, epochs=3, checkpoints=ckpt, stop=0, channels_last_cpu=True)
+    resumed = _run(store, keys, y, epochs=3, checkpoints=ckpt, channels_last_cpu=True)
+    assert resumed.resumed_from == 0
+    for k in on.state_dict:
+        torch.testing.assert_close(resumed.state_dict[k], on.state_dict[k], rtol=0, atol=0)
+    # predictions agree across memory formats
+    model = build_model(ModelConfig("tiny_densenet", drop_rate=0.1))
+    model.load_state_dict(on.state_dict)
+    va = torch_dataset(store, keys[64:], y[64:])
+    p_on = predict(model, va, TrainConfig(**{**CONFIG, "channels_last_cpu": True}))
+    p_off = predict(model, va, TrainConfig(**{**CONFIG, "channels_last_cpu": False}))
+    np.testing.assert_allclose(p_on, p_off, atol=1e-5)
