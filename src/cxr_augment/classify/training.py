@@ -61,7 +61,7 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA
     bf16_cpu: bool | str = False  # autocast on CPU: auto | true | false (cxr_augment/cpu.py)
     channels_last: bool = True  # on CUDA
-    channels_last_cpu: bool | str = "auto"  # on CPU: auto (where it trains in float32) | true | false
+    channels_last_cpu: bool | str = "auto"  # on CPU: auto (if float32) | true | false
     progress: bool = True
 
     def __post_init__(self) -> None:
