@@ -121,3 +121,33 @@ def test_unreadable_records_are_an_error_saying_what_to_do(tmp_path):
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(RuntimeError, match=r"state\.json cannot be read .*Delete the file"):
         _run(tmp_path)
+
+
+def test_each_node_that_ran_is_timed_and_the_run_ends_with_the_slowest(tmp_path, caplog):
+    import logging
+    import time
+
+    pipe, catalog = _setup(tmp_path)
+
+    def slow_plus_one(y):
+        time.sleep(0.3)
+        return {"v": y["v"] + 1}
+
+    slowed = Pipeline([n if n.name != "plus_one" else Node(slow_plus_one, "mid", "out",
+                       name="plus_one") for n in pipe.nodes])  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        IncrementalRunner(state=tmp_path / "state.json").run(
+            slowed, catalog, _create_hook_manager()
+        )
+    took = {r.args[0]: r.args[1] for r in caplog.records if r.getMessage().endswith(" s")
+            and "took" in r.msg}  # fmt: skip
+    assert set(took) == {"double", "plus_one", "in_memory", "final"}
+    assert 0.3 <= took["plus_one"] < 5 and took["double"] < 0.3
+    (summary,) = [r.getMessage() for r in caplog.records if "slowest" in r.getMessage()]
+    assert "4 nodes in" in summary and summary.index("plus_one") < summary.index("double")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # nothing ran: no timing, no summary
+        IncrementalRunner(state=tmp_path / "state.json").run(
+            slowed, catalog, _create_hook_manager()
+        )
+    assert not [r for r in caplog.records if "took" in r.msg or "slowest" in r.getMessage()]

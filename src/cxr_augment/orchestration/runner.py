@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,16 +123,31 @@ def nodes_to_run(pipeline: Pipeline, catalog, current: dict[str, str], recorded:
 
 
 class _Recorder:
-    """Records each node's fingerprint once it has succeeded."""
+    """Records each node's fingerprint once it has succeeded, and logs how long it took."""
 
     def __init__(self, path: Path, records: dict[str, str], current: dict[str, str]):
         self.path, self.records, self.current = path, records, current
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        self.started[node.name] = time.perf_counter()
 
     @hook_impl
     def after_node_run(self, node) -> None:
+        if node.name in self.started:
+            self.seconds[node.name] = time.perf_counter() - self.started.pop(node.name)
+            log.info("%s took %.1f s", node.name, self.seconds[node.name])
         if node.name in self.current:
             self.records[node.name] = self.current[node.name]
             _write(self.path, self.records)
+
+    def summary(self, top: int = 8) -> str:
+        """The slowest nodes of the run and the total, one line."""
+        slow = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]
+        parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in slow)
+        return f"{len(self.seconds)} nodes in {sum(self.seconds.values()):.0f} s; slowest: {parts}"
 
 
 class IncrementalRunner(SequentialRunner):
@@ -169,3 +185,5 @@ class IncrementalRunner(SequentialRunner):
         finally:
             if hook_manager is not None:
                 hook_manager.unregister(recorder)
+            if recorder.seconds:
+                self._logger.info("Incremental run: %s", recorder.summary())
