@@ -9,8 +9,9 @@ from starting the webserver to its first GraphQL answer (what ``make dagster`` u
 a code-location reload through GraphQL; the time from launching a run of the `demo_data` job to
 the run having started (its worker process up, the code loaded, the first step begun), for the
 first run after the reload and for the next one (launched ``SETTLE_S`` after the first ended),
-under the instance of deploy/dagster.yaml for ours (``WarmRunLauncher``: the first run starts
-the default way, the next one in a worker that loaded the code in the meantime) and Dagster's
+under the instance of deploy/dagster.yaml for ours (``WarmInstance`` and ``WarmRunLauncher``:
+the first run starts in the worker that loaded the code when the webserver started, the next
+one in a worker that loaded it while the first ran) and Dagster's
 default instance of ``dagster dev`` (queued runs, polled by the daemon) for the baseline. Prints and saves bench/results/dagster.json.
 """
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cxr_augment.orchestration.launcher import WarmRunLauncher, _Standby, code_fingerprint
+from cxr_augment.orchestration.launcher import (
+    WarmInstance,
+    WarmRunLauncher,
+    _Standby,
+    code_fingerprint,
+)
 
 TINY_DEFS = """
 import dagster as dg
@@ -106,9 +111,88 @@ def test_the_instance_of_make_dagster_uses_the_warm_launcher(tmp_path, monkeypat
     shutil.copy(PROJECT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.get() as instance:
+        assert isinstance(instance, WarmInstance)
         launcher = instance.run_launcher
         assert isinstance(launcher, WarmRunLauncher)
-        assert not launcher._standby  # nothing loads until a run is launched
+        assert not launcher._standby  # outside a webserver nothing loads until a launch
+        # the webserver's first standby: the configured module, here, with this Python
+        primed = []
+        monkeypatch.setattr(launcher, "_prime", primed.append)
+        instance._standby_at_start(delay_s=0)
+        (origin,) = primed
+        assert origin.executable_path == sys.executable
+        assert origin.code_pointer.module == "cxr_augment.definitions"
+        assert origin.code_pointer.fn_name == "defs"
+        assert origin.code_pointer.working_directory == os.getcwd()
+        launcher.dispose()
+
+
+def test_only_a_webserver_process_starts_a_standby_when_its_instance_is_made(monkeypatch):
+    from cxr_augment.orchestration import launcher as module
+
+    for argv0, expected in [
+        ("/venv/lib/python3.11/site-packages/dagster_webserver/__main__.py", True),  # dagster dev
+        ("/venv/bin/dagster-webserver", True),
+        ("/venv/bin/dagster", False),  # dagster dev itself, the CLI
+        ("/venv/lib/python3.11/site-packages/dagster/_daemon/__main__.py", False),
+        ("", False),
+    ]:
+        monkeypatch.setattr(module.sys, "argv", [argv0])
+        assert module._webserver_process() is expected, argv0
+
+
+def test_without_a_configured_module_the_latest_runs_code_location_is_primed(monkeypatch):
+    class Origin:
+        def __init__(self, repository_origin):
+            self.repository_origin = repository_origin
+
+    class Run:
+        def __init__(self, origin):
+            self.job_code_origin = origin
+
+    class Instance:
+        def __init__(self, runs):
+            self.runs = runs
+
+        def get_runs(self, limit):
+            return self.runs[:limit]
+
+    launcher = WarmRunLauncher()
+    primed = []
+    launcher._prime = primed.append
+    monkeypatch.setattr(WarmRunLauncher, "_instance", Instance([]), raising=False)
+    assert launcher.start_origin() is None and not launcher.prime_at_start() and not primed
+    runs = [Run(None), Run(Origin("latest")), Run(Origin("older"))]
+    monkeypatch.setattr(WarmRunLauncher, "_instance", Instance(runs), raising=False)
+    assert launcher.prime_at_start() and primed == ["latest"]
+
+
+def test_a_failed_start_standby_leaves_the_first_run_to_the_default_way(tmp_path, monkeypatch):
+    import logging
+    import shutil
+
+    from dagster import DagsterInstance
+
+    from tests.conftest import PROJECT
+
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.get() as instance:
+        launcher = instance.run_launcher
+
+        def fail(origin):
+            raise OSError("no such interpreter")
+
+        monkeypatch.setattr(launcher, "_prime", fail)
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("dagster").addHandler(handler)
+        try:
+            instance._standby_at_start(delay_s=0)  # no exception reaches the webserver
+        finally:
+            logging.getLogger("dagster").removeHandler(handler)
+        assert any("OSError: no such interpreter" in r.getMessage() for r in records)
         launcher.dispose()
 
 

@@ -17,10 +17,18 @@ A standby is used only when it is still current:
 - it is alive and waiting.
 
 Otherwise the run is launched as ``DefaultRunLauncher`` does, so a launch never waits for a
-standby. Dagster creates the launcher at the first launch, so the first run of a webserver
-starts the default way; the next standby starts once a launched run has started (so its
-loading does not delay that start), and loads at a lower CPU priority (``nice``, in its loading
-thread only) so that it does not slow the code server, the UI or the running run.
+standby. The next standby starts once a launched run has started (so its loading does not
+delay that start), and loads at a lower CPU priority (``nice``, in its loading thread only) so
+that it does not slow the code server, the UI or the running run.
+
+The first run of a webserver: Dagster creates the launcher at the first launch, so with
+Dagster's own instance that run would start the default way. ``WarmInstance`` (the
+``instance_class`` of deploy/dagster.yaml) creates it in the webserver's process when the
+webserver starts, and the launcher primes a standby for the code location named by its
+``standby_at_start`` setting (a module and attribute, loaded in the webserver's working
+directory with its Python: what ``dagster dev -m cxr_augment.definitions`` serves), or else for
+the code location of the instance's latest run. ``START_DELAY_S`` after the start, so that the
+code server's own load goes first.
 
 Termination sends the standby's process SIGTERM (Dagster turns it into the run's
 cancellation, as for ``dagster api execute_run``). A standby ends when its launcher's process
@@ -29,6 +37,7 @@ ends (its stdin closes).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dagster._core.instance import DagsterInstance
 from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData
@@ -47,6 +57,8 @@ from dagster_shared.serdes import serialize_value
 STANDBY_TAG = "cxr_augment/standby_pid"
 NICE = 10
 START_WAIT_S = 120  # the next standby starts once the run started, or after this
+START_DELAY_S = 5.0  # the webserver's first standby starts this long after the webserver
+log = logging.getLogger("dagster")
 
 
 def _pointer_key(pointer) -> tuple:
@@ -157,17 +169,63 @@ class _Standby:
 class WarmRunLauncher(DefaultRunLauncher):
     """``DefaultRunLauncher`` with a standby worker per code location (module doc)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        standby_at_start: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(inst_data=inst_data)
         self._lock = threading.Lock()
         self._standby: dict[tuple, _Standby] = {}
         self._workers: dict[str, subprocess.Popen] = {}
+        self._at_start = dict(standby_at_start) if standby_at_start else None
+
+    @classmethod
+    def config_type(cls):
+        from dagster import Field, Shape, StringSource
+
+        return {
+            "standby_at_start": Field(
+                Shape(
+                    {
+                        "module": Field(StringSource),
+                        "attribute": Field(StringSource, is_required=False, default_value="defs"),
+                    }
+                ),
+                is_required=False,
+                description="The code location a webserver's first standby loads: a module "
+                "and its Definitions attribute, in the webserver's working directory.",
+            )
+        }
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> WarmRunLauncher:
-        return cls(inst_data=inst_data)
+        return cls(inst_data=inst_data, standby_at_start=config_value.get("standby_at_start"))
+
+    def start_origin(self):
+        """The repository origin of the webserver's first standby (module doc), or None."""
+        from dagster._core.code_pointer import ModuleCodePointer
+        from dagster._core.origin import RepositoryPythonOrigin
+
+        if self._at_start:
+            pointer = ModuleCodePointer(
+                self._at_start["module"], self._at_start.get("attribute", "defs"), os.getcwd()
+            )
+            return RepositoryPythonOrigin(executable_path=sys.executable, code_pointer=pointer)
+        for run in self._instance.get_runs(limit=20):
+            if run.job_code_origin is not None:
+                return run.job_code_origin.repository_origin
+        return None
+
+    def prime_at_start(self) -> bool:
+        """Start a standby for ``start_origin``; whether there was one to start."""
+        origin = self.start_origin()
+        if origin is None:
+            return False
+        self._prime(origin)
+        return True
 
     # ------------------------------------------------------------------ standbys
 
@@ -270,3 +328,54 @@ class WarmRunLauncher(DefaultRunLauncher):
                 standby.discard()
             self._standby.clear()
         super().dispose()
+
+
+def _webserver_process() -> bool:
+    """Whether this process is a Dagster webserver (``dagster dev`` starts ``python -m
+    dagster_webserver``; ``dagster-webserver`` is its script)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return argv0.name == "dagster-webserver" or argv0.parent.name == "dagster_webserver"
+
+
+class WarmInstance(DagsterInstance):
+    """Dagster's instance, whose webserver creates its run launcher when it starts, so that a
+    ``WarmRunLauncher`` has a standby ready for the webserver's first run (module doc). In
+    every other process (the daemon, code servers, run workers, the CLI) it is Dagster's
+    instance unchanged."""
+
+    @classmethod
+    def config_schema(cls) -> dict:  # no settings of its own
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str):  # Dagster's own instance's
+        from dagster._core.instance.ref import InstanceRef
+
+        return InstanceRef.config_defaults(base_dir)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._launcher_lock = threading.RLock()
+        if _webserver_process():
+            threading.Thread(
+                target=self._standby_at_start, daemon=True, name="standby-at-start"
+            ).start()
+
+    @property
+    def run_launcher(self):
+        with self._launcher_lock:  # one launcher, whichever thread asks first
+            return super().run_launcher
+
+    def _standby_at_start(self, delay_s: float = START_DELAY_S) -> None:
+        time.sleep(delay_s)
+        try:
+            launcher = self.run_launcher
+            if isinstance(launcher, WarmRunLauncher) and not launcher.prime_at_start():
+                log.info("No standby run worker at start: no code location configured or run yet")
+        except Exception as err:  # the first run then starts the default way
+            log.warning(
+                "The standby run worker could not be started when the webserver started (%s: "
+                "%s); the first run will load the code itself.",
+                type(err).__name__,
+                err,
+            )
