@@ -3,6 +3,7 @@
 from cxr_augment.datasets.diffusion_model_dataset import DiffusionModelDataset
 from cxr_augment.datasets.image_folder_dataset import ImageFolderDataset
 from cxr_augment.datasets.nifti_dataset import NiftiDataset
+from cxr_augment.datasets.process_memory_dataset import ProcessMemoryDataset
 from cxr_augment.datasets.read_only_dataset import AbsentDataset, ReadOnlyDataset
 from cxr_augment.datasets.report_datasets import BytesDataset, OptionalDataset, ProvenanceDataset
 from cxr_augment.datasets.tensor_store_dataset import TensorStoreDataset
@@ -20,6 +21,7 @@ __all__ = [
     "ImageFolderDataset",
     "NiftiDataset",
     "OptionalDataset",
+    "ProcessMemoryDataset",
     "ProvenanceDataset",
     "ReadOnlyDataset",
     "SafetensorsDataset",
