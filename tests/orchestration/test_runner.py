@@ -151,3 +151,81 @@ def test_each_node_that_ran_is_timed_and_the_run_ends_with_the_slowest(tmp_path,
             slowed, catalog, _create_hook_manager()
         )
     assert not [r for r in caplog.records if "took" in r.msg or "slowest" in r.getMessage()]
+
+
+def _package(root):
+    pkg = root / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "nodes.py").write_text(
+        "def node(x):\n    from pkg.sub.domain import f  # lazily, inside the function\n"
+        "    return f(x)\n"
+    )
+    (pkg / "sub" / "domain.py").write_text(
+        "from . import util\nfrom ..other import CONSTANT\n\n\ndef f(x):\n"
+        "    return util.g(x) + CONSTANT\n"
+    )
+    (pkg / "sub" / "util.py").write_text("import numpy as np\n\n\ndef g(x):\n    return x\n")
+    (pkg / "other.py").write_text("CONSTANT = 1\n")
+    (pkg / "unrelated.py").write_text("X = 1\n")
+    return pkg
+
+
+def test_a_nodes_code_is_its_module_and_the_project_modules_it_imports(tmp_path):
+    from cxr_augment.orchestration import versions
+
+    pkg = _package(tmp_path)
+
+    def version():
+        versions._project_imports.cache_clear()
+        versions.code_hash.cache_clear()
+        return versions.code_hash("pkg.nodes", "pkg", pkg)
+
+    assert versions._project_imports("pkg.sub.domain", "pkg", pkg) == (
+        "pkg.other",
+        "pkg.sub",
+        "pkg.sub.util",
+    )
+    first = version()
+    assert version() == first  # stable
+    (pkg / "unrelated.py").write_text("X = 2\n")  # not imported: the same
+    assert version() == first
+    for edited, text in [
+        ("sub/util.py", "def g(x):\n    return 2 * x\n"),  # two imports away, relative
+        ("other.py", "CONSTANT = 2\n"),  # relative, two levels up
+        ("sub/domain.py", "def f(x):\n    return x\n"),  # imported inside a function
+    ]:
+        before = version()
+        (pkg / edited).write_text(text)
+        assert version() != before, edited
+    # the project's own node modules reach their domain modules
+    project = versions._project_imports(
+        "cxr_augment.pipelines.classification.nodes", versions.PACKAGE, versions._PACKAGE_ROOT
+    )
+    assert "cxr_augment.classify.experiments" in project
+
+
+def test_an_edited_domain_module_or_output_dataset_class_reruns_the_nodes_that_use_it(
+    tmp_path, monkeypatch
+):
+    from cxr_augment.orchestration import runner, versions
+
+    pipe, catalog = _setup(tmp_path)
+    base = fingerprints(pipe, catalog)
+    # a domain module that the nodes' module imports changes: every node of that module
+    monkeypatch.setattr(runner, "node_version", lambda node, params: "v2-" + node.name)
+    changed = fingerprints(pipe, catalog)
+    assert all(changed[n] != base[n] for n in base)
+    monkeypatch.undo()
+    # the class that writes an output is the project's: its code is part of the fingerprint
+    from cxr_augment.datasets.atomic import JSONDataset as ProjectJSON
+
+    catalog["mid"] = ProjectJSON(filepath=str(tmp_path / "mid.json"))
+    with_class = fingerprints(pipe, catalog)
+    assert with_class["double"] != base["double"]
+    # that class's code changes (the nodes' own code does not): its writer and what follows
+    monkeypatch.setattr(runner, "code_hash", lambda module: "edited" * 4)
+    edited = fingerprints(pipe, catalog)
+    assert edited["double"] != with_class["double"] and edited["final"] != with_class["final"]
+    assert versions.code_hash is not runner.code_hash

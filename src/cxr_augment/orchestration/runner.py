@@ -5,9 +5,11 @@ so a second run with nothing changed only checks. A node is up to date when
 
 - each of its persisted outputs exists, and
 - its **fingerprint** equals the one recorded when it last succeeded. The fingerprint hashes the
-  node's version (its module's source, bound arguments and parameter values: ``versions.py``)
-  with the fingerprints of its inputs: an input another node makes carries that node's
-  fingerprint; a source (a file or folder no node makes) its size and modification time.
+  node's version (its code and the project modules that code imports, its bound arguments and
+  parameter values: ``versions.py``) with the fingerprints of its inputs: an input another
+  node makes carries that node's fingerprint; a source (a file or folder no node makes) its
+  size and modification time; and the code of its outputs' dataset classes where they are the
+  project's.
 
 A node whose outputs live only in memory runs when a node that reads them runs. A node runs
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
@@ -33,6 +35,8 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from cxr_augment.orchestration.versions import (
+    PACKAGE,
+    code_hash,
     dataset_path,
     is_parameter,
     node_version,
@@ -92,6 +96,10 @@ def fingerprints(pipeline: Pipeline, catalog) -> dict[str, str]:
                 continue
             path = dataset_path(dataset)
             parts.append(f"{name}@{path_fingerprint(path) if path else 'unknown'}")
+        for name in node.outputs:  # how it is written: a project dataset class's code
+            module = type(_dataset(catalog, name)).__module__
+            if module.split(".")[0] == PACKAGE:
+                parts.append(f"{name}:{code_hash(module)[:16]}")
         fp = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         result[node.name] = fp
         for out in node.outputs:

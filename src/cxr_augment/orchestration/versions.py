@@ -1,19 +1,22 @@
 """Versions of nodes and fingerprints of datasets: what "up to date" means, for Kedro and Dagster.
 
-A node's **version** hashes what decides its outputs besides its inputs: the source of the module
-that defines its function (the node's own code), the arguments bound to the function (an
-experiment's name, a generator's), its input and output names, and the values of its parameter
-inputs. Dagster uses it as the asset's code version: change a parameter and exactly the nodes
-that read it, and what lies downstream of them, show as unsynced. The incremental runner
-(``runner.py``) uses it with the fingerprints of the node's inputs.
+A node's **version** hashes what decides its outputs besides its inputs: its code (the source
+of the module that defines its function and of every project module that module imports,
+directly or through others, at its top or inside a function: ``code_hash``), the arguments bound
+to the function (an experiment's name, a generator's), its input and output names, and the
+values of its parameter inputs. Dagster uses it as the asset's code version: change a parameter,
+or a domain module a node uses (``classify/training.py``), and exactly the nodes that read it,
+and what lies downstream of them, show as unsynced. The incremental runner (``runner.py``) uses
+it with the fingerprints of the node's inputs, and the code of its output datasets' classes.
 
-The version does not see code the node calls in other modules (a domain function's body): after
-changing one, rerun the affected pipeline in full (``kedro run --pipeline ...`` without the
-incremental runner) or materialise the assets in Dagster.
+The imports are read from the source (``ast``), not by importing: a name built at run time
+(``importlib.import_module(name)``) is not seen, nor is code outside the project package (a
+library upgrade); after such a change, rerun in full (plain ``kedro run --pipeline ...``).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
@@ -29,14 +32,76 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
 
 
+PACKAGE = "cxr_augment"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/cxr_augment
+
+
+def _module_file(name: str, package: str, root: Path) -> Path | None:
+    """The source file of module ``name`` of ``package`` (rooted at ``root``), or None."""
+    parts = name.split(".")
+    if parts[0] != package:
+        return None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 @functools.cache
-def _module_source_hash(module_name: str) -> str:
+def _project_imports(name: str, package: str, root: Path) -> tuple[str, ...]:
+    """The modules of ``package`` that module ``name``'s source imports, anywhere in it."""
+    path = _module_file(name, package, root)
+    if path is None:
+        return ()
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from its package, level - 1 packages up
+                up = here.split(".")[: len(here.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # a submodule?
+    found = set()
+    for imported in names:
+        while imported and _module_file(imported, package, root) is None:
+            imported = imported.rpartition(".")[0]  # the attribute of a module: the module
+        if imported:
+            found.add(imported)
+    found.discard(name)
+    return tuple(sorted(found))
+
+
+@functools.cache
+def code_hash(module_name: str, package: str = PACKAGE, root: Path = _PACKAGE_ROOT) -> str:
+    """A hash of the module's source and of every module of ``package`` it imports, directly
+    or through others (a module outside the package: its own source only)."""
+    seen: set[str] = set()
+    todo = [module_name]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_project_imports(name, package, root))
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        path = _module_file(name, package, root)
+        digest.update(f"{name}\0".encode())
+        digest.update(path.read_bytes() if path is not None else _source(name).encode())
+    return digest.hexdigest()
+
+
+def _source(module_name: str) -> str:
     module = sys.modules.get(module_name)
     try:
-        source = inspect.getsource(module) if module is not None else module_name
+        return inspect.getsource(module) if module is not None else module_name
     except (OSError, TypeError):
-        source = module_name
-    return hashlib.sha256(source.encode()).hexdigest()
+        return module_name
 
 
 def _unwrap(func: Callable) -> tuple[Callable, tuple, dict]:
@@ -59,7 +124,7 @@ def node_version(node, parameters: Mapping[str, Any]) -> str:
     func, args, keywords = _unwrap(node.func)
     parts = {
         "function": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}",
-        "module": _module_source_hash(getattr(func, "__module__", "") or ""),
+        "module": code_hash(getattr(func, "__module__", "") or ""),
         "bound": [_canonical(args), _canonical(keywords)],
         "inputs": list(node.inputs),
         "outputs": list(node.outputs),
