@@ -229,3 +229,15 @@ def test_an_edited_domain_module_or_output_dataset_class_reruns_the_nodes_that_u
     edited = fingerprints(pipe, catalog)
     assert edited["double"] != with_class["double"] and edited["final"] != with_class["final"]
     assert versions.code_hash is not runner.code_hash
+
+
+def test_a_source_read_by_a_project_dataset_class_follows_that_class_code(tmp_path, monkeypatch):
+    from cxr_augment.datasets.atomic import JSONDataset as ProjectJSON
+    from cxr_augment.orchestration import runner
+
+    pipe, catalog = _setup(tmp_path)
+    catalog["src"] = ProjectJSON(filepath=str(tmp_path / "src.json"))
+    before = fingerprints(pipe, catalog)
+    monkeypatch.setattr(runner, "code_hash", lambda module: "edited" * 4)
+    after = fingerprints(pipe, catalog)
+    assert all(after[n] != before[n] for n in before)  # its reader and everything after

@@ -8,8 +8,8 @@ so a second run with nothing changed only checks. A node is up to date when
   node's version (its code and the project modules that code imports, its bound arguments and
   parameter values: ``versions.py``) with the fingerprints of its inputs: an input another
   node makes carries that node's fingerprint; a source (a file or folder no node makes) its
-  size and modification time; and the code of its outputs' dataset classes where they are the
-  project's.
+  size and modification time, and the code of its dataset class where that is the project's;
+  and the code of its outputs' dataset classes where they are the project's.
 
 A node whose outputs live only in memory runs when a node that reads them runs. A node runs
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
@@ -96,6 +96,8 @@ def fingerprints(pipeline: Pipeline, catalog) -> dict[str, str]:
                 continue
             path = dataset_path(dataset)
             parts.append(f"{name}@{path_fingerprint(path) if path else 'unknown'}")
+            if type(dataset).__module__.split(".")[0] == PACKAGE:  # how a source is read
+                parts.append(f"{name}:{code_hash(type(dataset).__module__)[:16]}")
         for name in node.outputs:  # how it is written: a project dataset class's code
             module = type(_dataset(catalog, name)).__module__
             if module.split(".")[0] == PACKAGE:
