@@ -70,7 +70,7 @@ def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, params: dic
     """
     import torch
 
-    from cxr_augment.classify.training import CheckpointStore
+    from cxr_augment.classify.checkpoints import CheckpointStore
     from cxr_augment.generation.models import DiffusionModel, build_unet
     from cxr_augment.generation.training import ImageSet, train_unet
 
