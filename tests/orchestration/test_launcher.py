@@ -118,7 +118,7 @@ def test_the_instance_of_make_dagster_uses_the_warm_launcher(tmp_path, monkeypat
         # the webserver's first standby: the configured module, here, with this Python
         primed = []
         monkeypatch.setattr(launcher, "_prime", primed.append)
-        instance._standby_at_start(delay_s=0)
+        instance._standby_at_start(wait_s=0)
         (origin,) = primed
         assert origin.executable_path == sys.executable
         assert origin.code_pointer.module == "cxr_augment.definitions"
@@ -189,7 +189,7 @@ def test_a_failed_start_standby_leaves_the_first_run_to_the_default_way(tmp_path
         handler.emit = records.append
         logging.getLogger("dagster").addHandler(handler)
         try:
-            instance._standby_at_start(delay_s=0)  # no exception reaches the webserver
+            instance._standby_at_start(wait_s=0)  # no exception reaches the webserver
         finally:
             logging.getLogger("dagster").removeHandler(handler)
         assert any("OSError: no such interpreter" in r.getMessage() for r in records)
@@ -233,3 +233,41 @@ def test_termination_signals_only_a_standby_process(tmp_path):
     finally:
         standby.discard()
     assert not _is_standby(standby.process.pid)
+
+
+def test_the_first_standby_waits_for_the_webserver_to_answer(tmp_path):
+    import http.server
+    import socket
+    import threading
+
+    from cxr_augment.orchestration.launcher import _wait_for_webserver, _webserver_address
+
+    assert _webserver_address(["x"]) == "http://127.0.0.1:3000"
+    assert _webserver_address(["x", "-h", "0.0.0.0", "-p", "8080"]) == "http://127.0.0.1:8080"
+    assert _webserver_address(["x", "--host=::1", "--port=9"]) == "http://[::1]:9"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    assert not _wait_for_webserver(f"http://127.0.0.1:{port}", 1.0)  # nothing answers
+    assert 1.0 <= time.monotonic() - t < 5
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/server_info" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    threading.Timer(
+        0.7, lambda: threading.Thread(target=server.serve_forever, daemon=True).start()
+    ).start()
+    try:
+        t = time.monotonic()
+        assert _wait_for_webserver(f"http://127.0.0.1:{port}", 30)  # answers once it serves
+        assert 0.5 < time.monotonic() - t < 10
+    finally:
+        server.shutdown()
+        server.server_close()

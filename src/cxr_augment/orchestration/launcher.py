@@ -27,8 +27,9 @@ Dagster's own instance that run would start the default way. ``WarmInstance`` (t
 webserver starts, and the launcher primes a standby for the code location named by its
 ``standby_at_start`` setting (a module and attribute, loaded in the webserver's working
 directory with its Python: what ``dagster dev -m cxr_augment.definitions`` serves), or else for
-the code location of the instance's latest run. ``START_DELAY_S`` after the start, so that the
-code server's own load goes first.
+the code location of the instance's latest run. It starts once the webserver answers (its
+``/server_info``, which it serves after the code server has loaded the code), so that the code
+server's own load, which the UI waits for, goes first; or after ``START_WAIT_S``.
 
 Termination sends the standby's process SIGTERM (Dagster turns it into the run's
 cancellation, as for ``dagster api execute_run``). A standby ends when its launcher's process
@@ -57,7 +58,7 @@ from dagster_shared.serdes import serialize_value
 STANDBY_TAG = "cxr_augment/standby_pid"
 NICE = 10
 START_WAIT_S = 120  # the next standby starts once the run started, or after this
-START_DELAY_S = 5.0  # the webserver's first standby starts this long after the webserver
+POLL_S = 0.5  # how often the webserver's first standby asks whether the webserver answers
 log = logging.getLogger("dagster")
 
 
@@ -337,6 +338,45 @@ def _webserver_process() -> bool:
     return argv0.name == "dagster-webserver" or argv0.parent.name == "dagster_webserver"
 
 
+def _webserver_address(argv: list[str]) -> str:
+    """``http://host:port`` of the webserver that ``argv`` starts (dagster-webserver's
+    ``-h/--host`` and ``-p/--port``, defaults 127.0.0.1 and 3000; a wildcard host is asked on
+    the loopback address)."""
+    host, port = "127.0.0.1", "3000"
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-h", "--host"):
+            host = argv[i + 1]
+        elif arg in ("-p", "--port"):
+            port = argv[i + 1]
+    for arg in argv:
+        if arg.startswith("--host="):
+            host = arg.split("=", 1)[1]
+        elif arg.startswith("--port="):
+            port = arg.split("=", 1)[1]
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _wait_for_webserver(address: str, wait_s: float) -> bool:
+    """Whether the webserver at ``address`` answered ``/server_info`` within ``wait_s``."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{address}/server_info", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(POLL_S)
+    return False
+
+
 class WarmInstance(DagsterInstance):
     """Dagster's instance, whose webserver creates its run launcher when it starts, so that a
     ``WarmRunLauncher`` has a standby ready for the webserver's first run (module doc). In
@@ -366,8 +406,8 @@ class WarmInstance(DagsterInstance):
         with self._launcher_lock:  # one launcher, whichever thread asks first
             return super().run_launcher
 
-    def _standby_at_start(self, delay_s: float = START_DELAY_S) -> None:
-        time.sleep(delay_s)
+    def _standby_at_start(self, wait_s: float = START_WAIT_S) -> None:
+        _wait_for_webserver(_webserver_address(sys.argv), wait_s)
         try:
             launcher = self.run_launcher
             if isinstance(launcher, WarmRunLauncher) and not launcher.prime_at_start():
