@@ -235,39 +235,33 @@ def test_termination_signals_only_a_standby_process(tmp_path):
     assert not _is_standby(standby.process.pid)
 
 
-def test_the_first_standby_waits_for_the_webserver_to_answer(tmp_path):
-    import http.server
+def test_the_first_standby_waits_for_the_webserver_to_listen():
     import socket
     import threading
 
     from cxr_augment.orchestration.launcher import _wait_for_webserver, _webserver_address
 
-    assert _webserver_address(["x"]) == "http://127.0.0.1:3000"
-    assert _webserver_address(["x", "-h", "0.0.0.0", "-p", "8080"]) == "http://127.0.0.1:8080"
-    assert _webserver_address(["x", "--host=::1", "--port=9"]) == "http://[::1]:9"
+    assert _webserver_address(["x"]) == ("127.0.0.1", 3000)
+    assert _webserver_address(["x", "-h", "0.0.0.0", "-p", "8080"]) == ("127.0.0.1", 8080)
+    assert _webserver_address(["x", "--host=::1", "--port=9"]) == ("::1", 9)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = time.monotonic()
-    assert not _wait_for_webserver(f"http://127.0.0.1:{port}", 1.0)  # nothing answers
+    why = _wait_for_webserver("127.0.0.1", port, 1.0)  # nothing listens: it says so
     assert 1.0 <= time.monotonic() - t < 5
+    assert why is not None and f"127.0.0.1:{port} did not listen within 1 s" in why
+    assert "ConnectionRefusedError" in why
+    # an address that cannot be reached: it stops at once and says why
+    why = _wait_for_webserver("no-such-host.invalid", port, 30)
+    assert why is not None and "cannot be reached" in why
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/server_info" else 404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
-    threading.Timer(
-        0.7, lambda: threading.Thread(target=server.serve_forever, daemon=True).start()
-    ).start()
+    server = socket.socket()
+    server.bind(("127.0.0.1", port))
+    threading.Timer(0.7, lambda: server.listen(1)).start()
     try:
         t = time.monotonic()
-        assert _wait_for_webserver(f"http://127.0.0.1:{port}", 30)  # answers once it serves
+        assert _wait_for_webserver("127.0.0.1", port, 30) is None  # listens: ready
         assert 0.5 < time.monotonic() - t < 10
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()

@@ -27,9 +27,9 @@ Dagster's own instance that run would start the default way. ``WarmInstance`` (t
 webserver starts, and the launcher primes a standby for the code location named by its
 ``standby_at_start`` setting (a module and attribute, loaded in the webserver's working
 directory with its Python: what ``dagster dev -m cxr_augment.definitions`` serves), or else for
-the code location of the instance's latest run. It starts once the webserver answers (its
-``/server_info``, which it serves after the code server has loaded the code), so that the code
-server's own load, which the UI waits for, goes first; or after ``START_WAIT_S``.
+the code location of the instance's latest run. It starts once the webserver listens on its
+port (which it opens after the code server has loaded the code), so that the code server's own
+load, which the UI waits for, goes first; or after ``START_WAIT_S``, with a warning.
 
 Termination sends the standby's process SIGTERM (Dagster turns it into the run's
 cancellation, as for ``dagster api execute_run``). A standby ends when its launcher's process
@@ -338,10 +338,10 @@ def _webserver_process() -> bool:
     return argv0.name == "dagster-webserver" or argv0.parent.name == "dagster_webserver"
 
 
-def _webserver_address(argv: list[str]) -> str:
-    """``http://host:port`` of the webserver that ``argv`` starts (dagster-webserver's
-    ``-h/--host`` and ``-p/--port``, defaults 127.0.0.1 and 3000; a wildcard host is asked on
-    the loopback address)."""
+def _webserver_address(argv: list[str]) -> tuple[str, int]:
+    """(host, port) of the webserver that ``argv`` starts (dagster-webserver's ``-h/--host``
+    and ``-p/--port``, defaults 127.0.0.1 and 3000; a wildcard host is reached on the loopback
+    address)."""
     host, port = "127.0.0.1", "3000"
     for i, arg in enumerate(argv[:-1]):
         if arg in ("-h", "--host"):
@@ -355,26 +355,27 @@ def _webserver_address(argv: list[str]) -> str:
             port = arg.split("=", 1)[1]
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return host, int(port)
 
 
-def _wait_for_webserver(address: str, wait_s: float) -> bool:
-    """Whether the webserver at ``address`` answered ``/server_info`` within ``wait_s``."""
-    import urllib.error
-    import urllib.request
+def _wait_for_webserver(host: str, port: int, wait_s: float) -> str | None:
+    """Wait until this process's webserver listens on (host, port): None once it does, else
+    why not. Dagster's webserver opens its port only after the code server has loaded the
+    code. A local connection to our own port, nothing is sent: no network is needed."""
+    import socket
 
     deadline = time.monotonic() + wait_s
+    refused = "it did not listen"
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{address}/server_info", timeout=2) as answer:
-                if answer.status == 200:
-                    return True
-        except (OSError, urllib.error.URLError):
-            pass
+            with socket.create_connection((host, port), timeout=1):
+                return None
+        except (ConnectionRefusedError, TimeoutError) as err:  # not listening yet
+            refused = f"{type(err).__name__}: {err}"
+        except OSError as err:  # an address that cannot be reached: no point waiting
+            return f"{host}:{port} cannot be reached ({type(err).__name__}: {err})"
         time.sleep(POLL_S)
-    return False
+    return f"{host}:{port} did not listen within {wait_s:.0f} s (last: {refused})"
 
 
 class WarmInstance(DagsterInstance):
@@ -407,7 +408,10 @@ class WarmInstance(DagsterInstance):
             return super().run_launcher
 
     def _standby_at_start(self, wait_s: float = START_WAIT_S) -> None:
-        _wait_for_webserver(_webserver_address(sys.argv), wait_s)
+        not_ready = _wait_for_webserver(*_webserver_address(sys.argv), wait_s)
+        if not_ready is not None:
+            log.warning("The webserver did not open its port (%s); starting the standby run "
+                        "worker now, beside whatever is still loading.", not_ready)  # fmt: skip
         try:
             launcher = self.run_launcher
             if isinstance(launcher, WarmRunLauncher) and not launcher.prime_at_start():
