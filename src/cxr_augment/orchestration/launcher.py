@@ -58,7 +58,7 @@ from dagster_shared.serdes import serialize_value
 STANDBY_TAG = "cxr_augment/standby_pid"
 NICE = 10
 START_WAIT_S = 120  # the next standby starts once the run started, or after this
-POLL_S = 0.5  # how often the webserver's first standby asks whether the webserver answers
+POLL_S = 0.5  # how often the webserver's first standby checks whether the webserver listens
 log = logging.getLogger("dagster")
 
 
