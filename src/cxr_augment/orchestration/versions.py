@@ -97,6 +97,9 @@ def code_hash(module_name: str, package: str = PACKAGE, root: Path = _PACKAGE_RO
 
 
 def _source(module_name: str) -> str:
+    """A module's source; its name where it has none to read (a compiled or built-in module,
+    or one not imported): such code is versioned by name only, as the module doc says of
+    code outside the project."""
     module = sys.modules.get(module_name)
     try:
         return inspect.getsource(module) if module is not None else module_name
