@@ -10,7 +10,12 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 
-from cxr_augment.orchestration.runner import IncrementalRunner, fingerprints
+from cxr_augment.datasets import ProcessMemoryDataset
+from cxr_augment.orchestration.runner import (
+    IncrementalRunner,
+    ParallelIncrementalRunner,
+    fingerprints,
+)
 
 CALLS: list[str] = []
 
@@ -35,7 +40,7 @@ def final(m):
     return {"v": m * 10}
 
 
-def _setup(tmp_path, factor=2):
+def _setup(tmp_path, factor=2, memory=MemoryDataset):
     src = JSONDataset(filepath=str(tmp_path / "src.json"))
     if not (tmp_path / "src.json").exists():
         src.save({"v": 3})
@@ -44,7 +49,7 @@ def _setup(tmp_path, factor=2):
             "src": src,
             "mid": JSONDataset(filepath=str(tmp_path / "mid.json")),
             "out": JSONDataset(filepath=str(tmp_path / "out.json")),
-            "mem": MemoryDataset(),
+            "mem": memory(),
             "end": JSONDataset(filepath=str(tmp_path / "end.json")),
             "params:p": MemoryDataset({"factor": factor}),
         },
@@ -60,7 +65,7 @@ def _setup(tmp_path, factor=2):
     return pipe, catalog
 
 
-def _run(tmp_path, **kw):
+def _run(tmp_path, **kw):  # the sequential incremental runner
     pipe, catalog = _setup(tmp_path, **kw)
     CALLS.clear()
     IncrementalRunner(state=tmp_path / "state.json").run(pipe, catalog, _create_hook_manager())
@@ -151,6 +156,46 @@ def test_each_node_that_ran_is_timed_and_the_run_ends_with_the_slowest(tmp_path,
             slowed, catalog, _create_hook_manager()
         )
     assert not [r for r in caplog.records if "took" in r.msg or "slowest" in r.getMessage()]
+
+
+def _parallel_run(tmp_path, factor=2):
+    from kedro.io import SharedMemoryDataCatalog
+
+    pipe, catalog = _setup(tmp_path, factor=factor, memory=ProcessMemoryDataset)
+    shared = SharedMemoryDataCatalog(datasets={n: catalog.get(n) for n in catalog.keys()})
+    runner = ParallelIncrementalRunner(max_workers=2, state=tmp_path / "state.json")
+    runner.run(pipe, shared, _create_hook_manager())
+    return runner
+
+
+def test_the_parallel_runner_runs_in_workers_records_in_the_main_process_and_shares_records(
+    tmp_path, caplog
+):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        runner = _parallel_run(tmp_path)
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 70}
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert set(state) == {"double", "plus_one", "in_memory", "final"}
+    pipe, catalog = _setup(tmp_path, memory=ProcessMemoryDataset)
+    assert state == fingerprints(pipe, catalog)
+    # each node's time is its worker's, and the run ends with the slowest
+    assert set(runner._seconds) == set(state)
+    assert all(0 <= s < 30 for s in runner._seconds.values())
+    assert any("slowest" in r.getMessage() for r in caplog.records)
+    # the sequential runner takes the records over: nothing to do
+    assert _run(tmp_path, memory=ProcessMemoryDataset) == []
+    # a parameter changes: the parallel runner reruns exactly what follows (records rewritten)
+    _parallel_run(tmp_path, factor=3)
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 100}
+    assert _run(tmp_path, factor=3, memory=ProcessMemoryDataset) == []
+    # nothing changed: the parallel runner skips everything (no worker started)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        runner = _parallel_run(tmp_path, factor=3)
+    assert runner._seconds == {}
+    assert any("4 of 4 nodes up to date" in r.getMessage() for r in caplog.records)
 
 
 def _package(root):

@@ -14,8 +14,12 @@ so a second run with nothing changed only checks. A node is up to date when
 A node whose outputs live only in memory runs when a node that reads them runs. A node runs
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
 that read it and everything downstream. The records are ``data/.incremental/nodes.json``
-(``--runner-params state=...`` to move them), written after each node that succeeds, so an
-interrupted run resumes where it stopped.
+(``--runner-params state=...`` to move them), written after each node that succeeds (once its
+outputs are saved), so an interrupted run resumes where it stopped.
+
+``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
+worker processes, one torch thread each, and the main process writes the records; the two
+runners share them, so either can resume what the other began.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
-from kedro.runner import SequentialRunner
+from kedro.runner import ParallelRunner, SequentialRunner
 
 from cxr_augment.orchestration.versions import (
     PACKAGE,
@@ -132,40 +137,17 @@ def nodes_to_run(pipeline: Pipeline, catalog, current: dict[str, str], recorded:
     return [n for n in pipeline.nodes if n in run]
 
 
-class _Recorder:
-    """Records each node's fingerprint once it has succeeded, and logs how long it took."""
+class _Incremental:
+    """What ``IncrementalRunner`` and ``ParallelIncrementalRunner`` share: the nodes to run, and
+    each node's record, written by the main process once the node's outputs are saved (a
+    worker of the ``ParallelRunner`` cannot write them: Kedro runs its hooks in the worker)."""
 
-    def __init__(self, path: Path, records: dict[str, str], current: dict[str, str]):
-        self.path, self.records, self.current = path, records, current
-        self.started: dict[str, float] = {}
-        self.seconds: dict[str, float] = {}
-
-    @hook_impl
-    def before_node_run(self, node) -> None:
-        self.started[node.name] = time.perf_counter()
-
-    @hook_impl
-    def after_node_run(self, node) -> None:
-        if node.name in self.started:
-            self.seconds[node.name] = time.perf_counter() - self.started.pop(node.name)
-            log.info("%s took %.1f s", node.name, self.seconds[node.name])
-        if node.name in self.current:
-            self.records[node.name] = self.current[node.name]
-            _write(self.path, self.records)
-
-    def summary(self, top: int = 8) -> str:
-        """The slowest nodes of the run and the total, one line."""
-        slow = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]
-        parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in slow)
-        return f"{len(self.seconds)} nodes in {sum(self.seconds.values()):.0f} s; slowest: {parts}"
-
-
-class IncrementalRunner(SequentialRunner):
-    """A ``SequentialRunner`` that runs only the nodes that are not up to date."""
-
-    def __init__(self, is_async: bool = False, state: str | os.PathLike = DEFAULT_STATE):
-        super().__init__(is_async=is_async)
+    def __init__(self, *args, state: str | os.PathLike = DEFAULT_STATE, **kwargs):
+        super().__init__(*args, **kwargs)
         self._state = Path(state)
+        self._current: dict[str, str] = {}
+        self._records: dict[str, str] = {}
+        self._seconds: dict[str, float] = {}
 
     def run(self, pipeline: Pipeline, catalog, hook_manager=None, run_id=None, **kwargs: Any):
         current = fingerprints(pipeline, catalog)
@@ -179,9 +161,8 @@ class IncrementalRunner(SequentialRunner):
             len(todo),
             self._state,
         )
-        recorder = _Recorder(self._state, recorded, current)
-        if hook_manager is not None:
-            hook_manager.register(recorder)
+        self._current, self._records, self._seconds = current, recorded, {}
+        start = time.perf_counter()
         try:
             if not todo:
                 return {}
@@ -193,7 +174,101 @@ class IncrementalRunner(SequentialRunner):
                 **kwargs,
             )
         finally:
-            if hook_manager is not None:
-                hook_manager.unregister(recorder)
-            if recorder.seconds:
-                self._logger.info("Incremental run: %s", recorder.summary())
+            if self._seconds:
+                wall = time.perf_counter() - start
+                self._logger.info(
+                    "Incremental run: %s; %.0f s from start to end", self.summary(), wall
+                )
+
+    def _release_datasets(self, node, catalog, load_counts, pipeline) -> None:
+        # the runner calls this in the main process once a node has succeeded and its
+        # outputs are saved, in every runner's loop
+        super()._release_datasets(node, catalog, load_counts, pipeline)
+        seconds = self._node_seconds(node)
+        self._seconds[node.name] = seconds
+        log.info("%s took %.1f s", node.name, seconds)
+        if node.name in self._current:
+            self._records[node.name] = self._current[node.name]
+            _write(self._state, self._records)
+
+    def _node_seconds(self, node) -> float:
+        raise NotImplementedError
+
+    def summary(self, top: int = 8) -> str:
+        """The slowest nodes of the run and the total, one line."""
+        slow = sorted(self._seconds.items(), key=lambda kv: -kv[1])[:top]
+        parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in slow)
+        total = sum(self._seconds.values())
+        return f"{len(self._seconds)} nodes in {total:.0f} s; slowest: {parts}"
+
+
+class IncrementalRunner(_Incremental, SequentialRunner):
+    """A ``SequentialRunner`` that runs only the nodes that are not up to date."""
+
+    def __init__(self, is_async: bool = False, state: str | os.PathLike = DEFAULT_STATE):
+        super().__init__(is_async=is_async, state=state)
+        self._last = time.perf_counter()
+
+    def _run(self, *args, **kwargs):
+        self._last = time.perf_counter()
+        return super()._run(*args, **kwargs)
+
+    def _node_seconds(self, node) -> float:
+        # one node after the other: a node's time (loading, running, saving) is the time
+        # since the previous one finished
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        return seconds
+
+
+class _Timed:
+    """A ``ParallelRunner`` task that notes its own time (in the worker, into a shared dict)."""
+
+    def __init__(self, task, seconds) -> None:
+        self.task, self.seconds = task, seconds
+
+    def __call__(self):
+        start = time.perf_counter()
+        node = self.task()
+        self.seconds[node.name] = time.perf_counter() - start
+        return node
+
+
+class _TimingPool(ProcessPoolExecutor):
+    def __init__(self, seconds, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._task_seconds = seconds
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_Timed(fn, self._task_seconds), *args, **kwargs)
+
+
+class ParallelIncrementalRunner(_Incremental, ParallelRunner):
+    """Kedro's ``ParallelRunner`` (one process per node, ``max_workers`` at a time, torch at
+    one thread in each: ``threads.py``) that runs only the nodes that are not up to date.
+
+    ``kedro run --runner cxr_augment.orchestration.runner.ParallelIncrementalRunner``; the
+    same records as ``IncrementalRunner``, so the two can take turns. A node's time is its
+    worker's, from loading its inputs to saving its outputs.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        is_async: bool = False,
+        state: str | os.PathLike = DEFAULT_STATE,
+    ):
+        super().__init__(max_workers=max_workers, is_async=is_async, state=state)
+        self._task_seconds = self._manager.dict()
+
+    def _get_executor(self, max_workers: int):
+        # ParallelRunner's own pool (its start method: KEDRO_MP_CONTEXT, else the platform's)
+        context = os.environ.get("KEDRO_MP_CONTEXT")
+        if context not in {"fork", "spawn", "forkserver"}:
+            context = None
+        return _TimingPool(
+            self._task_seconds, max_workers=max_workers, mp_context=get_context(context)
+        )
+
+    def _node_seconds(self, node) -> float:
+        return float(self._task_seconds.get(node.name, float("nan")))
