@@ -15,6 +15,7 @@ from cxr_augment.orchestration.translate import definitions, translate
 limit_threads()
 
 ENV = os.environ.get("KEDRO_ENV", "local")
-location = translate(ENV)
+# step processes of a multiprocess executor fork from a process that has loaded this module
+location = translate(ENV, preload=__name__)
 
 defs = definitions(location, asset_checks(ENV), dg.in_process_executor)

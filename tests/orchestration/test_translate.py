@@ -32,7 +32,8 @@ def _assets(root: Path, monkeypatch) -> dict:
     from cxr_augment.orchestration.translate import translate
 
     monkeypatch.chdir(root)
-    location = translate("local", project_path=root)
+    # as definitions.py translates: step processes preload the definitions module
+    location = translate("local", project_path=root, preload="cxr_augment.definitions")
     out = {}
     for asset in location.named_assets.values():
         specs = [asset] if isinstance(asset, dg.AssetSpec) else asset.specs
@@ -203,3 +204,57 @@ def test_assets_carry_only_their_io_managers(translated):
     for asset in job.asset_layer.asset_graph.assets_defs:
         assert asset.required_resource_keys <= set(job.resource_defs), asset
     assert {"io_manager", "kedro_run"} <= set(repo.get_top_level_resources())
+
+
+def _executor_config(executor) -> dict:
+    return executor.config_schema.resolve_config({}).value["config"]
+
+
+def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(monkeypatch):
+    from types import SimpleNamespace
+
+    import dagster as dg
+    from kedro_dagster.config.models import InProcessExecutorOptions, MultiprocessExecutorOptions
+
+    from cxr_augment.orchestration import translate as tr
+
+    def setup():
+        config = SimpleNamespace(
+            executors={
+                "mp": MultiprocessExecutorOptions(max_concurrent=3),
+                "seq": InProcessExecutorOptions(),
+            },
+            jobs={
+                "inline": SimpleNamespace(executor=MultiprocessExecutorOptions(max_concurrent=1)),
+                "named": SimpleNamespace(executor="mp"),
+            },
+        )
+        named = {
+            "mp": dg.multiprocess_executor.configured({"max_concurrent": 3}),
+            "seq": dg.in_process_executor,
+            "inline__executor": dg.multiprocess_executor.configured({"max_concurrent": 1}),
+        }
+        return config, named
+
+    config, named = setup()
+    seq = named["seq"]
+    tr.warm_step_processes(named, config, "pkg.definitions")
+    preload = {"forkserver": {"preload_modules": ["dagster", "pkg.definitions"]}}
+    for name, concurrent in (("mp", 3), ("inline__executor", 1)):
+        resolved = _executor_config(named[name])
+        assert named[name].name == "multiprocess"
+        assert resolved["start_method"] == preload  # the executor's own settings kept
+        assert resolved["max_concurrent"] == concurrent
+    assert named["seq"] is seq  # an in-process executor is left alone
+    monkeypatch.setenv(tr.FORKSERVER_SWITCH, "off")
+    config, named = setup()
+    before = dict(named)
+    tr.warm_step_processes(named, config, "pkg.definitions")
+    assert named == before
+
+
+def test_the_projects_multiprocess_executor_preloads_its_definitions(translated):
+    _, location = translated
+    executor = location.named_executors["multiprocess"]
+    start = _executor_config(executor)["start_method"]
+    assert start == {"forkserver": {"preload_modules": ["dagster", "cxr_augment.definitions"]}}
