@@ -239,7 +239,7 @@ def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(mo
     config, named = setup()
     seq = named["seq"]
     tr.warm_step_processes(named, config, "pkg.definitions")
-    preload = {"forkserver": {"preload_modules": ["dagster", "pkg.definitions"]}}
+    preload = {"forkserver": {"preload_modules": ["dagster", tr.STEP_SERVER, "pkg.definitions"]}}
     for name, concurrent in (("mp", 3), ("inline__executor", 1)):
         resolved = _executor_config(named[name])
         assert named[name].name == "multiprocess"
@@ -257,4 +257,27 @@ def test_the_projects_multiprocess_executor_preloads_its_definitions(translated)
     _, location = translated
     executor = location.named_executors["multiprocess"]
     start = _executor_config(executor)["start_method"]
-    assert start == {"forkserver": {"preload_modules": ["dagster", "cxr_augment.definitions"]}}
+    assert start["forkserver"]["preload_modules"][-1] == "cxr_augment.definitions"
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_a_step_process_forked_by_the_preloaded_forkserver_runs_torch_with_one_thread():
+    import multiprocessing
+
+    from cxr_augment.orchestration import translate as tr
+
+    env = {k: os.environ.pop(k, None) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([tr.STEP_SERVER])
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_torch_threads) == 1
+    finally:
+        for k, v in env.items():
+            if v is not None:
+                os.environ[k] = v

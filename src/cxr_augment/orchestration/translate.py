@@ -290,6 +290,8 @@ def asset_jobs(self) -> dict:
 _PRELOAD: str | None = None
 #: ``CXR_DAGSTER_FORKSERVER=off``: step processes start Dagster's default way
 FORKSERVER_SWITCH = "CXR_DAGSTER_FORKSERVER"
+#: what the forkserver imports first: its step processes' torch threads (step_server.py)
+STEP_SERVER = "cxr_augment.orchestration.step_server"
 
 
 def warm_step_processes(named_executors: dict, dagster_config, module: str) -> None:
@@ -300,8 +302,10 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
     location and translates the project again before the step begins (about 8 s on 2 cores,
     for every step of every run). With ``start_method: forkserver`` and ``preload_modules``,
     the run's forkserver loads the definitions once and each step process is a fork of it: a
-    step finds the definitions already built. The executor's own settings (``max_concurrent``,
-    ``retries``) are kept; ``CXR_DAGSTER_FORKSERVER=off`` leaves Dagster's default start.
+    step finds the definitions already built. The forkserver first imports ``step_server``, so
+    that each step process runs torch with one thread, as a step process started the default
+    way does (``threads.py``). The executor's own settings (``max_concurrent``, ``retries``)
+    are kept; ``CXR_DAGSTER_FORKSERVER=off`` leaves Dagster's default start.
     """
     import os
 
@@ -317,7 +321,8 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
     for name, options in declared.items():
         if isinstance(options, MultiprocessExecutorOptions) and name in named_executors:
             config = options.model_dump()
-            config["start_method"] = {"forkserver": {"preload_modules": ["dagster", module]}}
+            preload = ["dagster", STEP_SERVER, module]  # the thread cap before the code
+            config["start_method"] = {"forkserver": {"preload_modules": preload}}
             named_executors[name] = dg.multiprocess_executor.configured(config)
 
 

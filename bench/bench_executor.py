@@ -1,0 +1,154 @@
+"""Benchmark: Dagster's multiprocess executor with Dagster's default start of each step process
+against the project's (a forkserver that has loaded the definitions), one after the other in
+one script, on the same job and the same data.
+
+    python bench/bench_executor.py [--experiments ptx_densenet121,pe_densenet121]
+
+A copy of the project's configuration and of its preprocessed data (never the project's own
+``data/``) runs the ``classification`` job with the ``multiprocess`` executor of
+``conf/base/dagster.yml`` (2 processes), for the listed experiments' nodes only (``dagster job
+execute -o``), trainings from scratch, twice: with ``CXR_DAGSTER_FORKSERVER=off`` (each step
+process imports the code location and translates the project before its step starts) and with
+the project's default (step processes fork from a forkserver that has done it once). For each:
+the job's wall time, and how long each step process took to begin its step (Dagster's
+``STEP_WORKER_STARTING`` to ``STEP_START`` events: the process start and the code load, or the
+wait for a free process). Both runs must write the same metrics (one torch thread per
+step process either way). Prints and saves bench/results/executor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = "bench_executor"
+INPUTS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import save_results  # noqa: E402  (same folder)
+
+
+def project_copy(root: Path) -> Path:
+    """The project's pyproject, configuration and preprocessed data in ``root``; the
+    classification job on the multiprocess executor in Kedro environment ``ENV``."""
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # Kedro asks for it; the code is the installed package
+    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns(".*"))
+    dagster = yaml.safe_load((ROOT / "conf" / "base" / "dagster.yml").read_text())
+    dagster["jobs"]["classification"]["executor"] = "multiprocess"
+    (root / "conf" / ENV).mkdir()
+    (root / "conf" / ENV / "dagster.yml").write_text(yaml.safe_dump(dagster, sort_keys=False))
+    for folder in INPUTS:
+        if (ROOT / "data" / folder).exists():
+            shutil.copytree(ROOT / "data" / folder, root / "data" / folder)
+    return root
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_job(project: Path, experiments: list[str], forkserver: bool, until: str) -> dict:
+    from dagster import DagsterEventType, DagsterInstance
+
+    for exp in experiments:  # trainings from scratch, outputs made anew
+        for folder in ("06_models", "07_model_output"):
+            shutil.rmtree(project / "data" / folder / exp, ignore_errors=True)
+    home = Path(tempfile.mkdtemp(prefix="dagster_home_"))
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "KEDRO_ENV": ENV,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DAGSTER_DISABLE_TELEMETRY": "true",
+        "CXR_DAGSTER_FORKSERVER": "on" if forkserver else "off",
+    }
+    selection = ",".join(f"*{exp}__{until}_asset" for exp in experiments)
+    cmd = [str(BIN / "dagster"), "job", "execute", "-m", "cxr_augment.definitions",
+           "-j", "classification", "-o", selection]  # fmt: skip
+    t = time.perf_counter()
+    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"dagster job execute failed:\n{(out.stdout + out.stderr)[-4000:]}")
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance = DagsterInstance.get()
+    (run,) = instance.get_runs(limit=1)
+    starting: dict[str, float] = {}
+    worker_start: list[float] = []
+    steps = 0
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_WORKER_STARTING:
+            starting[event.step_key] = entry.timestamp
+        elif event.event_type == DagsterEventType.STEP_START and event.step_key in starting:
+            worker_start.append(entry.timestamp - starting.pop(event.step_key))
+        elif event.event_type == DagsterEventType.STEP_SUCCESS:
+            steps += 1
+    instance.dispose()
+    shutil.rmtree(home, ignore_errors=True)
+    metrics = [p for exp in experiments for p in (project / "data" / "07_model_output" / exp).rglob("*") if p.is_file()]  # fmt: skip
+    return {
+        "status": run.status.value,
+        "wall_s": round(wall, 1),
+        "steps": steps,
+        "step_process_to_step_start_s": {
+            "median": round(statistics.median(worker_start), 2),
+            "max": round(max(worker_start), 2),
+            "sum": round(sum(worker_start), 1),
+        },
+        "outputs_digest": _digest(metrics),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiments", default="ptx_densenet121,pe_densenet121")
+    ap.add_argument("--until", default="evaluate", help="the last node of each experiment")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "executor.json"))
+    args = ap.parse_args()
+    experiments = args.experiments.split(",")
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench_executor_") as tmp:
+        project = project_copy(Path(tmp))
+        results = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "job": "classification",
+            "executor": "multiprocess, max_concurrent 2",
+            "experiments": experiments,
+            "until": args.until,
+        }
+        for name, forkserver in (("dagster_default_start", False), ("forkserver_preloaded", True)):
+            results[name] = run_job(project, experiments, forkserver, args.until)
+            print(name, results[name], flush=True)
+    base, ours = results["dagster_default_start"], results["forkserver_preloaded"]
+    results["speedup_wall"] = round(base["wall_s"] / ours["wall_s"], 2)
+    results["same_outputs"] = base["outputs_digest"] == ours["outputs_digest"]
+    results["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    save_results(results, Path(args.out))
+    print(f"wall {base['wall_s']} s -> {ours['wall_s']} s (x{results['speedup_wall']}); "
+          f"same outputs: {results['same_outputs']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
