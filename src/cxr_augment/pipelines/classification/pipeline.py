@@ -7,17 +7,14 @@ adding an experiment there adds only its own nodes and assets.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial, update_wrapper
+from functools import lru_cache
 
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.classification import nodes
 from cxr_augment.pipelines.classification.nodes import choose_rules
+from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
-
-
-def _named(func, **kwargs):
-    return update_wrapper(partial(func, **kwargs), func)
 
 
 def experiment_pipeline(
@@ -84,7 +81,7 @@ def experiment_pipeline(
     for s in seeds:
         if augmented:
             fit = Node(
-                _named(nodes.train_classifier_augmented, seed=s),
+                named(nodes.train_classifier_augmented, seed=s),
                 [
                     "images",
                     "tensor_store",
@@ -101,7 +98,7 @@ def experiment_pipeline(
             )
         else:
             fit = Node(
-                _named(nodes.train_classifier, seed=s),
+                named(nodes.train_classifier, seed=s),
                 ["images", "tensor_store", f"seed{s}.checkpoints", "spec", masks],
                 [f"seed{s}.model", f"seed{s}.training_history"],
                 name=f"train_classifier_seed{s}",
@@ -109,7 +106,7 @@ def experiment_pipeline(
         per_seed += [
             fit,
             Node(
-                _named(nodes.predict_images, seed=s),
+                named(nodes.predict_images, seed=s),
                 ["images", "tensor_store", f"seed{s}.model", "spec", masks],
                 f"seed{s}.predictions",
                 name=f"predict_images_seed{s}",
@@ -118,7 +115,7 @@ def experiment_pipeline(
     template = Pipeline(
         [
             Node(
-                _named(nodes.experiment_spec, name=name),
+                named(nodes.experiment_spec, name=name),
                 ["params:study.defaults", "params:experiment"],
                 "spec",
                 name="experiment_spec",

@@ -7,25 +7,22 @@ so adding one there adds only its own nodes and assets.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial, update_wrapper
+from functools import lru_cache
 
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.generation import nodes
+from cxr_augment.pipelines.named import named
 from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
 STUDY = "params:study"
 
 
-def _named(func, **kwargs):
-    return update_wrapper(partial(func, **kwargs), func)
-
-
 def _model_nodes(name: str) -> list[Node]:
     return [
         Node(
-            _named(nodes.train_model, name=name),
+            named(nodes.train_model, name=name),
             ["generation.training_rows", "tensor_store", f"generation.{name}.checkpoints", P],
             [
                 f"generation.{name}.model",
@@ -42,7 +39,7 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
     out = [f"generation.{name}.samples", f"generation.{name}.samples_manifest"]
     if "model" in spec:
         make = Node(
-            _named(nodes.sample_set, generator=name),
+            named(nodes.sample_set, generator=name),
             [f"generation.{spec['model']}.model", "tensor_store", P],
             out,
             name=f"sample_{name}",
@@ -61,14 +58,14 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
     else:  # Stable Diffusion
         status = f"generation.{name}.status"
         make = Node(
-            _named(nodes.stable_diffusion_set, generator=name),
+            named(nodes.stable_diffusion_set, generator=name),
             ["generation.training_rows", "manifest", "tensor_store", P],
             [*out, status, f"generation.{name}.lora"],
             name=f"sample_{name}",
             namespace="generation",
         )
     evaluate = Node(
-        _named(nodes.evaluate_generator, generator=name),
+        named(nodes.evaluate_generator, generator=name),
         [
             *out,
             "generation.reference",
@@ -126,7 +123,7 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
         for t, table in gen["tables"].items():
             parts.append(
                 Node(
-                    _named(nodes.generation_table, table=table),
+                    named(nodes.generation_table, table=table),
                     [f"generation.{g}.metrics" for g in table["generators"]],
                     [f"generation.report.{t}.table", f"generation.report.{t}.markdown"],
                     name=f"report_{t}",
