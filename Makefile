@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: install run test lint bench viz dagster clean-data
+.PHONY: install run study test lint bench viz dagster clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ INCREMENTAL := --runner cxr_augment.orchestration.runner.IncrementalRunner
 run: $(STAMP)
 	$(BIN)/kedro run $(INCREMENTAL)
 	$(BIN)/kedro run --pipeline reporting $(INCREMENTAL)
+
+# The study profile (conf/study: every experiment over three seeds; hours on a CPU), its
+# independent nodes two at a time in worker processes; an interrupted `make study` goes on
+# where it stopped. Then the report of whatever has run.
+PARALLEL := --runner cxr_augment.orchestration.runner.ParallelIncrementalRunner
+STUDY_PIPELINES := demo_data,preprocessing,generation,classification,augmentation
+
+study: $(STAMP)
+	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines $(STUDY_PIPELINES) $(PARALLEL)
+	KEDRO_ENV=study $(BIN)/kedro run --env study --pipeline reporting $(INCREMENTAL)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -286,3 +286,26 @@ def test_a_source_read_by_a_project_dataset_class_follows_that_class_code(tmp_pa
     monkeypatch.setattr(runner, "code_hash", lambda module: "edited" * 4)
     after = fingerprints(pipe, catalog)
     assert all(after[n] != before[n] for n in before)  # its reader and everything after
+
+
+def test_a_second_run_on_the_same_records_is_an_error_naming_them_and_their_holder(tmp_path):
+    import fcntl
+    import os
+
+    lock = tmp_path / "state.json.lock"
+    with open(lock, "a+") as held:  # another run holds the records
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"pid {os.getpid()}")
+        held.flush()
+        with pytest.raises(RuntimeError, match=r"state\.json \(held by pid \d+.*state=<file>"):
+            _run(tmp_path)
+        assert not (tmp_path / "mid.json").exists()  # nothing ran
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    assert lock.read_text() == ""  # released, no holder left named
+    # a run that fails releases the records too
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        _run(tmp_path)
+    (tmp_path / "state.json").unlink()
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]

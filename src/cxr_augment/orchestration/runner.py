@@ -24,12 +24,14 @@ runners share them, so either can resume what the other began.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -74,6 +76,39 @@ def _write(path: Path, records: dict[str, str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _exclusive(state: Path) -> Iterator[None]:
+    """One run at a time on one set of records: each run rewrites the whole file, so two at
+    once (``make study`` beside ``make run``) would each drop the other's records. A lock on
+    ``<records>.lock`` (released by the system if the process dies); a second run is an error
+    naming the file and the process that holds it."""
+    import fcntl
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    lock = state.with_name(state.name + ".lock")
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(
+                f"another incremental run is using the records {state} (held by {holder}, lock "
+                f"{lock}). Wait for it to finish, or give this run its own records with "
+                "--runner-params state=<file>"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _dataset(catalog, name: str):
@@ -150,6 +185,10 @@ class _Incremental:
         self._seconds: dict[str, float] = {}
 
     def run(self, pipeline: Pipeline, catalog, hook_manager=None, run_id=None, **kwargs: Any):
+        with _exclusive(self._state):  # the records are read and written by one run at a time
+            return self._run_incremental(pipeline, catalog, hook_manager, run_id, **kwargs)
+
+    def _run_incremental(self, pipeline, catalog, hook_manager, run_id, **kwargs):
         current = fingerprints(pipeline, catalog)
         recorded = _read(self._state)
         todo = nodes_to_run(pipeline, catalog, current, recorded)
