@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cxr_augment.orchestration import launcher as launcher_module
 from cxr_augment.orchestration.launcher import (
     WarmInstance,
     WarmRunLauncher,
@@ -196,6 +197,22 @@ def test_a_failed_start_standby_leaves_the_first_run_to_the_default_way(tmp_path
         launcher.dispose()
 
 
+class _FakeClock:
+    """The launcher's ``time.monotonic`` and ``time.sleep``: a sleep advances the clock at once
+    (and may run ``on_sleep[n]`` at the n-th), so waits are checked by count, not by time."""
+
+    def __init__(self, monkeypatch, on_sleep: dict | None = None) -> None:
+        self.now, self.sleeps, self.on_sleep = 0.0, 0, on_sleep or {}
+        monkeypatch.setattr(launcher_module.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(launcher_module.time, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+        if self.sleeps in self.on_sleep:
+            self.on_sleep[self.sleeps]()
+
+
 @pytest.mark.parametrize("status", ["STARTED", "SUCCESS"])
 def test_the_next_standby_starts_once_the_launched_run_started(tmp_path, status, monkeypatch):
     from dagster._core.storage.dagster_run import DagsterRunStatus
@@ -217,10 +234,11 @@ def test_the_next_standby_starts_once_the_launched_run_started(tmp_path, status,
     launcher = WarmRunLauncher()
     monkeypatch.setattr(WarmRunLauncher, "_instance", Instance(), raising=False)
     monkeypatch.setattr(launcher, "_prime", lambda origin: primed.append(origin))
-    t = time.monotonic()
+    clock = _FakeClock(monkeypatch)
     launcher._prime_after_start("run", "origin")
     assert primed == ["origin"]
-    assert 0.3 < time.monotonic() - t < 5  # polled until the run left STARTING
+    assert next(statuses, None) is None  # polled until the run left STARTING, not beyond
+    assert clock.sleeps == 2
 
 
 def test_termination_signals_only_a_standby_process(tmp_path):
@@ -235,9 +253,8 @@ def test_termination_signals_only_a_standby_process(tmp_path):
     assert not _is_standby(standby.process.pid)
 
 
-def test_the_first_standby_waits_for_the_webserver_to_listen():
+def test_the_first_standby_waits_for_the_webserver_to_listen(monkeypatch):
     import socket
-    import threading
 
     from cxr_augment.orchestration.launcher import _wait_for_webserver, _webserver_address
 
@@ -247,21 +264,22 @@ def test_the_first_standby_waits_for_the_webserver_to_listen():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t = time.monotonic()
+    clock = _FakeClock(monkeypatch)
     why = _wait_for_webserver("127.0.0.1", port, 1.0)  # nothing listens: it says so
-    assert 1.0 <= time.monotonic() - t < 5
+    assert clock.now >= 1.0 and clock.sleeps == round(1.0 / launcher_module.POLL_S)
     assert why is not None and f"127.0.0.1:{port} did not listen within 1 s" in why
     assert "ConnectionRefusedError" in why
     # an address that cannot be reached: it stops at once and says why
+    clock = _FakeClock(monkeypatch)
     why = _wait_for_webserver("no-such-host.invalid", port, 30)
-    assert why is not None and "cannot be reached" in why
+    assert why is not None and "cannot be reached" in why and clock.sleeps == 0
 
     server = socket.socket()
     server.bind(("127.0.0.1", port))
-    threading.Timer(0.7, lambda: server.listen(1)).start()
+    # it starts listening during the second wait between tries
+    clock = _FakeClock(monkeypatch, on_sleep={2: lambda: server.listen(1)})
     try:
-        t = time.monotonic()
         assert _wait_for_webserver("127.0.0.1", port, 30) is None  # listens: ready
-        assert 0.5 < time.monotonic() - t < 10
+        assert clock.sleeps == 2
     finally:
         server.close()

@@ -32,8 +32,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -273,15 +271,6 @@ class _Timed:
         return node
 
 
-class _TimingPool(ProcessPoolExecutor):
-    def __init__(self, seconds, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._task_seconds = seconds
-
-    def submit(self, fn, /, *args, **kwargs):
-        return super().submit(_Timed(fn, self._task_seconds), *args, **kwargs)
-
-
 class ParallelIncrementalRunner(_Incremental, ParallelRunner):
     """Kedro's ``ParallelRunner`` (one process per node, ``max_workers`` at a time, torch at
     one thread in each: ``threads.py``) that runs only the nodes that are not up to date.
@@ -301,13 +290,11 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
         self._task_seconds = self._manager.dict()
 
     def _get_executor(self, max_workers: int):
-        # ParallelRunner's own pool (its start method: KEDRO_MP_CONTEXT, else the platform's)
-        context = os.environ.get("KEDRO_MP_CONTEXT")
-        if context not in {"fork", "spawn", "forkserver"}:
-            context = None
-        return _TimingPool(
-            self._task_seconds, max_workers=max_workers, mp_context=get_context(context)
-        )
+        # ParallelRunner's own pool, each task submitted to it timing itself
+        pool = super()._get_executor(max_workers)
+        submit, seconds = pool.submit, self._task_seconds
+        pool.submit = lambda fn, /, *args, **kw: submit(_Timed(fn, seconds), *args, **kw)
+        return pool
 
     def _node_seconds(self, node) -> float:
         return float(self._task_seconds.get(node.name, float("nan")))
