@@ -263,7 +263,9 @@ def test_an_edited_domain_module_or_output_dataset_class_reruns_the_nodes_that_u
     pipe, catalog = _setup(tmp_path)
     base = fingerprints(pipe, catalog)
     # a domain module that the nodes' module imports changes: every node of that module
-    monkeypatch.setattr(runner, "node_version", lambda node, params: "v2-" + node.name)
+    monkeypatch.setattr(
+        runner, "node_version", lambda node, params, legacy=False: "v2-" + node.name
+    )
     changed = fingerprints(pipe, catalog)
     assert all(changed[n] != base[n] for n in base)
     monkeypatch.undo()
@@ -274,10 +276,10 @@ def test_an_edited_domain_module_or_output_dataset_class_reruns_the_nodes_that_u
     with_class = fingerprints(pipe, catalog)
     assert with_class["double"] != base["double"]
     # that class's code changes (the nodes' own code does not): its writer and what follows
-    monkeypatch.setattr(runner, "code_hash", lambda module: "edited" * 4)
+    monkeypatch.setattr(runner, "object_code", lambda kind, legacy=False: "edited" * 4)
     edited = fingerprints(pipe, catalog)
     assert edited["double"] != with_class["double"] and edited["final"] != with_class["final"]
-    assert versions.code_hash is not runner.code_hash
+    assert versions.object_code is not runner.object_code
 
 
 def test_a_source_read_by_a_project_dataset_class_follows_that_class_code(tmp_path, monkeypatch):
@@ -287,7 +289,7 @@ def test_a_source_read_by_a_project_dataset_class_follows_that_class_code(tmp_pa
     pipe, catalog = _setup(tmp_path)
     catalog["src"] = ProjectJSON(filepath=str(tmp_path / "src.json"))
     before = fingerprints(pipe, catalog)
-    monkeypatch.setattr(runner, "code_hash", lambda module: "edited" * 4)
+    monkeypatch.setattr(runner, "object_code", lambda kind, legacy=False: "edited" * 4)
     after = fingerprints(pipe, catalog)
     assert all(after[n] != before[n] for n in before)  # its reader and everything after
 

@@ -5,8 +5,8 @@ so a second run with nothing changed only checks. A node is up to date when
 
 - each of its persisted outputs exists, and
 - its **fingerprint** equals the one recorded when it last succeeded. The fingerprint hashes the
-  node's version (its code and the project modules that code imports, its bound arguments and
-  parameter values: ``versions.py``) with the fingerprints of its inputs: an input another
+  node's version (the project code its function can run, its bound arguments and parameter
+  values: ``versions.py``) with the fingerprints of its inputs: an input another
   node makes carries that node's fingerprint; a source (a file or folder no node makes) its
   size and modification time, and the code of its dataset class where that is the project's;
   and the code of its outputs' dataset classes where they are the project's.
@@ -19,7 +19,9 @@ outputs are saved), so an interrupted run resumes where it stopped.
 
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
-runners share them, so either can resume what the other began.
+runners share them, so either can resume what the other began. Records written under the
+module-level code versions (``versions.py``, ``legacy``) are carried over to the current ones
+where that version still matches the code (``carry_over``).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ from kedro.runner import ParallelRunner, SequentialRunner
 
 from cxr_augment.orchestration.versions import (
     PACKAGE,
-    code_hash,
     dataset_path,
     is_parameter,
     node_version,
+    object_code,
     path_fingerprint,
 )
 
@@ -116,13 +118,14 @@ def _dataset(catalog, name: str):
         return catalog.get(name)
 
 
-def fingerprints(pipeline: Pipeline, catalog) -> dict[str, str]:
-    """Every node's fingerprint, in topological order (see the module docstring)."""
+def fingerprints(pipeline: Pipeline, catalog, legacy: bool = False) -> dict[str, str]:
+    """Every node's fingerprint, in topological order (see the module docstring); ``legacy``:
+    under the module-level code versions (``versions.py``)."""
     produced: dict[str, str] = {}  # dataset -> fingerprint of the node that makes it
     result: dict[str, str] = {}
     for node in pipeline.nodes:  # topologically sorted
         params = {n: catalog.load(n) for n in node.inputs if is_parameter(n)}
-        parts = [node_version(node, params)]
+        parts = [node_version(node, params, legacy)]
         for name in node.inputs:
             if is_parameter(name):
                 continue
@@ -135,16 +138,34 @@ def fingerprints(pipeline: Pipeline, catalog) -> dict[str, str]:
             path = dataset_path(dataset)
             parts.append(f"{name}@{path_fingerprint(path) if path else 'unknown'}")
             if type(dataset).__module__.split(".")[0] == PACKAGE:  # how a source is read
-                parts.append(f"{name}:{code_hash(type(dataset).__module__)[:16]}")
+                parts.append(f"{name}:{object_code(type(dataset), legacy)[:16]}")
         for name in node.outputs:  # how it is written: a project dataset class's code
-            module = type(_dataset(catalog, name)).__module__
-            if module.split(".")[0] == PACKAGE:
-                parts.append(f"{name}:{code_hash(module)[:16]}")
+            kind = type(_dataset(catalog, name))
+            if kind.__module__.split(".")[0] == PACKAGE:
+                parts.append(f"{name}:{object_code(kind, legacy)[:16]}")
         fp = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         result[node.name] = fp
         for out in node.outputs:
             produced[out] = fp
     return result
+
+
+def carry_over(pipeline: Pipeline, catalog, current: dict[str, str], recorded: dict[str, str]):
+    """The records, with each one written under the module-level code versions (``legacy``)
+    that still matches the code carried over to the current fingerprint: the module-level
+    scheme sees every change the current one sees, so such a node is up to date."""
+    stale = [n for n, fp in current.items() if recorded.get(n) not in (None, fp)]
+    if not stale:
+        return recorded
+    legacy = fingerprints(pipeline, catalog, legacy=True)
+    carried = {n: current[n] for n in stale if recorded[n] == legacy[n]}
+    if carried:
+        log.info(
+            "Incremental run: %d records of the module-level code versions carried over "
+            "(their code is unchanged)",
+            len(carried),
+        )
+    return {**recorded, **carried}
 
 
 def _persisted(catalog, name: str) -> bool:
@@ -188,7 +209,10 @@ class _Incremental:
 
     def _run_incremental(self, pipeline, catalog, hook_manager, run_id, **kwargs):
         current = fingerprints(pipeline, catalog)
-        recorded = _read(self._state)
+        read = _read(self._state)
+        recorded = carry_over(pipeline, catalog, current, read)
+        if recorded != read:
+            _write(self._state, recorded)
         todo = nodes_to_run(pipeline, catalog, current, recorded)
         skipped = len(pipeline.nodes) - len(todo)
         self._logger.info(

@@ -1,17 +1,22 @@
 """Versions of nodes and fingerprints of datasets: what "up to date" means, for Kedro and Dagster.
 
-A node's **version** hashes what decides its outputs besides its inputs: its code (the source
-of the module that defines its function and of every project module that module imports,
-directly or through others, at its top or inside a function: ``code_hash``), the arguments bound
-to the function (an experiment's name, a generator's), its input and output names, and the
-values of its parameter inputs. Dagster uses it as the asset's code version: change a parameter,
-or a domain module a node uses (``classify/training.py``), and exactly the nodes that read it,
-and what lies downstream of them, show as unsynced. The incremental runner (``runner.py``) uses
-it with the fingerprints of the node's inputs, and the code of its output datasets' classes.
+A node's **version** hashes what decides its outputs besides its inputs: its code (its
+function and the project code that function can run: ``function_code``, ``code_deps.py``),
+the arguments bound to the function (an experiment's name, a generator's), its input and output
+names, and the values of its parameter inputs. Dagster uses it as the asset's code version:
+change a parameter, or a function a node runs (``classify/training.py``'s ``train``), and
+exactly the nodes that read or run it, and what lies downstream of them, show as unsynced. The
+incremental runner (``runner.py``) uses it with the fingerprints of the node's inputs, and the
+code of its output datasets' classes.
 
-The imports are read from the source (``ast``), not by importing: a name built at run time
-(``importlib.import_module(name)``) is not seen, nor is code outside the project package (a
-library upgrade); after such a change, rerun in full (plain ``kedro run --pipeline ...``).
+The code is read from the source (``ast``), not by importing: a module imported by a name built
+at run time (``importlib.import_module(name)``) is not seen, nor is code outside the project
+package (a library upgrade); after such a change, rerun in full (plain ``kedro run --pipeline
+...``).
+
+``legacy=True`` gives the versions of the earlier, module-level scheme (``code_hash``: the
+node's module and every project module it imports): the incremental runner carries a record
+written under it over to the current scheme when that version still matches the code.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cxr_augment.orchestration import code_deps
+
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
@@ -36,16 +43,7 @@ PACKAGE = "cxr_augment"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/cxr_augment
 
 
-def _module_file(name: str, package: str, root: Path) -> Path | None:
-    """The source file of module ``name`` of ``package`` (rooted at ``root``), or None."""
-    parts = name.split(".")
-    if parts[0] != package:
-        return None
-    base = root.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+_module_file = code_deps.module_file
 
 
 @functools.cache
@@ -96,6 +94,35 @@ def code_hash(module_name: str, package: str = PACKAGE, root: Path = _PACKAGE_RO
     return digest.hexdigest()
 
 
+@functools.cache
+def function_code(
+    module_name: str, qualname: str, package: str = PACKAGE, root: Path = _PACKAGE_ROOT
+) -> str:
+    """A hash of a function's (or class's) code and of the project code it can run: its
+    top-level definition in ``module_name`` followed through ``code_deps.closure``. Code outside
+    the project: its module's source (``code_hash``)."""
+    if _module_file(module_name, package, root) is None:
+        return code_hash(module_name, package, root)
+    top = qualname.split(".")[0]
+    return code_deps.code_version(module_name, None if top == "<lambda>" else top, package, root)
+
+
+def object_code(obj: Any, legacy: bool = False) -> str:
+    """The code of a function or class (``function_code``; ``legacy``: its module's)."""
+    module = getattr(obj, "__module__", "") or ""
+    if legacy:
+        return code_hash(module)
+    return function_code(module, getattr(obj, "__qualname__", "") or "<lambda>")
+
+
+def clear_caches() -> None:
+    """Forget what was read of the source (after an edit, in one process)."""
+    _project_imports.cache_clear()
+    code_hash.cache_clear()
+    function_code.cache_clear()
+    code_deps.clear_caches()
+
+
 def _source(module_name: str) -> str:
     """A module's source; its name where it has none to read (a compiled or built-in module,
     or one not imported): such code is versioned by name only, as the module doc says of
@@ -121,13 +148,13 @@ def is_parameter(name: str) -> bool:
     return name.startswith("params:") or name == "parameters"
 
 
-def node_version(node, parameters: Mapping[str, Any]) -> str:
+def node_version(node, parameters: Mapping[str, Any], legacy: bool = False) -> str:
     """The node's version (16 hex digits). ``parameters`` maps each of its parameter inputs
-    (``params:...``) to its value."""
+    (``params:...``) to its value; ``legacy``: the module-level scheme's."""
     func, args, keywords = _unwrap(node.func)
     parts = {
         "function": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}",
-        "module": code_hash(getattr(func, "__module__", "") or ""),
+        "module" if legacy else "code": object_code(func, legacy),
         "bound": [_canonical(args), _canonical(keywords)],
         "inputs": list(node.inputs),
         "outputs": list(node.outputs),

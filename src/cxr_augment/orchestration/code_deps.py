@@ -1,0 +1,501 @@
+"""The project code a function's result can depend on, read from the source (``ast``).
+
+A node's code version (``versions.py``) hashes the code its function can run: the function,
+and every project function, class and module-level value its source names, followed through
+imports and re-exports to where each is defined, and on through their sources in turn. A
+module's statements that run at import (a call, an ``if`` or ``try`` block) count for every
+name of that module used. So an edit to the report's HTML leaves a classifier's training
+alone, while an edit to ``classify/training.py``'s ``train`` reruns what trains.
+
+What is hashed is each definition's syntax tree without its docstrings (``ast.dump``): a
+comment, a docstring or reformatting changes no version.
+
+Followed conservatively, so that a dependency is not missed:
+
+- ``module.name`` is ``name`` of that module; a module used other than through an attribute
+  (``getattr(module, x)``, passed as an argument) counts whole;
+- a method called on something the source cannot name (a parameter, a local, ``self``:
+  ``store.get(...)``) counts every project class that defines a method of that name;
+- a class counts whole, with its bases; a name bound more than once, every binding;
+- a name the source binds in a way this does not follow counts its whole module.
+
+Not seen (as before, at module granularity): code outside the project (a library upgrade),
+and a module imported by a name built at run time (``importlib.import_module(name)``).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_IMPORTS = (ast.Import, ast.ImportFrom)
+_ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+CALL = "<call>"  # a chain read from a call's result: [CALL, function, attr...]
+EXTERNAL = ("external", "")  # a name imported from outside the project: not versioned
+
+
+@dataclass
+class _Module:
+    name: str
+    package_path: str  # the package relative imports start from
+    bindings: dict[str, list[ast.stmt]] = field(default_factory=dict)
+    run_at_import: list[ast.stmt] = field(default_factory=list)
+    star: list[ast.ImportFrom] = field(default_factory=list)
+
+
+def module_file(name: str, package: str, root: Path) -> Path | None:
+    """The source file of module ``name`` of ``package`` (rooted at ``root``), or None."""
+    parts = name.split(".")
+    if parts[0] != package:
+        return None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bound_names(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds: a definition its name; a compound statement the names
+    bound anywhere inside it, except inside its definitions' bodies."""
+    if isinstance(stmt, _DEFS):
+        return {stmt.name}
+    out: set[str] = set()
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _DEFS):
+            out.add(node.name)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            out.add(node.id)
+        elif isinstance(node, _IMPORTS):
+            for alias in node.names:
+                if alias.name != "*":
+                    out.add(alias.asname or alias.name.split(".")[0])
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+@functools.cache
+def _parse(name: str, package: str, root: Path) -> _Module | None:
+    path = module_file(name, package, root)
+    if path is None:
+        return None
+    tree = _strip_docstrings(ast.parse(path.read_bytes(), filename=str(path)))
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    mod = _Module(name, here)
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+            mod.star.append(stmt)
+            continue
+        for bound in _bound_names(stmt):
+            mod.bindings.setdefault(bound, []).append(stmt)
+        if not isinstance(stmt, _DEFS + _IMPORTS + _ASSIGNS):
+            mod.run_at_import.append(stmt)  # a call, an if / try / with block: runs at import
+    return mod
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _strip_docstrings(node: ast.AST) -> ast.AST:
+    """Drop the docstrings of a module and of every definition in it, in place (statement
+    lists only: a docstring is never inside an expression)."""
+    todo = [node]
+    while todo:
+        cur = todo.pop()
+        body = getattr(cur, "body", None)
+        if isinstance(cur, _DEFS + (ast.Module,)) and body and _is_docstring(body[0]):
+            cur.body = body[1:] or ([] if isinstance(cur, ast.Module) else [ast.Pass()])
+        for field_name in _BODIES:
+            for child in getattr(cur, field_name, None) or ():
+                if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                    todo.append(child)
+    return node
+
+
+def _text(stmt: ast.stmt) -> str:
+    """A statement's syntax tree (docstrings stripped at parsing): no comments, no layout."""
+    return ast.dump(stmt)
+
+
+def _absolute(stmt: ast.ImportFrom, mod: _Module) -> str:
+    base = stmt.module or ""
+    if stmt.level:  # relative: from its package, level - 1 packages up
+        parts = mod.package_path.split(".")
+        up = parts[: len(parts) - (stmt.level - 1)]
+        base = ".".join(up + ([base] if base else []))
+    return base
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One thing hashed: ``name`` of ``module`` (its binding statements), or the whole module
+    (``name`` None)."""
+
+    module: str
+    name: str | None
+
+
+class _Resolver:
+    def __init__(self, package: str, root: Path) -> None:
+        self.package, self.root = package, root
+
+    def module(self, name: str) -> _Module | None:
+        return _parse(name, self.package, self.root) if name.split(".")[0] == self.package else None
+
+    def is_module(self, name: str) -> bool:
+        return module_file(name, self.package, self.root) is not None
+
+    # what a name of a module refers to: units, a module, or nothing of the project
+    def lookup(self, mod: _Module, name: str, seen: frozenset = frozenset()) -> list:
+        key = (mod.name, name)
+        if key in seen:
+            return []
+        seen = seen | {key}
+        stmts = mod.bindings.get(name)
+        if not stmts:
+            found: list = []
+            for star in mod.star:  # from x import *
+                target = self.module(_absolute(star, mod))
+                if target is not None:
+                    found += self.lookup(target, name, seen)
+            return found
+        out: list = []
+        for stmt in stmts:
+            if isinstance(stmt, _IMPORTS):
+                out += self._imported(stmt, mod, name, seen)
+            else:
+                out.append(_Unit(mod.name, name))
+        return out
+
+    def _imported(self, stmt, mod: _Module, name: str, seen: frozenset) -> list:
+        for alias in stmt.names:
+            if isinstance(stmt, ast.Import):
+                if alias.asname == name:
+                    return [self._as_module(alias.name)]
+                if alias.asname is None and alias.name.split(".")[0] == name:
+                    return [self._as_module(name)]
+            elif (alias.asname or alias.name) == name:
+                base = _absolute(stmt, mod)
+                if self.is_module(f"{base}.{alias.name}"):
+                    return [("module", f"{base}.{alias.name}")]
+                target = self.module(base)
+                if target is None:
+                    return [EXTERNAL]
+                # a name its module binds in a way not followed: that whole module
+                return self.lookup(target, alias.name, seen) or [("module", base)]
+        return []
+
+    def _as_module(self, name: str):
+        return ("module", name) if self.is_module(name) else EXTERNAL
+
+    def chain(self, mod: _Module, chain: list[str], local: dict[str, list]) -> tuple[list, bool]:
+        """The units a reference ``a.b.c`` reaches; and whether its root is unknown (a
+        parameter, a local, a builtin)."""
+        targets = local.get(chain[0]) or self.lookup(mod, chain[0])
+        if not targets:
+            return [], not hasattr(builtins, chain[0])
+        out: list = []
+        for target in targets:
+            if target == EXTERNAL:
+                continue
+            rest = chain[1:]
+            while isinstance(target, tuple) and rest:  # a module: follow the attribute
+                sub = f"{target[1]}.{rest[0]}"
+                if self.is_module(sub):
+                    target = ("module", sub)
+                else:
+                    found = self.lookup(self.module(target[1]), rest[0])
+                    if not found:  # not bound there as the source reads: the whole module
+                        break
+                    out += [f for f in found if not isinstance(f, tuple)]
+                    modules = [f for f in found if isinstance(f, tuple) and f != EXTERNAL]
+                    if not modules:
+                        target = None
+                        break
+                    target = modules[0]
+                rest = rest[1:]
+            if isinstance(target, tuple):
+                out.append(_Unit(target[1], None))
+            elif target is not None:
+                out.append(target)
+        return out, False
+
+
+def _references(tree: ast.AST) -> Iterable[list[str]]:
+    """Every name a subtree reads, as a chain ``[name, attr, attr...]``; an attribute read
+    from a call of a name, ``f().x``, as ``[CALL, f, x]``; and attributes read from something
+    else unnamed (``a[0].y``) as ``["", attr]``."""
+    inner: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            inner.add(id(node.value))
+            if isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name):
+                inner.add(id(node.value.func))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inner:
+            parts = []
+            cur: ast.AST = node
+            while isinstance(cur, ast.Attribute):
+                parts.append(cur.attr)
+                cur = cur.value
+            parts.reverse()
+            if isinstance(cur, ast.Name):
+                yield [cur.id, *parts]
+            elif isinstance(cur, ast.Call) and isinstance(cur.func, ast.Name):
+                yield [CALL, cur.func.id, *parts]
+            else:
+                yield ["", *parts]
+        elif (
+            isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in inner
+        ):
+            yield [node.id]
+        elif isinstance(node, ast.Call) and _getattr_constant(node):
+            yield ["", node.args[1].value]
+
+
+def _getattr_constant(call: ast.Call) -> bool:
+    return (
+        isinstance(call.func, ast.Name)
+        and call.func.id in ("getattr", "hasattr")
+        and len(call.args) >= 2
+        and isinstance(call.args[1], ast.Constant)
+        and isinstance(call.args[1].value, str)
+    )
+
+
+def _local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, list]:
+    """Names bound by the imports inside a definition (``from x import y`` in a function)."""
+    out: dict[str, list] = {}
+    for node in ast.walk(stmt):
+        if isinstance(node, _IMPORTS) and node is not stmt:
+            for alias in node.names:
+                name = alias.asname or alias.name.split(".")[0]
+                out.setdefault(name, []).extend(res._imported(node, mod, name, frozenset()))
+    return out
+
+
+def _accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | None:
+    """The modules a function only imports and returns (``def f(): from x import m; return
+    m``), or None: a call ``f().name`` reads ``name`` of those modules."""
+    if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+        return None
+    local = _local_imports(stmt, res, mod)
+    returned: list[str] = []
+    todo: list[ast.AST] = list(stmt.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _DEFS + (ast.Lambda,)):
+            continue
+        if isinstance(node, ast.Return):
+            targets = local.get(node.value.id, []) if isinstance(node.value, ast.Name) else []
+            if not targets or not all(isinstance(t, tuple) and t[0] == "module" for t in targets):
+                return None
+            returned += [t[1] for t in targets]
+        todo.extend(ast.iter_child_nodes(node))
+    return returned or None
+
+
+@functools.cache
+def _methods(package: str, root: Path) -> dict[str, tuple[_Unit, ...]]:
+    """Every method name of the project's classes -> the classes that define it. The
+    orchestration's own classes (runners, launchers, this module's) are left out: no node is
+    handed one."""
+    out: dict[str, set[_Unit]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        if rel.parts[0] == "orchestration":
+            continue
+        parts = [package, *rel.parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mod = _parse(".".join(parts), package, root)
+        if mod is None:
+            continue
+        for name, stmts in mod.bindings.items():
+            for stmt in stmts:
+                if isinstance(stmt, ast.ClassDef):
+                    for item in stmt.body:
+                        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                            out.setdefault(item.name, set()).add(_Unit(mod.name, name))
+    return {k: tuple(sorted(v, key=lambda u: (u.module, u.name or ""))) for k, v in out.items()}
+
+
+def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...], dict]:
+    """One unit's text, the units its code names, and why each (the chain that named it)."""
+    res = _Resolver(package, root)
+    mod = res.module(unit.module)
+    if mod is None:
+        return "", (), {}
+    out: list[_Unit] = []
+    why: dict[_Unit, str] = {}
+    if unit.name != "<import>":  # the module's import-time statements
+        out.append(_Unit(unit.module, "<import>"))
+    if unit.name is None:
+        stmts = sorted(
+            {id(s): s for v in mod.bindings.values() for s in v}.values(), key=lambda s: s.lineno
+        )
+        stmts += mod.run_at_import + mod.star
+    elif unit.name == "<import>":
+        stmts = mod.run_at_import + mod.star
+    else:
+        stmts = mod.bindings.get(unit.name, [])
+        if not stmts:  # bound in a way not followed: the whole module
+            out.append(_Unit(unit.module, None))
+    methods = _methods(package, root)
+    for stmt in stmts:
+        if isinstance(stmt, _IMPORTS):
+            if unit.name is None:  # a whole module: what it imports is its attributes too
+                for bound in _bound_names(stmt):
+                    out += [u for u in res.lookup(mod, bound) if isinstance(u, _Unit)]
+            continue  # otherwise followed where the imported name is used
+        if _accessor(stmt, res, mod) is not None:
+            continue  # what it returns is followed where it is called
+        local = _local_imports(stmt, res, mod)
+        for chain in _references(stmt):
+            attrs = chain[1:]
+            if chain[0] == CALL:  # f().x: x of the modules f returns, or a method x
+                found, unknown = res.chain(mod, chain[1:2], local)
+                attrs = chain[2:]
+                returned = _returned_modules(res, found)
+                if returned:
+                    unknown = False
+                    for name in returned:
+                        more, _ = res.chain(res.module(name), [attrs[0]] if attrs else [], {})
+                        found += more if attrs else [_Unit(name, None)]
+            elif chain[0]:
+                found, unknown = res.chain(mod, chain, local)
+                if len(chain) == 1:  # a module accessor used plainly: its modules whole
+                    found += [_Unit(m, None) for m in _returned_modules(res, found)]
+            else:
+                found, unknown = [], True
+            if unknown:  # methods of something unnamed: every class that has one
+                for attr in attrs:
+                    if not (attr.startswith("__") and attr.endswith("__")):
+                        found += methods.get(attr, ())
+            for f in found:
+                why.setdefault(f, ".".join(chain))
+            out += found
+    text = "\n".join(_text(s) for s in stmts)
+    return text, tuple(dict.fromkeys(u for u in out if isinstance(u, _Unit))), why
+
+
+_edges = functools.cache(_edges)
+
+
+def closure(
+    module: str, name: str | None, package: str, root: Path, why: dict | None = None
+) -> dict[_Unit, str]:
+    """Every unit of code that ``name`` of ``module`` (None: the whole module) can run, each
+    with its text (see the module docstring); ``why`` gets, for each unit reached, the unit
+    and the reference that reached it first."""
+    todo = [_Unit(module, name)]
+    texts: dict[_Unit, str] = {}
+    while todo:
+        unit = todo.pop()
+        if unit in texts:
+            continue
+        text, successors, reasons = _edges(unit, package, root)
+        texts[unit] = text
+        if why is not None:
+            for s in successors:
+                why.setdefault(s, (unit, reasons.get(s, "")))
+        todo += successors
+    return texts
+
+
+def _returned_modules(res: _Resolver, units: list) -> list[str]:
+    out: list[str] = []
+    for unit in units:
+        if isinstance(unit, _Unit) and unit.name:
+            mod = res.module(unit.module)
+            for stmt in mod.bindings.get(unit.name, []) if mod else []:
+                out += _accessor(stmt, res, mod) or []
+    return out
+
+
+def code_version(module: str, name: str | None, package: str, root: Path) -> str:
+    """A hash of ``closure(module, name)``: the code of ``name`` and of what it can run.
+
+    Kept on disk beside the project's sources' own digest (``_DiskCache``): a process that
+    finds the sources as they were when a version was computed reads it back instead of
+    following the code again."""
+    cache = _cache(package, root)
+    key = f"{module}:{name}"
+    found = cache.get(key)
+    if found is None:
+        found = cache.put(key, _code_version(module, name, package, root))
+    return found
+
+
+def _code_version(module: str, name: str | None, package: str, root: Path) -> str:
+    digest = hashlib.sha256()
+    for unit, text in sorted(
+        closure(module, name, package, root).items(),
+        key=lambda kv: (kv[0].module, kv[0].name or ""),
+    ):
+        digest.update(f"{unit.module}\0{unit.name}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+class _DiskCache:
+    """Code versions computed for one state of the project's sources: a JSON file in the
+    temporary folder named by the digest of every source file of the package (and of this
+    module), written whole by rename; unreadable or unwritable, it is only skipped."""
+
+    def __init__(self, package: str, root: Path) -> None:
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
+        folder = Path(tempfile.gettempdir()) / f"{package}-code-versions"
+        self.path = folder / f"{digest.hexdigest()[:32]}.json"
+        try:
+            self.versions: dict[str, str] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.versions = {}
+
+    def get(self, key: str) -> str | None:
+        return self.versions.get(key)
+
+    def put(self, key: str, version: str) -> str:
+        self.versions[key] = version
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.versions, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+        return version
+
+
+@functools.cache
+def _cache(package: str, root: Path) -> _DiskCache:
+    return _DiskCache(package, root)
+
+
+def clear_caches() -> None:
+    _cache.cache_clear()
+    _parse.cache_clear()
+    _methods.cache_clear()
+    _edges.cache_clear()

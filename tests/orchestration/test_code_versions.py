@@ -1,0 +1,291 @@
+"""Function-level code versions (``code_deps.py``): an edit reruns exactly the nodes whose code
+can run what was edited; records of the module-level scheme carry over while they still hold."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from cxr_augment.orchestration import code_deps, versions
+
+FILES = {
+    "__init__.py": "",
+    "sub/__init__.py": "from .util import helper  # re-exported\n",
+    "sub/util.py": """
+        import numpy as np
+
+        LIMIT = 3
+
+
+        def helper(x):
+            return np.clip(x, 0, LIMIT)
+
+
+        def unused(x):
+            return x
+        """,
+    "other.py": """
+        CONSTANT = 1
+        print("imported")  # runs at import
+        """,
+    "store.py": """
+        class Base:
+            def scale(self):
+                return 2
+
+
+        class Store(Base):
+            def fetch(self):
+                return self.scale() * 10
+
+
+        class Unrelated:
+            def elsewhere(self):
+                return 0
+        """,
+    "registry.py": """
+        class A:
+            def run(self, x):
+                return x + 1
+
+
+        class B:
+            def run(self, x):
+                return x - 1
+
+
+        REGISTRY = {"a": A}
+
+
+        def deco(f):
+            return f
+        """,
+    "domain.py": """
+        def heavy(x):
+            return x * 2
+
+
+        def report(x):
+            return str(x)
+        """,
+    "nodes.py": '''
+        """Nodes."""
+        from . import other
+        from .registry import REGISTRY, deco
+        from .sub import helper, util
+        from .sub.util import LIMIT as BOUND
+
+
+        def _domain():
+            from pkg import domain
+
+            return domain
+
+
+        def uses_helper(x):
+            """Its docstring."""
+            return helper(x) + other.CONSTANT  # a comment
+
+
+        def uses_util_attribute(x, cap=BOUND):
+            return util.helper(x) + cap
+
+
+        def uses_a_method(store):
+            return store.fetch()
+
+
+        def uses_the_registry(name, x):
+            return REGISTRY[name]().run(x)
+
+
+        @deco
+        def decorated(x):
+            return x
+
+
+        def uses_the_accessor(x):
+            return _domain().heavy(x)
+
+
+        def uses_a_module_whole(name):
+            return getattr(util, name)
+
+
+        def lazy_import(x):
+            from pkg.sub.util import unused
+
+            return unused(x)
+
+
+        def alone(x):
+            return x
+        ''',
+}
+
+
+@pytest.fixture
+def pkg(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # the disk cache's folder
+    (tmp_path / "tmp").mkdir()
+    root = tmp_path / "pkg"
+    for name, text in FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+NODE_FUNCTIONS = sorted(
+    line.split("(")[0].removeprefix("def ")
+    for line in textwrap.dedent(FILES["nodes.py"]).splitlines()
+    if line.startswith("def ")
+)
+
+
+def _versions(root) -> dict[str, str]:
+    code_deps.clear_caches()
+    return {f: code_deps.code_version("pkg.nodes", f, "pkg", root) for f in NODE_FUNCTIONS}
+
+
+def _edit(root, name: str, old: str, new: str) -> None:
+    path = root / name
+    text = path.read_text()
+    assert old in text, (name, old)
+    path.write_text(text.replace(old, new))
+
+
+# (file, old, new) -> the node functions whose versions must change; all others must not
+EDITS = [
+    (
+        ("sub/util.py", "LIMIT = 3", "LIMIT = 4"),
+        {"uses_helper", "uses_util_attribute", "uses_a_module_whole"},
+    ),
+    (("sub/util.py", "return x\n", "return -x\n"), {"uses_a_module_whole", "lazy_import"}),
+    (
+        ("sub/util.py", "np.clip", "np.minimum"),
+        {"uses_helper", "uses_util_attribute", "uses_a_module_whole"},
+    ),
+    (("other.py", "CONSTANT = 1", "CONSTANT = 2"), {"uses_helper"}),
+    (("other.py", '"imported"', '"loaded"'), {"uses_helper"}),  # import-time statement
+    (("store.py", "return 2", "return 3"), {"uses_a_method"}),  # a base class's method
+    (("store.py", "return 0", "return 1"), set()),  # a class no node can reach
+    (("registry.py", "return x + 1", "return x + 2"), {"uses_the_registry"}),
+    (("registry.py", "return f\n", "return f  # same\n"), set()),  # a comment only
+    (("registry.py", "def deco(f):\n", "def deco(f):\n    f.tag = 1\n"), {"decorated"}),
+    (("domain.py", "x * 2", "x * 3"), {"uses_the_accessor"}),
+    (("domain.py", "str(x)", "repr(x)"), set()),  # the same module, a function not used
+    (("nodes.py", "def alone(x):\n    return x", "def alone(x):\n    return x + 0"), {"alone"}),
+    (("nodes.py", '"""Its docstring."""', '"""Another docstring."""'), set()),
+    (("nodes.py", "# a comment", "# another comment"), set()),
+]
+
+
+@pytest.mark.parametrize("edit,changed", EDITS, ids=[f"{e[0]}:{e[1][:12]}" for e, _ in EDITS])
+def test_an_edit_changes_exactly_the_versions_of_the_code_that_can_run_it(pkg, edit, changed):
+    before = _versions(pkg)
+    assert _versions(pkg) == before  # stable
+    _edit(pkg, *edit)
+    after = _versions(pkg)
+    assert {f for f in before if after[f] != before[f]} == changed
+
+
+def test_a_binding_not_followed_counts_its_whole_module(pkg):
+    (pkg / "dyn.py").write_text("globals()['made'] = 1\n\n\ndef g():\n    return 1\n")
+    (pkg / "nodes.py").write_text("from .dyn import made\n\n\ndef node():\n    return made\n")
+    code_deps.clear_caches()
+    first = code_deps.code_version("pkg.nodes", "node", "pkg", pkg)
+    _edit(pkg, "dyn.py", "return 1", "return 2")
+    code_deps.clear_caches()
+    assert code_deps.code_version("pkg.nodes", "node", "pkg", pkg) != first
+
+
+def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
+    first = _versions(pkg)
+    calls = []
+    real = code_deps._code_version
+    monkeypatch.setattr(code_deps, "_code_version", lambda *a: calls.append(a) or real(*a))
+    assert _versions(pkg) == first and calls == []  # read back, not followed again
+    _edit(pkg, "nodes.py", "def alone(x):\n    return x", "def alone(x):\n    return 2 * x")
+    second = _versions(pkg)
+    assert calls and second["alone"] != first["alone"]  # the sources changed: computed
+    # a corrupt cache file is skipped
+    for f in (pkg.parent / "tmp").rglob("*.json"):
+        f.write_text("{not json")
+    assert _versions(pkg) == second
+
+
+def test_the_projects_training_does_not_follow_the_report_or_the_sampler():
+    code_deps.clear_caches()
+    units = code_deps.closure(
+        "cxr_augment.pipelines.classification.nodes",
+        "train_classifier",
+        versions.PACKAGE,
+        versions._PACKAGE_ROOT,
+    )
+    names = {(u.module.removeprefix("cxr_augment."), u.name) for u in units}
+    for needed in [
+        ("classify.experiments", "fit"),
+        ("classify.training", "train"),
+        ("classify.training", "_train"),
+        ("classify.models", "build_model"),
+        ("preprocess.tensor_store", "TensorStore"),
+    ]:
+        assert needed in names, needed
+    modules = {m for m, _ in names}
+    assert "report.html" not in modules and "render.ct" not in modules
+    assert ("generation.sampling", "sample_batch") not in names
+    # the module-level scheme reached both
+    legacy = versions._project_imports(
+        "cxr_augment.pipelines.classification.nodes", versions.PACKAGE, versions._PACKAGE_ROOT
+    )
+    assert "cxr_augment.report.study_report" in legacy
+
+
+def test_node_versions_legacy_and_current_differ_and_are_stable():
+    from kedro.pipeline import node
+
+    from cxr_augment.pipelines.classification.nodes import train_classifier
+
+    n = node(train_classifier, ["a", "b", "c", "d", "e", "f"], ["g", "h"], name="t")
+    versions.clear_caches()
+    current, legacy = versions.node_version(n, {}), versions.node_version(n, {}, legacy=True)
+    assert current != legacy
+    versions.clear_caches()
+    assert versions.node_version(n, {}) == current
+    assert versions.node_version(n, {}, legacy=True) == legacy
+
+
+def test_records_of_the_module_level_scheme_carry_over_while_their_code_holds(
+    tmp_path, monkeypatch
+):
+    import json
+
+    from cxr_augment.orchestration import runner
+    from tests.orchestration.test_runner import _run, _setup
+
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    state = tmp_path / "state.json"
+    pipe, catalog = _setup(tmp_path)
+    current = runner.fingerprints(pipe, catalog)
+    legacy = runner.fingerprints(pipe, catalog, legacy=True)
+    assert all(current[n] != legacy[n] for n in current)
+    # records written by the module-level scheme, the code unchanged since: nothing reruns,
+    # and the records are rewritten in the current scheme
+    state.write_text(json.dumps(legacy))
+    assert _run(tmp_path) == []
+    assert json.loads(state.read_text()) == current
+    # records of the module-level scheme written before plus_one's code changed: plus_one
+    # and what follows rerun
+    real = runner.node_version
+
+    def before_the_edit(node, params, legacy=False):
+        return real(node, params, legacy) + ("-old" if node.name == "plus_one" else "")
+
+    monkeypatch.setattr(runner, "node_version", before_the_edit)
+    recorded_then = runner.fingerprints(pipe, catalog, legacy=True)
+    monkeypatch.undo()
+    state.write_text(json.dumps(recorded_then))
+    assert _run(tmp_path) == ["plus_one", "in_memory", "final"]
+    assert json.loads(state.read_text()) == current
