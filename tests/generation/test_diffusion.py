@@ -16,7 +16,13 @@ from cxr_augment.generation.models import (
     build_unet,
     null_class,
 )
-from cxr_augment.generation.sampling import SamplerConfig, _predict, guided, sample_class
+from cxr_augment.generation.sampling import (
+    SamplerConfig,
+    _predict,
+    guided,
+    sample_batch,
+    sample_class,
+)
 from cxr_augment.generation.sets import generated_set
 from cxr_augment.generation.training import DiffusionTrainConfig, ImageSet, train_unet
 from cxr_augment.preprocess.tensor_store import TensorStore, write_store
@@ -350,3 +356,28 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     assert not [p.name for p in ck_dir.iterdir() if p.name.startswith(".")]
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_cpu_chunks_evaluate_the_batch_in_parts_and_give_the_whole_batchs_images(guidance):
+    """``cpu_chunk``: the UNet sees the batch in parts (CFG: each part doubled); the noise and
+    the steps are the whole batch's, so the images are the whole-batch images up to float
+    rounding (at most one grey level), and differ with the seed."""
+    model = tiny_model(guidance != 1.0)
+    unet = model.unet_for(1)[0]
+    whole = SamplerConfig("ddim", 4, batch_size=10, guidance=guidance, cpu_chunk=None)
+    parts = replace(whole, cpu_chunk=4)
+    seen = []
+    hook = unet.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    a = sample_batch(model, 1, 10, whole, seed=3)
+    per_step_whole = list(seen)
+    seen.clear()
+    b = sample_batch(model, 1, 10, parts, seed=3)
+    hook.remove()
+    k = 2 if guidance != 1.0 else 1
+    assert per_step_whole == [10 * k] * 4
+    assert seen == [4 * k, 4 * k, 2 * k] * 4  # 10 images in parts of 4, each step
+    assert a.shape == b.shape == (10, 16, 16)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.array_equal(b, sample_batch(model, 1, 10, parts, seed=3))  # reproducible
+    assert not np.array_equal(b, sample_batch(model, 1, 10, parts, seed=4))
