@@ -23,7 +23,7 @@ over the doubled batch.
 Batches run under ``inference_mode``; bf16 autocast and channels_last on CUDA (bf16 on CPU as
 an option), ``torch.compile`` as an option. On a CPU the UNet evaluates each batch
 ``cpu_chunk`` images at a time (32: the small preset's activations then stay in the cache,
-1.3x over a whole batch of 128 in float32 on 2 cores, ``bench/bench_generation.py``); the noise
+1.2x over a whole batch of 128 in float32 on 2 cores, ``bench/bench_generation.py``); the noise
 and the scheduler's steps are the whole batch's. Batch b of class c starts from noise seeded by
 (seed, c, b): same seed, same bytes on CPU (for one batch size and chunk).
 
