@@ -484,7 +484,12 @@ def group_report(
         table[f"{c}_holm"] = np.nan
         for _, idx in table.groupby("split").groups.items():
             table.loc[idx, f"{c}_holm"] = stats.holm(table.loc[idx, c].to_numpy(float))
-    fig = plots.roc_figure(curves, f"{group['title']} ({splits[0]}, seed-mean scores)")
+    first = table[(table["split"] == splits[0]) & (table["row"] == "experiment")]
+    fig = plots.roc_figure(
+        curves,
+        f"{group['title']} ({splits[0]}): ROC of each experiment's seed-mean scores",
+        seed_auc=dict(zip(first["experiment"], first["roc_auc"], strict=True)),
+    )
     return table, group_markdown(group, compare, table, splits), fig
 
 
