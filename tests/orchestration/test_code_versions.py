@@ -201,6 +201,25 @@ def test_a_binding_not_followed_counts_its_whole_module(pkg):
     assert code_deps.code_version("pkg.nodes", "node", "pkg", pkg) != first
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    return globals()['g']()\n",  # the module's namespace: any of its names
+        "    import importlib\n\n    return importlib.import_module('pkg.dyn').g()\n",
+    ],
+)
+def test_a_namespace_read_or_a_module_imported_by_constant_name_counts_whole(pkg, body):
+    (pkg / "dyn.py").write_text("def g():\n    return 1\n")
+    text = "def g():\n    return 1\n\n\ndef node():\n" + body
+    (pkg / "nodes.py").write_text(text)
+    code_deps.clear_caches()
+    first = code_deps.code_version("pkg.nodes", "node", "pkg", pkg)
+    edited = "dyn.py" if "import_module" in body else "nodes.py"
+    (pkg / edited).write_text((pkg / edited).read_text().replace("return 1", "return 2", 1))
+    code_deps.clear_caches()
+    assert code_deps.code_version("pkg.nodes", "node", "pkg", pkg) != first
+
+
 def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     first = _versions(pkg)
     calls = []

@@ -17,7 +17,10 @@ Followed conservatively, so that a dependency is not missed:
 - a method called on something the source cannot name (a parameter, a local, ``self``:
   ``store.get(...)``) counts every project class that defines a method of that name;
 - a class counts whole, with its bases; a name bound more than once, every binding;
-- a name the source binds in a way this does not follow counts its whole module.
+- a name the source binds in a way this does not follow counts its whole module, and so does
+  code that reads its module's namespace (``globals()``, ``vars()``, ``eval``);
+- ``importlib.import_module("a.b")`` with a constant name counts that module whole;
+- the orchestration's own classes (runners, launchers) are no node's: not matched by method.
 
 Not seen (as before, at module granularity): code outside the project (a library upgrade),
 and a module imported by a name built at run time (``importlib.import_module(name)``).
@@ -40,7 +43,12 @@ _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _IMPORTS = (ast.Import, ast.ImportFrom)
 _ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
 CALL = "<call>"  # a chain read from a call's result: [CALL, function, attr...]
-EXTERNAL = ("external", "")  # a name imported from outside the project: not versioned
+EXTERNAL = ("external", "")
+WHOLE = "<whole module>"  # a chain that reaches any name of its module
+MODULE = "<module>"  # [MODULE, name]: a module imported by a constant name at run time
+_NAMESPACE_CALLS = frozenset(
+    {"globals", "vars", "locals", "eval", "exec"}
+)  # a name imported from outside the project: not versioned
 
 
 @dataclass
@@ -269,8 +277,21 @@ def _references(tree: ast.AST) -> Iterable[list[str]]:
             isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in inner
         ):
             yield [node.id]
-        elif isinstance(node, ast.Call) and _getattr_constant(node):
-            yield ["", node.args[1].value]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if _getattr_constant(node):
+                yield ["", node.args[1].value]
+            elif isinstance(func, ast.Name) and func.id in _NAMESPACE_CALLS:
+                yield [WHOLE]  # globals()[name], eval: any name of the module
+            elif (
+                (
+                    (isinstance(func, ast.Name) and func.id == "__import__")
+                    or (isinstance(func, ast.Attribute) and func.attr == "import_module")
+                )
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                yield [MODULE, str(node.args[0].value)]
 
 
 def _getattr_constant(call: ast.Call) -> bool:
@@ -373,7 +394,13 @@ def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...
         local = _local_imports(stmt, res, mod)
         for chain in _references(stmt):
             attrs = chain[1:]
-            if chain[0] == CALL:  # f().x: x of the modules f returns, or a method x
+            if chain[0] == WHOLE:
+                found, unknown, attrs = [_Unit(unit.module, None)], False, []
+            elif chain[0] == MODULE:
+                target = res.module(chain[1])
+                found = [_Unit(chain[1], None)] if target is not None else []
+                unknown, attrs = False, []
+            elif chain[0] == CALL:  # f().x: x of the modules f returns, or a method x
                 found, unknown = res.chain(mod, chain[1:2], local)
                 attrs = chain[2:]
                 returned = _returned_modules(res, found)
