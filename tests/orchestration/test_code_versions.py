@@ -233,6 +233,12 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     for f in (pkg.parent / "tmp").rglob("*.json"):
         f.write_text("{not json")
     assert _versions(pkg) == second
+    # the folder keeps the most recent states only
+    monkeypatch.setattr(code_deps._DiskCache, "KEPT", 2)
+    for i in range(4):
+        _edit(pkg, "nodes.py", "def alone(x):\n", f"def alone(x):\n    y{i} = {i}\n")
+        _versions(pkg)
+    assert len(list((pkg.parent / "tmp").rglob("*.json"))) == 2
 
 
 def test_the_projects_training_does_not_follow_the_report_or_the_sampler():

@@ -86,6 +86,10 @@ def webserver(tmp_path_factory):
                     "the webserver did not answer:\n" + (root / "webserver.log").read_text()
                 )
             time.sleep(1)
+    # the instance primes its standby once it sees the webserver's port open (it polls): a run
+    # submitted in between would start the default way, so wait for the standby to exist
+    while not _standbys(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     yield client, root
     proc.terminate()
     try:
@@ -122,6 +126,19 @@ query RunTags($runId: ID!) {
   runOrError(runId: $runId) { __typename ... on Run { tags { key value } } }
 }
 """
+
+
+def _standbys(pid: int) -> list[int]:
+    """The standby run workers the webserver ``pid`` has started."""
+    import psutil
+
+    from cxr_augment.orchestration.launcher import _is_standby
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return [c.pid for c in children if _is_standby(c.pid)]
 
 
 def _tags(client, run_id: str) -> dict[str, str]:

@@ -487,7 +487,10 @@ def _code_version(module: str, name: str | None, package: str, root: Path) -> st
 class _DiskCache:
     """Code versions computed for one state of the project's sources: a JSON file in the
     temporary folder named by the digest of every source file of the package (and of this
-    module), written whole by rename; unreadable or unwritable, it is only skipped."""
+    module), written whole by rename; unreadable or unwritable, it is only skipped. The
+    folder keeps the ``KEPT`` most recently written states."""
+
+    KEPT = 16
 
     def __init__(self, package: str, root: Path) -> None:
         digest = hashlib.sha256(Path(__file__).read_bytes())
@@ -511,9 +514,19 @@ class _DiskCache:
             with os.fdopen(fd, "w") as f:
                 json.dump(self.versions, f)
             os.replace(tmp, self.path)
+            states = sorted(self.path.parent.glob("*.json"), key=_mtime, reverse=True)
+            for old in states[self.KEPT :]:
+                old.unlink(missing_ok=True)
         except OSError:
             pass
         return version
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed by another process meanwhile
+        return 0.0
 
 
 @functools.cache
