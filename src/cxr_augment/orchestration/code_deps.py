@@ -58,6 +58,7 @@ class _Module:
     bindings: dict[str, list[ast.stmt]] = field(default_factory=dict)
     run_at_import: list[ast.stmt] = field(default_factory=list)
     star: list[ast.ImportFrom] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)  # per statement: its local imports, accessor
 
 
 def module_file(name: str, package: str, root: Path) -> Path | None:
@@ -306,6 +307,13 @@ def _getattr_constant(call: ast.Call) -> bool:
 
 def _local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, list]:
     """Names bound by the imports inside a definition (``from x import y`` in a function)."""
+    key = ("imports", id(stmt))
+    if key not in mod.memo:
+        mod.memo[key] = _find_local_imports(stmt, res, mod)
+    return mod.memo[key]
+
+
+def _find_local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, list]:
     out: dict[str, list] = {}
     for node in ast.walk(stmt):
         if isinstance(node, _IMPORTS) and node is not stmt:
@@ -318,6 +326,13 @@ def _local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, li
 def _accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | None:
     """The modules a function only imports and returns (``def f(): from x import m; return
     m``), or None: a call ``f().name`` reads ``name`` of those modules."""
+    key = ("accessor", id(stmt))
+    if key not in mod.memo:
+        mod.memo[key] = _find_accessor(stmt, res, mod)
+    return mod.memo[key]
+
+
+def _find_accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | None:
     if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
         return None
     local = _local_imports(stmt, res, mod)
