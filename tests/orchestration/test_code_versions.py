@@ -233,6 +233,19 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     for f in (pkg.parent / "tmp").rglob("*.json"):
         f.write_text("{not json")
     assert _versions(pkg) == second
+    # a write that fails (a full disk) leaves no partial file behind
+    folder = pkg.parent / "tmp" / "pkg-code-versions"
+
+    def full(obj, f):
+        f.write("{")
+        raise OSError(28, "No space left on device")
+
+    for f in folder.glob("*.json"):
+        f.unlink()  # computed again, so written again
+    with monkeypatch.context() as m:
+        m.setattr(code_deps.json, "dump", full)
+        assert _versions(pkg) == second
+    assert not list(folder.iterdir())
     # the folder keeps the most recent states only
     monkeypatch.setattr(code_deps._DiskCache, "KEPT", 2)
     for i in range(4):

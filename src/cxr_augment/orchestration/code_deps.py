@@ -523,17 +523,22 @@ class _DiskCache:
 
     def put(self, key: str, version: str) -> str:
         self.versions[key] = version
+        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 json.dump(self.versions, f)
             os.replace(tmp, self.path)
+            tmp = None
             states = sorted(self.path.parent.glob("*.json"), key=_mtime, reverse=True)
             for old in states[self.KEPT :]:
                 old.unlink(missing_ok=True)
         except OSError:
-            pass
+            pass  # a cache: the version is computed again next time
+        finally:
+            if tmp is not None:  # not renamed: no half-written file left behind
+                Path(tmp).unlink(missing_ok=True)
         return version
 
 
