@@ -134,13 +134,10 @@ def _summary_names(summary: str) -> list[str]:
 
 
 def _assert_timed(runner, caplog, ran: set[str]) -> None:
-    """Each node that ran has one time (a finite, non-negative number: NaN means none was
-    taken), logged; the summary lists them slowest first and ends with the wall time."""
-    import math
-
+    """Each node that ran has one time, logged as recorded; the summary lists them slowest
+    first and ends with the wall time."""
     took = {r.args[0]: r.args[1] for r in caplog.records if "took" in str(r.msg)}
     assert set(took) == set(runner._seconds) == ran
-    assert all(math.isfinite(s) and s >= 0 for s in runner._seconds.values())
     assert took == runner._seconds
     (summary,) = [r.getMessage() for r in caplog.records if "slowest" in r.getMessage()]
     assert f"{len(ran)} nodes in" in summary and "from start to end" in summary
@@ -148,20 +145,72 @@ def _assert_timed(runner, caplog, ran: set[str]) -> None:
     assert _summary_names(runner.summary()) == order
 
 
-def test_each_node_that_ran_is_timed_and_the_run_ends_with_the_slowest(tmp_path, caplog):
+class _FakeClock:
+    """``time.perf_counter`` for the runner: it moves only when a node says it worked."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _clocked_setup(tmp_path, clock: _FakeClock, work: dict[str, float]):
+    """The test pipeline and catalog, each node advancing the clock by its ``work`` seconds."""
+    pipe, catalog = _setup(tmp_path)
+
+    def timed(node):
+        def run(*args):
+            clock.now += work[node.name]
+            return node.func(*args)
+
+        (output,) = node.outputs
+        return Node(run, node.inputs, output, name=node.name)
+
+    return Pipeline([timed(n) for n in pipe.nodes]), catalog
+
+
+def test_each_node_that_ran_is_timed_and_the_run_ends_with_the_slowest(
+    tmp_path, caplog, monkeypatch
+):
     import logging
 
-    pipe, catalog = _setup(tmp_path)
+    from cxr_augment.orchestration import runner as runner_module
+
+    clock = _FakeClock()
+    monkeypatch.setattr(runner_module, "time", clock)
+    work = {"double": 3.0, "plus_one": 1.0, "in_memory": 4.0, "final": 2.0}
+    pipe, catalog = _clocked_setup(tmp_path, clock, work)
     runner = IncrementalRunner(state=tmp_path / "state.json")
     with caplog.at_level(logging.INFO):
         runner.run(pipe, catalog, _create_hook_manager())
-    _assert_timed(runner, caplog, {"double", "plus_one", "in_memory", "final"})
+    assert runner._seconds == work  # a node's time: the clock's move since the one before
+    _assert_timed(runner, caplog, set(work))
+    assert _summary_names(runner.summary()) == ["in_memory", "double", "final", "plus_one"]
+    (summary,) = [r.getMessage() for r in caplog.records if "slowest" in r.getMessage()]
+    assert "4 nodes in 10 s" in summary and "10 s from start to end" in summary
     caplog.clear()
     runner = IncrementalRunner(state=tmp_path / "state.json")
     with caplog.at_level(logging.INFO):  # nothing ran: no timing, no summary
         runner.run(pipe, catalog, _create_hook_manager())
     assert runner._seconds == {}
     assert not [r for r in caplog.records if "took" in str(r.msg) or "slowest" in r.getMessage()]
+
+
+def test_a_parallel_task_notes_its_own_time(monkeypatch):
+    from cxr_augment.orchestration import runner as runner_module
+
+    clock = _FakeClock()
+    monkeypatch.setattr(runner_module, "time", clock)
+    node = Node(plus_one, "mid", "out", name="plus_one")
+
+    def task():
+        clock.now += 2.5
+        return node
+
+    seconds: dict[str, float] = {}
+    assert runner_module._Timed(task, seconds)() is node
+    assert seconds == {"plus_one": 2.5}
 
 
 def _parallel_run(tmp_path, factor=2):
@@ -186,7 +235,9 @@ def test_the_parallel_runner_runs_in_workers_records_in_the_main_process_and_sha
     assert set(state) == {"double", "plus_one", "in_memory", "final"}
     pipe, catalog = _setup(tmp_path, memory=ProcessMemoryDataset)
     assert state == fingerprints(pipe, catalog)
-    # each node's time is its worker's (none taken would be NaN), the summary slowest first
+    # each node's time was noted by its worker (the shared dict has every node: none missing),
+    # logged as recorded, the summary slowest first
+    assert set(runner._task_seconds.keys()) == set(state)
     _assert_timed(runner, caplog, set(state))
     # the sequential runner takes the records over: nothing to do
     assert _run(tmp_path, memory=ProcessMemoryDataset) == []
