@@ -146,10 +146,12 @@ def _text(stmt: ast.stmt) -> str:
     return ast.dump(stmt)
 
 
-def _absolute(stmt: ast.ImportFrom, mod: _Module) -> str:
+def absolute_import(stmt: ast.ImportFrom, package_path: str) -> str:
+    """The module a ``from ... import`` reads, made absolute from the importing module's
+    package (``package_path``)."""
     base = stmt.module or ""
     if stmt.level:  # relative: from its package, level - 1 packages up
-        parts = mod.package_path.split(".")
+        parts = package_path.split(".")
         up = parts[: len(parts) - (stmt.level - 1)]
         base = ".".join(up + ([base] if base else []))
     return base
@@ -184,7 +186,7 @@ class _Resolver:
         if not stmts:
             found: list = []
             for star in mod.star:  # from x import *
-                target = self.module(_absolute(star, mod))
+                target = self.module(absolute_import(star, mod.package_path))
                 if target is not None:
                     found += self.lookup(target, name, seen)
             return found
@@ -204,7 +206,7 @@ class _Resolver:
                 if alias.asname is None and alias.name.split(".")[0] == name:
                     return [self._as_module(name)]
             elif (alias.asname or alias.name) == name:
-                base = _absolute(stmt, mod)
+                base = absolute_import(stmt, mod.package_path)
                 if self.is_module(f"{base}.{alias.name}"):
                     return [("module", f"{base}.{alias.name}")]
                 target = self.module(base)
@@ -376,14 +378,14 @@ def _methods(package: str, root: Path) -> dict[str, tuple[_Unit, ...]]:
     return {k: tuple(sorted(v, key=lambda u: (u.module, u.name or ""))) for k, v in out.items()}
 
 
-def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...], dict]:
-    """One unit's text, the units its code names, and why each (the chain that named it)."""
+@functools.cache
+def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...]]:
+    """One unit's text, and the units its code names."""
     res = _Resolver(package, root)
     mod = res.module(unit.module)
     if mod is None:
-        return "", (), {}
+        return "", ()
     out: list[_Unit] = []
-    why: dict[_Unit, str] = {}
     if unit.name != "<import>":  # the module's import-time statements
         out.append(_Unit(unit.module, "<import>"))
     if unit.name is None:
@@ -434,34 +436,21 @@ def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...
                 for attr in attrs:
                     if not (attr.startswith("__") and attr.endswith("__")):
                         found += methods.get(attr, ())
-            for f in found:
-                why.setdefault(f, ".".join(chain))
             out += found
     text = "\n".join(_text(s) for s in stmts)
-    return text, tuple(dict.fromkeys(u for u in out if isinstance(u, _Unit))), why
+    return text, tuple(dict.fromkeys(u for u in out if isinstance(u, _Unit)))
 
 
-_edges = functools.cache(_edges)
-
-
-def closure(
-    module: str, name: str | None, package: str, root: Path, why: dict | None = None
-) -> dict[_Unit, str]:
+def closure(module: str, name: str | None, package: str, root: Path) -> dict[_Unit, str]:
     """Every unit of code that ``name`` of ``module`` (None: the whole module) can run, each
-    with its text (see the module docstring); ``why`` gets, for each unit reached, the unit
-    and the reference that reached it first."""
+    with its text (see the module docstring)."""
     todo = [_Unit(module, name)]
     texts: dict[_Unit, str] = {}
     while todo:
         unit = todo.pop()
-        if unit in texts:
-            continue
-        text, successors, reasons = _edges(unit, package, root)
-        texts[unit] = text
-        if why is not None:
-            for s in successors:
-                why.setdefault(s, (unit, reasons.get(s, "")))
-        todo += successors
+        if unit not in texts:
+            texts[unit], successors = _edges(unit, package, root)
+            todo += successors
     return texts
 
 

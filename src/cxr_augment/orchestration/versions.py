@@ -59,10 +59,7 @@ def _project_imports(name: str, package: str, root: Path) -> tuple[str, ...]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from its package, level - 1 packages up
-                up = here.split(".")[: len(here.split(".")) - (node.level - 1)]
-                base = ".".join(up + ([base] if base else []))
+            base = code_deps.absolute_import(node, here)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # a submodule?
     found = set()
