@@ -65,12 +65,14 @@ bench: $(STAMP)
 viz: $(STAMP)
 	$(BIN)/kedro viz build
 
-# The Dagster UI on 127.0.0.1:3000 (run history kept in .dagster_home/).
+# The Dagster UI on 127.0.0.1:3000 (run history kept in .dagster_home/): `dagster dev` over the
+# warm code server (cxr_augment/orchestration/code_server.py: a reload takes a server that has
+# already loaded the current code).
 dagster: $(STAMP)
 	mkdir -p .dagster_home
 	cp deploy/dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home PATH=$(CURDIR)/$(BIN):$$PATH \
-		$(BIN)/dagster dev -m cxr_augment.definitions -h 127.0.0.1 -p 3000
+		$(BIN)/python -m cxr_augment.orchestration.dev -m cxr_augment.definitions -h 127.0.0.1 -p 3000
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true

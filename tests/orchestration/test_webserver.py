@@ -1,4 +1,5 @@
-"""End to end: the Dagster webserver over a tiny copy of the project; a materialisation launched
+"""End to end: the Dagster webserver over a tiny copy of the project, served as `make dagster`
+serves it (the warm code server and a workspace pointing at it); a materialisation launched
 through its GraphQL API succeeds, and so do the asset checks its job evaluates; the second run
 starts in the warm launcher's standby worker."""
 
@@ -61,10 +62,25 @@ def webserver(tmp_path_factory):
         "MPLBACKEND": "Agg",
         "OMP_NUM_THREADS": "1",
     }
+    # as `make dagster` serves it (orchestration/dev.py): the warm code server, and the
+    # webserver over a workspace that points at it
+    from cxr_augment.orchestration.dev import wait_for_code_server, workspace
+
+    grpc_port = _free_port()
+    code_log = open(root / "code_server.log", "w")  # noqa: SIM115 (closed below)
+    code_server = subprocess.Popen(
+        [sys.executable, "-m", "cxr_augment.orchestration.code_server",
+         "-m", "cxr_augment.definitions", "--port", str(grpc_port), "-d", str(root)],
+        cwd=root, env=env, stdout=code_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_for_code_server(code_server, grpc_port, timeout=240)
+    (root / "workspace.yaml").write_text(
+        yaml.safe_dump(workspace(grpc_port, "cxr_augment.definitions"))
+    )
     webserver = Path(sys.executable).with_name("dagster-webserver")
     log = open(root / "webserver.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        [str(webserver), "-m", "cxr_augment.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=root,
         env=env,
         stdout=log,
@@ -81,9 +97,13 @@ def webserver(tmp_path_factory):
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
+                code_server.kill()
                 log.close()
+                code_log.close()
                 pytest.fail(
-                    "the webserver did not answer:\n" + (root / "webserver.log").read_text()
+                    "the webserver did not answer:\n"
+                    + (root / "webserver.log").read_text()
+                    + (root / "code_server.log").read_text()
                 )
             time.sleep(1)
     # the instance primes its standby once it sees the webserver's port open (it polls): a run
@@ -91,12 +111,14 @@ def webserver(tmp_path_factory):
     while not _standbys(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     yield client, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    for process in (proc, code_server):
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
     log.close()
+    code_log.close()
 
 
 def _wait(client, run_id: str, timeout: float = 400) -> str:
@@ -176,3 +198,20 @@ def test_a_job_launched_through_graphql_materialises_its_assets_and_passes_its_c
         "label_distribution_kept": True,
     }
     assert (root / "data" / "05_model_input" / "manifest.parquet").exists()
+
+
+def test_a_reload_through_graphql_loads_the_location_again(webserver):
+    from dagster_graphql import ReloadRepositoryLocationStatus
+
+    client, _ = webserver
+    info = client.reload_repository_location("cxr_augment.definitions")
+    assert info.status == ReloadRepositoryLocationStatus.SUCCESS, info.message
+    data = client._execute(
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+        "locationOrLoadError { __typename ... on RepositoryLocation { repositories { "
+        "jobs { name } } } } } } } }"
+    )
+    (entry,) = data["workspaceOrError"]["locationEntries"]
+    assert entry["loadStatus"] == "LOADED"
+    jobs = {j["name"] for r in entry["locationOrLoadError"]["repositories"] for j in r["jobs"]}
+    assert {"demo_data", "preprocessing", "classification"} <= jobs

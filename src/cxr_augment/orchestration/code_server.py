@@ -1,0 +1,458 @@
+"""A Dagster code server whose reload takes a server that has already loaded the current code.
+
+Dagster's code server (``dagster code-server start``, what ``dagster dev`` runs) answers the UI's
+"Reload" by starting a new ``dagster api grpc`` process and waiting for it to import the project
+and translate it (about 6 s of CPU for this project, 10-15 s on 2 busy cores), then the UI
+fetches the new snapshot. ``WarmProxyApiServicer`` is that code server (Dagster's
+``DagsterProxyApiServicer``) with one *prepared* server beside the active one:
+
+- a prepared server is a ``dagster api grpc`` process started exactly as Dagster starts it
+  (the same command, origin and settings), kept alive by our heartbeats, with the
+  ``code_fingerprint`` (name, size and modification time of every file under the code's
+  package and ``conf/``, as ``launcher.py``) of the files as they were when it started;
+- a watcher compares the files every ``POLL_S``: after an edit (once the files have stayed
+  unchanged for one poll) it replaces the prepared server by one that loads the edited code;
+  with no edit, it prepares one ``IDLE_PREPARE_S`` after the active server loaded (so the
+  first load, which the UI waits for, has the CPU to itself);
+- a reload takes the prepared server when its fingerprint equals the files' fingerprint at the
+  moment of the reload (waiting for it to finish loading if needed) and shuts the old one down,
+  as Dagster's reload does. Otherwise (no prepared server, the files changed since it started,
+  or it failed to start) the reload is Dagster's own: a new process, loaded then.
+
+The server listens as soon as it starts and answers once the first load has finished
+(``defer_first_load``), so the webserver can start beside that load instead of after it.
+
+So a reload always serves the code as the files are at that moment; it is fast when the edit
+was saved a few seconds before. The cost: one more loaded process while the UI is open, and a
+load in the background after each edit. ``CXR_WARM_RELOAD=off`` makes every reload Dagster's.
+
+``python -m cxr_augment.orchestration.code_server -m cxr_augment.definitions --port N`` serves
+it; ``python -m cxr_augment.orchestration.dev`` (``make dagster``) starts it and ``dagster dev``
+over a workspace that points at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dagster._core.remote_representation.grpc_server_registry import ServerRegistryEntry
+from dagster._grpc.client import DEFAULT_REPOSITORY_GRPC_TIMEOUT, client_heartbeat_thread
+from dagster._grpc.proxy_server import DagsterProxyApiServicer
+from dagster._grpc.server import GrpcServerProcess
+from dagster._time import get_current_timestamp
+from dagster._utils.error import serializable_error_info_from_exc_info
+
+from cxr_augment.orchestration.launcher import _watched, code_fingerprint
+
+POLL_S = 0.5  # how often the watcher compares the files
+IDLE_PREPARE_S = 15.0  # with no edit, a prepared server starts this long after a load
+log = logging.getLogger("cxr_augment.code_server")
+
+
+def warm_reload_enabled() -> bool:
+    return os.environ.get("CXR_WARM_RELOAD", "on").lower() not in ("off", "0", "false", "no")
+
+
+SNAPSHOT_QUERIES = ("ExternalRepository", "StreamingExternalRepository", "ExternalJob")
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value = None
+        self.error: BaseException | None = None
+
+
+class _Replies:
+    """The replies of ``SNAPSHOT_QUERIES`` per server: a snapshot depends only on the code the
+    server loaded, so it is computed once and handed to every asker (the webserver and the
+    daemon ask for the same ones), and asked of a prepared server before it is swapped in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, _Entry] = {}
+        self._asked: dict[tuple, Any] = {}  # (query, request bytes) -> request, latest first
+
+    def get(self, client, query: str, request, compute):
+        asked = (query, request.SerializeToString(deterministic=True))
+        key = (client, *asked)
+        with self._lock:
+            self._asked.pop(asked, None)
+            self._asked[asked] = request
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._entries[key] = _Entry()
+        if owner:
+            try:
+                entry.value = compute()
+            except BaseException as err:  # not kept: the next asker tries again
+                entry.error = err
+                with self._lock:
+                    self._entries.pop(key, None)
+            finally:
+                entry.done.set()
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        return entry.value
+
+    def asked(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            return [(query, request) for (query, _), request in self._asked.items()]
+
+    def retain(self, clients: set) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] not in clients]:
+                del self._entries[key]
+
+    def held(self, client) -> int:
+        with self._lock:
+            return sum(1 for k, e in self._entries.items() if k[0] is client and e.done.is_set())
+
+
+def _asker(client, query: str, request):
+    return lambda: _ask(client, query, request)
+
+
+def _ask(client, query: str, request):
+    if query.startswith("Streaming"):
+        return list(client._get_streaming_response(query, request, DEFAULT_REPOSITORY_GRPC_TIMEOUT))
+    return client._get_response(query, request, DEFAULT_REPOSITORY_GRPC_TIMEOUT)
+
+
+class _Prepared:
+    """A ``dagster api grpc`` server started in the background for the files of
+    ``fingerprint``; ``ready`` is set once it has loaded the code (or failed to start)."""
+
+    def __init__(self, servicer: WarmProxyApiServicer, fingerprint: tuple) -> None:
+        self.fingerprint = fingerprint
+        self.ready = threading.Event()
+        self.process: GrpcServerProcess | None = None
+        self.client = None
+        self.error = None
+        self.heartbeat_stop = threading.Event()
+        self.heartbeat_thread: threading.Thread | None = None
+        self._discarded = threading.Event()
+        self.started = time.monotonic()
+        threading.Thread(
+            target=self._start, args=(servicer,), daemon=True, name="prepare-code-server"
+        ).start()
+
+    def _start(self, servicer: WarmProxyApiServicer) -> None:
+        registry = servicer._grpc_server_registry
+        try:
+            # what GrpcServerRegistry._get_grpc_server_entry starts, with its settings
+            self.process = GrpcServerProcess(
+                instance_ref=registry.instance_ref,
+                server_command=registry.server_command,
+                location_name=servicer._location_name,
+                loadable_target_origin=servicer._loadable_target_origin,
+                heartbeat=True,
+                heartbeat_timeout=registry._heartbeat_ttl,
+                startup_timeout=registry._startup_timeout,
+                log_level=registry._log_level,
+                inject_env_vars_from_instance=registry._inject_env_vars_from_instance,
+                container_image=registry._container_image,
+                container_context=registry._container_context,
+                additional_timeout_msg=registry._additional_timeout_msg,
+                defs_state_info=registry._defs_state_info,
+            )
+            self.client = self.process.create_client()
+            self.heartbeat_thread = threading.Thread(
+                target=client_heartbeat_thread,
+                args=(self.client, self.heartbeat_stop),
+                daemon=True,
+                name="grpc-client-heartbeat",
+            )
+            self.heartbeat_thread.start()
+            # the snapshots the UI asked of the active server, asked of this one now
+            replies = servicer._replies
+            for query, request in replies.asked():
+                if self._discarded.is_set():
+                    break
+                replies.get(self.client, query, request, _asker(self.client, query, request))
+        except Exception:
+            self.error = serializable_error_info_from_exc_info(sys.exc_info())
+        finally:
+            self.ready.set()
+        if self.error is None and not self._discarded.is_set():
+            log.info(
+                "prepared a server for the next reload (%.1f s)", time.monotonic() - self.started
+            )
+        if self._discarded.is_set():  # discarded while it was starting
+            self._shut_down()
+
+    def usable(self) -> bool:
+        return (
+            self.error is None
+            and self.process is not None
+            and self.process.server_process.poll() is None
+        )
+
+    def discard(self) -> None:
+        self._discarded.set()
+        if self.ready.is_set():
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        self.heartbeat_stop.set()
+        if self.process is not None:
+            try:
+                self.process.shutdown_server()
+            except Exception:  # already gone
+                pass
+
+
+class WarmProxyApiServicer(DagsterProxyApiServicer):
+    """``DagsterProxyApiServicer`` whose reload takes a prepared server (module doc)."""
+
+    def __init__(
+        self,
+        *,
+        watched: list[Path] | None = None,
+        warm: bool = True,
+        defer_first_load: bool = False,
+        **kwargs,
+    ) -> None:
+        origin = kwargs["loadable_target_origin"]
+        self._defer_first_load = defer_first_load
+        self._first_loaded = threading.Event()
+        self._replies = _Replies()
+        self._watched = watched if watched is not None else _watched_for(origin)
+        self._warm = warm
+        self._prepared: _Prepared | None = None
+        self._prepared_lock = threading.Lock()
+        self._loaded_fingerprint: tuple | None = None
+        self._loaded_at = time.monotonic()
+        self._loading = False
+        self._watch_stop = threading.Event()
+        self.reloads: list[str] = []  # "prepared" or "loaded" per reload (tests, logs)
+        self._first_load = True
+        super().__init__(**kwargs)  # the first load, Dagster's way (_reload_location)
+        if self._warm:
+            threading.Thread(target=self._watch, daemon=True, name="code-watch").start()
+
+    # ------------------------------------------------------------------ loading
+
+    def _reload_location(self) -> None:
+        if self._first_load and self._defer_first_load:
+            # the server listens at once and answers once the code is loaded (module doc)
+            threading.Thread(target=self._first_load_now, daemon=True, name="first-load").start()
+            return
+        self._load()
+        self._first_loaded.set()
+
+    def _first_load_now(self) -> None:
+        with self._reload_lock:
+            try:
+                self._load()
+            finally:
+                self._first_loaded.set()
+
+    def _query(self, api_name: str, request, _context, *args, **kwargs):
+        self._first_loaded.wait()
+        client = self._client
+        if api_name in SNAPSHOT_QUERIES and client is not None:
+            return self._replies.get(client, api_name, request, _asker(client, api_name, request))
+        return super()._query(api_name, request, _context, *args, **kwargs)
+
+    def _streaming_query(self, api_name: str, request, _context, *args, **kwargs):
+        self._first_loaded.wait()
+        client = self._client
+        if api_name in SNAPSHOT_QUERIES and client is not None:
+            return iter(
+                self._replies.get(client, api_name, request, _asker(client, api_name, request))
+            )
+        return super()._streaming_query(api_name, request, _context, *args, **kwargs)
+
+    def ListRepositories(self, request, context):
+        self._first_loaded.wait()  # a load error is known only then
+        return super().ListRepositories(request, context)
+
+    def _load(self) -> None:
+        with self._prepared_lock:  # the watcher prepares nothing while this load goes on
+            self._loading = True
+            now = code_fingerprint(self._watched)
+            prepared, self._prepared = self._prepared, None
+        try:
+            self._load_files(now, prepared)
+        finally:
+            with self._prepared_lock:
+                self._loading = False
+
+    def _load_files(self, now: tuple, prepared: _Prepared | None) -> None:
+        if prepared is not None and prepared.fingerprint == now:
+            prepared.ready.wait()
+            if prepared.usable():
+                self._adopt(prepared)
+                self._replies.retain({self._client})
+                self._loaded_fingerprint, self._loaded_at = now, time.monotonic()
+                self.reloads.append("prepared")
+                log.info("reload: took the prepared server")
+                return
+        if prepared is not None:
+            prepared.discard()
+        super()._reload_location()
+        self._replies.retain({self._client})
+        self._loaded_fingerprint, self._loaded_at = now, time.monotonic()
+        if not self._first_load:
+            self.reloads.append("loaded")
+            log.info("reload: loaded the code in a new server (no prepared server was current)")
+        self._first_load = False
+
+    def _adopt(self, prepared: _Prepared) -> None:
+        """Make ``prepared`` the active server, registered as the registry's own."""
+        registry = self._grpc_server_registry
+        with registry._lock:
+            registry._all_processes.append(prepared.process)
+            registry._active_entries[self._origin.get_id()] = ServerRegistryEntry(
+                process=prepared.process,
+                loadable_target_origin=self._loadable_target_origin,
+                creation_timestamp=get_current_timestamp(),
+            )
+        self._load_error = None
+        self._client = prepared.client
+        self._client_heartbeat_shutdown_event = prepared.heartbeat_stop
+        self._client_heartbeat_thread = prepared.heartbeat_thread
+
+    def _take_prepared(self) -> _Prepared | None:
+        with self._prepared_lock:
+            prepared, self._prepared = self._prepared, None
+        return prepared
+
+    # ------------------------------------------------------------------ watching
+
+    def _watch(self) -> None:
+        self._first_loaded.wait()
+        last = code_fingerprint(self._watched)
+        while not self._watch_stop.wait(POLL_S):
+            try:
+                now = code_fingerprint(self._watched)
+            except OSError:
+                continue
+            settled, last = now == last, now
+            if settled:
+                self._maybe_prepare(now)
+
+    def _maybe_prepare(self, now: tuple) -> None:
+        with self._prepared_lock:
+            prepared = self._prepared
+            if prepared is not None and prepared.fingerprint == now:
+                return
+            if self._loading:  # a reload is loading the files as they are now
+                return
+            edited = now != self._loaded_fingerprint
+            if not edited and time.monotonic() - self._loaded_at < IDLE_PREPARE_S:
+                return
+            if prepared is not None:
+                prepared.discard()
+                self._replies.retain({self._client})
+            self._prepared = _Prepared(self, now)
+
+    def prepared_state(self) -> str:
+        """ "none", "loading" or "ready" (tests, logs)."""
+        prepared = self._prepared
+        if prepared is None:
+            return "none"
+        return "ready" if prepared.ready.is_set() else "loading"
+
+    def cleanup(self) -> None:
+        self._watch_stop.set()
+        prepared = self._take_prepared()
+        if prepared is not None:
+            prepared.discard()
+        super().cleanup()
+
+
+def _watched_for(origin) -> list[Path]:
+    from dagster._core.code_pointer import FileCodePointer, ModuleCodePointer
+
+    workdir = origin.working_directory or os.getcwd()
+    if origin.module_name:
+        pointer = ModuleCodePointer(origin.module_name, origin.attribute or "defs", workdir)
+    else:
+        pointer = FileCodePointer(origin.python_file, origin.attribute or "defs", workdir)
+    return _watched(pointer)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from dagster._core.instance import DagsterInstance
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.utils import FuturesAwareThreadPoolExecutor
+    from dagster._grpc.server import DagsterGrpcServer
+    from dagster._utils.interrupts import setup_interrupt_handlers
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-m", "--module-name", required=True)
+    ap.add_argument("-a", "--attribute", default=None)
+    ap.add_argument("-d", "--working-directory", default=os.getcwd())
+    ap.add_argument("--location-name", default=None)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--startup-timeout", type=int, default=180)
+    ap.add_argument("--heartbeat-ttl", type=int, default=120)
+    ap.add_argument("--log-level", default="warning", help="the Dagster servers' log level")
+    args = ap.parse_args(argv)
+    setup_interrupt_handlers()  # SIGTERM as KeyboardInterrupt: the servers it started end too
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - cxr_augment code server - %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)  # a line per reload and per prepared server
+    log.propagate = False
+
+    if args.working_directory not in sys.path:  # as Dagster loads the module: the watched files
+        sys.path.insert(0, args.working_directory)
+    origin = LoadableTargetOrigin(
+        executable_path=sys.executable,
+        module_name=args.module_name,
+        attribute=args.attribute,
+        working_directory=args.working_directory,
+    )
+    instance_ref = DagsterInstance.get().get_ref() if os.environ.get("DAGSTER_HOME") else None
+    termination = threading.Event()
+    servicer = WarmProxyApiServicer(
+        warm=warm_reload_enabled(),
+        defer_first_load=True,
+        loadable_target_origin=origin,
+        fixed_server_id=None,
+        container_image=None,
+        container_context=None,
+        inject_env_vars_from_instance=instance_ref is not None,
+        location_name=args.location_name or args.module_name,
+        log_level=args.log_level,
+        startup_timeout=args.startup_timeout,
+        instance_ref=instance_ref,
+        server_termination_event=termination,
+        logger=log,
+        server_heartbeat=False,
+        server_heartbeat_timeout=30,
+        heartbeat_ttl=args.heartbeat_ttl,
+        defs_state_info=None,
+    )
+    server = DagsterGrpcServer(
+        server_termination_event=termination,
+        dagster_api_servicer=servicer,
+        port=args.port,
+        socket=None,
+        host=args.host,
+        threadpool_executor=FuturesAwareThreadPoolExecutor(max_workers=None),
+        logger=log,
+    )
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servicer.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``dagster dev`` over the warm code server (``code_server.py``): what ``make dagster`` runs.
+
+    python -m cxr_augment.orchestration.dev [-m cxr_augment.definitions] [-h 127.0.0.1] [-p 3000]
+
+1. starts ``python -m cxr_augment.orchestration.code_server`` for the module on a free local
+   port and waits until it listens (it answers once it has loaded the code, which goes on
+   while ``dagster dev`` starts);
+2. writes a workspace (``grpc_server`` at that port, the module's name as the location's name)
+   into a temporary folder;
+3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon), and when
+   that ends, for whatever reason, ends the code server too.
+
+The code server must listen before ``dagster dev`` starts: a workspace's ``grpc_server`` that
+refuses the connection is shown as a load error until the next reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+STARTUP_TIMEOUT_S = 300
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_code_server(process: subprocess.Popen, port: int, timeout: float) -> None:
+    """Until the server listens on ``port`` (it answers once it has loaded the code); an error
+    if its process ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the code server ended with code {process.returncode} before it listened "
+                "(its log is above)"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the code server did not listen within {timeout:.0f} s"
+                ) from err
+            time.sleep(0.1)
+
+
+def workspace(port: int, location: str) -> dict:
+    return {
+        "load_from": [
+            {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": location}}
+        ]
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    ap.add_argument("--help", action="help")
+    ap.add_argument("-m", "--module-name", default="cxr_augment.definitions")
+    ap.add_argument("-h", "--host", default="127.0.0.1")
+    ap.add_argument("-p", "--port", default="3000")
+    args = ap.parse_args(argv)
+    # a SIGTERM ends the webserver, the daemon and the code server as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+
+    bin_dir = Path(sys.executable).parent
+    grpc_port = free_port()
+    code_server = subprocess.Popen(
+        [sys.executable, "-m", "cxr_augment.orchestration.code_server",
+         "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd()],
+    )  # fmt: skip
+    try:
+        wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
+        with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
+            path = Path(tmp) / "workspace.yaml"
+            path.write_text(yaml.safe_dump(workspace(grpc_port, args.module_name)))
+            dev = subprocess.Popen(
+                [str(bin_dir / "dagster"), "dev", "-w", str(path),
+                 "-h", args.host, "-p", str(args.port)],
+            )  # fmt: skip
+            try:
+                return dev.wait()
+            except KeyboardInterrupt:
+                dev.send_signal(signal.SIGINT)
+                return dev.wait()
+    finally:
+        if code_server.poll() is None:
+            code_server.send_signal(signal.SIGTERM)
+            try:
+                code_server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code_server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The warm code server (orchestration/code_server.py) over a tiny Dagster module: a reload takes
+the prepared server, serves the code as the files are at the moment of the reload (an edit
+saved just before included), recovers from a broken edit, and asks each snapshot of a server
+once; and the pieces of ``make dagster`` (orchestration/dev.py)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cxr_augment.orchestration import code_server as cs
+from cxr_augment.orchestration import dev
+
+TIMEOUT_S = 120
+
+
+def _module(assets: list[str], broken: bool = False) -> str:
+    lines = ["import dagster as dg", ""]
+    for name in assets:
+        lines += ["@dg.asset", f"def {name}():", "    return 1", ""]
+    if broken:
+        lines.append("raise RuntimeError('a broken edit')")
+    lines.append(f"defs = dg.Definitions(assets=[{', '.join(assets)}])")
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    while path.stat().st_mtime_ns == before:  # a coarse clock: the edit must show in mtime
+        time.sleep(0.01)
+        path.write_text(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _snapshots(asked: list[str]) -> int:
+    """How many repository snapshots the inner servers were asked for."""
+    return sum(query.endswith("ExternalRepository") for query in asked)
+
+
+class _Served:
+    """A ``WarmProxyApiServicer`` for ``tinydefs`` in ``root`` behind a gRPC server."""
+
+    def __init__(self, root: Path, warm: bool = True) -> None:
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+        from dagster._core.utils import FuturesAwareThreadPoolExecutor
+        from dagster._grpc.server import DagsterGrpcServer
+
+        self.termination = threading.Event()
+        self.servicer = cs.WarmProxyApiServicer(
+            watched=[root],
+            warm=warm,
+            loadable_target_origin=LoadableTargetOrigin(
+                executable_path=sys.executable, module_name="tinydefs", working_directory=str(root)
+            ),
+            fixed_server_id=None,
+            container_image=None,
+            container_context=None,
+            inject_env_vars_from_instance=False,
+            location_name="tiny",
+            log_level="warning",
+            startup_timeout=TIMEOUT_S,
+            instance_ref=None,
+            server_termination_event=self.termination,
+            logger=logging.getLogger("test_code_server"),
+            server_heartbeat=False,
+            server_heartbeat_timeout=30,
+            heartbeat_ttl=60,
+            defs_state_info=None,
+        )
+        self.port = _free_port()
+        self.server = DagsterGrpcServer(
+            server_termination_event=self.termination,
+            dagster_api_servicer=self.servicer,
+            port=self.port,
+            socket=None,
+            host="127.0.0.1",
+            threadpool_executor=FuturesAwareThreadPoolExecutor(max_workers=None),
+            logger=logging.getLogger("test_code_server"),
+        )
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+
+    def assets(self) -> set[str]:
+        """The asset keys the location serves, as the webserver reads them."""
+        from dagster._core.instance import DagsterInstance
+        from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+        from dagster._core.remote_representation.code_location import GrpcServerCodeLocation
+
+        origin = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=self.port, location_name="t")
+        with DagsterInstance.ephemeral() as instance:
+            location = GrpcServerCodeLocation(origin, instance=instance)
+            try:
+                return {
+                    node.asset_key.to_user_string()
+                    for repo in location.get_repositories().values()
+                    for node in repo.get_asset_node_snaps()
+                }
+            finally:
+                location.cleanup()
+
+    def reload(self) -> None:
+        from dagster._grpc.client import DagsterGrpcClient
+
+        DagsterGrpcClient(port=self.port, host="127.0.0.1").reload_code(timeout=TIMEOUT_S)
+
+    def wait_prepared(self, fingerprint: tuple | None = None) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            prepared = self.servicer._prepared
+            if prepared is not None and prepared.ready.is_set():
+                if fingerprint is None or prepared.fingerprint == fingerprint:
+                    return
+            time.sleep(0.05)
+        pytest.fail(f"no prepared server within {TIMEOUT_S} s")
+
+    def close(self) -> None:
+        self.termination.set()
+        self.thread.join(timeout=30)
+        self.servicer.cleanup()
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setattr(cs, "POLL_S", 0.05)
+    monkeypatch.setattr(cs, "IDLE_PREPARE_S", 0.0)
+    _write(tmp_path / "tinydefs.py", _module(["one"]))
+    return tmp_path
+
+
+def test_a_reload_takes_the_prepared_server_and_serves_every_edit(tiny, monkeypatch):
+    asked: list[str] = []
+    ask = cs._ask
+    monkeypatch.setattr(cs, "_ask", lambda c, q, r: asked.append(q) or ask(c, q, r))
+    served = _Served(tiny)
+    try:
+        assert served.assets() == {"one"}
+        assert _snapshots(asked) == 1
+        served.assets()  # a second asker (the daemon) is answered from the first reply
+        assert _snapshots(asked) == 1
+
+        # no edit: a prepared server that has already answered the snapshot the UI asked for
+        served.wait_prepared()
+        first = served.servicer._client
+        assert _snapshots(asked) == 2  # asked of the prepared one
+        served.reload()
+        assert served.servicer.reloads == ["prepared"]
+        assert served.servicer._client is not first
+        assert served.assets() == {"one"}
+        assert _snapshots(asked) == 2  # nothing asked after the swap
+
+        # an edit: the prepared server is replaced by one that loads the edited file
+        _write(tiny / "tinydefs.py", _module(["one", "two"]))
+        served.wait_prepared(cs.code_fingerprint([tiny]))
+        served.reload()
+        assert served.servicer.reloads == ["prepared", "prepared"]
+        assert served.assets() == {"one", "two"}
+
+        # an edit and at once a reload, before the watcher has seen it: the edit is served
+        _write(tiny / "tinydefs.py", _module(["one", "two", "three"]))
+        served.reload()
+        assert served.assets() == {"one", "two", "three"}
+
+        # a broken edit is a load error of the location, and the fix recovers it
+        _write(tiny / "tinydefs.py", _module(["one"], broken=True))
+        served.reload()
+        with pytest.raises(Exception, match="a broken edit"):
+            served.assets()
+        _write(tiny / "tinydefs.py", _module(["four"]))
+        served.reload()
+        assert served.assets() == {"four"}
+    finally:
+        served.close()
+
+
+def test_an_edit_reloaded_at_once_is_loaded_once(tiny, monkeypatch):
+    """The watcher prepares no server for the files a reload is loading (two loads of the same
+    code at once would halve the speed of each on 2 cores)."""
+    monkeypatch.setattr(cs, "IDLE_PREPARE_S", 3600.0)  # only edits prepare servers here
+    prepared: list[tuple] = []
+
+    class Counted(cs._Prepared):
+        def __init__(self, servicer, fingerprint):
+            prepared.append(fingerprint)
+            super().__init__(servicer, fingerprint)
+
+    monkeypatch.setattr(cs, "_Prepared", Counted)
+    served = _Served(tiny)
+    try:
+        assert served.assets() == {"one"}
+        _write(tiny / "tinydefs.py", _module(["one", "two"]))
+        served.reload()
+        edited = cs.code_fingerprint([tiny])
+        time.sleep(1.0)  # twenty polls of the watcher
+        loads = prepared.count(edited) + served.servicer.reloads.count("loaded")
+        assert loads == 1, (prepared.count(edited), served.servicer.reloads)
+        assert served.assets() == {"one", "two"}
+    finally:
+        served.close()
+
+
+def test_without_warm_reload_every_reload_loads(tiny):
+    served = _Served(tiny, warm=False)
+    try:
+        assert served.assets() == {"one"}
+        time.sleep(0.3)  # the watcher would have prepared one by now
+        assert served.servicer.prepared_state() == "none"
+        _write(tiny / "tinydefs.py", _module(["one", "two"]))
+        served.reload()
+        assert served.servicer.reloads == ["loaded"]
+        assert served.assets() == {"one", "two"}
+    finally:
+        served.close()
+
+
+def test_cleanup_ends_the_prepared_server(tiny):
+    served = _Served(tiny)
+    served.assets()
+    served.wait_prepared()
+    process = served.servicer._prepared.process.server_process
+    served.close()
+    process.wait(timeout=30)
+    assert process.poll() is not None
+
+
+# --- the snapshot replies -----------------------------------------------------------------
+
+
+class _Request:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def SerializeToString(self, deterministic: bool = False) -> bytes:  # noqa: N802 (protobuf's)
+        return self.body
+
+
+def test_replies_are_computed_once_for_concurrent_askers():
+    replies, calls, gate = cs._Replies(), [], threading.Event()
+
+    def compute():
+        calls.append(1)
+        gate.wait(5)
+        return "snapshot"
+
+    client = object()
+    results: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(replies.get(client, "Q", _Request(b"r"), compute))
+        )
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert results == ["snapshot"] * 4 and len(calls) == 1
+    assert replies.held(client) == 1
+    # another request, or another server, is another reply
+    assert replies.get(client, "Q", _Request(b"s"), lambda: "other") == "other"
+    assert replies.get(object(), "Q", _Request(b"r"), lambda: "new server") == "new server"
+
+
+def test_a_failed_reply_is_not_kept_and_retain_drops_other_servers():
+    replies, client = cs._Replies(), object()
+
+    def fail():
+        raise ConnectionError("server gone")
+
+    with pytest.raises(ConnectionError):
+        replies.get(client, "Q", _Request(b"r"), fail)
+    assert replies.get(client, "Q", _Request(b"r"), lambda: "retried") == "retried"
+    other = object()
+    replies.get(other, "Q", _Request(b"r"), lambda: "x")
+    replies.retain({other})
+    assert replies.held(client) == 0 and replies.held(other) == 1
+    assert [q for q, _ in replies.asked()] == ["Q"]  # what to ask a prepared server
+
+
+# --- make dagster's pieces ------------------------------------------------------------------
+
+
+def test_the_workspace_points_at_the_code_server():
+    assert dev.workspace(4266, "cxr_augment.definitions") == {
+        "load_from": [
+            {
+                "grpc_server": {
+                    "host": "127.0.0.1",
+                    "port": 4266,
+                    "location_name": "cxr_augment.definitions",
+                }
+            }
+        ]
+    }
+
+
+def test_a_code_server_that_ends_before_it_listens_is_an_error():
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(RuntimeError, match="ended with code 3"):
+        dev.wait_for_code_server(process, _free_port(), timeout=30)
+
+
+def test_waiting_for_a_listening_port_returns():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            dev.wait_for_code_server(process, s.getsockname()[1], timeout=10)
+        finally:
+            process.kill()
+            process.wait()
