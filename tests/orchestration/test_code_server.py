@@ -53,18 +53,21 @@ def _snapshots(asked: list[str]) -> int:
 class _Served:
     """A ``WarmProxyApiServicer`` for ``tinydefs`` in ``root`` behind a gRPC server."""
 
-    def __init__(self, root: Path, warm: bool = True) -> None:
+    def __init__(self, root: Path, warm: bool = True, snapshots: bool = False) -> None:
         from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
         from dagster._core.utils import FuturesAwareThreadPoolExecutor
         from dagster._grpc.server import DagsterGrpcServer
 
         self.termination = threading.Event()
+        origin = LoadableTargetOrigin(
+            executable_path=sys.executable, module_name="tinydefs", working_directory=str(root)
+        )
         self.servicer = cs.WarmProxyApiServicer(
             watched=[root],
             warm=warm,
-            loadable_target_origin=LoadableTargetOrigin(
-                executable_path=sys.executable, module_name="tinydefs", working_directory=str(root)
-            ),
+            defer_first_load=snapshots,
+            snapshots=cs.SnapshotCache(root / ".cache", "tiny", origin) if snapshots else None,
+            loadable_target_origin=origin,
             fixed_server_id=None,
             container_image=None,
             container_context=None,
@@ -225,6 +228,25 @@ def test_without_warm_reload_every_reload_loads(tiny):
         served.close()
 
 
+def test_a_server_discarded_while_it_loads_is_ended_at_once(tiny, monkeypatch):
+    monkeypatch.setattr(cs, "IDLE_PREPARE_S", 3600.0)
+    served = _Served(tiny)
+    try:
+        served.assets()
+        prepared = cs._Prepared(served.servicer, cs.code_fingerprint([tiny]))
+        deadline = time.monotonic() + TIMEOUT_S
+        while prepared._socket is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        prepared.discard()  # before its server has loaded the code
+        assert prepared.ready.wait(TIMEOUT_S)
+        assert prepared.error is not None and not prepared.usable()
+        import psutil
+
+        assert not [c for c in psutil.Process().children() if prepared._socket in c.cmdline()]
+    finally:
+        served.close()
+
+
 def test_cleanup_ends_the_prepared_server(tiny):
     served = _Served(tiny)
     served.assets()
@@ -324,3 +346,171 @@ def test_waiting_for_a_listening_port_returns():
         finally:
             process.kill()
             process.wait()
+
+
+# --- the snapshots of the last session, while the first load goes on -----------------------
+
+
+def _server_id(port: int) -> str:
+    from dagster._grpc.client import DagsterGrpcClient
+
+    return DagsterGrpcClient(port=port, host="127.0.0.1").get_server_id(timeout=TIMEOUT_S)
+
+
+def test_the_ui_gets_the_last_sessions_snapshots_while_the_code_loads(tiny, monkeypatch):
+    cache = tiny / ".cache"
+    first = _Served(tiny, snapshots=True)
+    try:
+        assert first.assets() == {"one"}
+        deadline = time.monotonic() + TIMEOUT_S
+        while not list(cache.glob("tiny-*.marshal")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(cache.glob("tiny-*.marshal"))) == 1
+    finally:
+        first.close()
+
+    # the same files: the snapshots are answered before the (held back) first load
+    release = threading.Event()
+    load = cs.WarmProxyApiServicer._first_load_now
+    monkeypatch.setattr(
+        cs.WarmProxyApiServicer, "_first_load_now", lambda self: release.wait(60) and load(self)
+    )
+    second = _Served(tiny, snapshots=True)
+    try:
+        assert second.assets() == {"one"}
+        assert not second.servicer._first_loaded.is_set()
+        provisional = _server_id(second.port)
+        assert provisional.startswith("cxr-provisional-")
+        release.set()
+        assert second.servicer._first_loaded.wait(TIMEOUT_S)
+        assert _server_id(second.port) != provisional  # the webserver then fetches again
+        assert second.assets() == {"one"}
+    finally:
+        release.set()
+        second.close()
+
+    # an edit: nothing is answered before the load, which serves the edit
+    _write(tiny / "tinydefs.py", _module(["one", "two"]))
+    third = _Served(tiny, snapshots=True)
+    try:
+        assert third.servicer._provisional == {}
+        assert third.assets() == {"one", "two"}
+    finally:
+        third.close()
+
+
+def _reply(query: str, **fields):
+    from dagster._grpc.__generated__ import dagster_api_pb2
+
+    return getattr(dagster_api_pb2, cs._REPLY_TYPES[query])(**fields)
+
+
+def test_snapshot_files_round_trip_and_follow_the_code(tmp_path, monkeypatch, caplog):
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    (tmp_path / "pkg").mkdir()
+    code = tmp_path / "pkg" / "code.py"
+    _write(code, "x = 1\n")
+    origin = LoadableTargetOrigin(module_name="code", working_directory=str(tmp_path))
+    cache = cs.SnapshotCache(tmp_path / ".cache", "loc", origin)
+    key = cache.key(cs.code_fingerprint([code.parent]))
+    from dagster._grpc.__generated__ import dagster_api_pb2
+
+    listed = _reply("ListRepositories", serialized_list_repositories_response_or_error="{}")
+    stream = [
+        _reply(
+            "StreamingExternalRepository",
+            sequence_number=i,
+            serialized_external_repository_chunk=chunk,
+        )
+        for i, chunk in enumerate(["ab", "cd"])
+    ]
+    r1 = dagster_api_pb2.ListRepositoriesRequest()
+    r2 = dagster_api_pb2.ExternalJobRequest(job_name="demo_data")
+    cache.write(
+        key, [("ListRepositories", r1, listed), ("StreamingExternalRepository", r2, stream)]
+    )
+    assert cache.read(key) == {
+        ("ListRepositories", cs.request_key(r1)): listed,
+        ("StreamingExternalRepository", cs.request_key(r2)): stream,
+    }
+    assert not list((tmp_path / ".cache").glob(".tmp-*"))
+
+    # the key follows the files and the environment
+    monkeypatch.setenv("KEDRO_ENV", "study")
+    assert cache.key(cs.code_fingerprint([code.parent])) != key
+    monkeypatch.delenv("KEDRO_ENV")
+    assert cache.key(cs.code_fingerprint([code.parent])) == key
+    _write(code, "x = 22\n")
+    assert cache.read(cache.key(cs.code_fingerprint([code.parent]))) == {}
+
+    # a torn file is reported and read as nothing
+    cache.path(key).write_bytes(b"\x00torn")
+    with caplog.at_level(logging.WARNING, logger="cxr_augment.code_server"):
+        assert cache.read(key) == {}
+    assert str(cache.path(key)) in caplog.text
+
+    # the newest KEPT_SNAPSHOTS files are kept
+    for i in range(cs.KEPT_SNAPSHOTS + 2):
+        cache.write(f"k{i}", [])
+        time.sleep(0.01)
+    kept = sorted(p.name for p in (tmp_path / ".cache").glob("loc-*.marshal"))
+    assert len(kept) == cs.KEPT_SNAPSHOTS and "loc-k0.marshal" not in kept
+
+
+def test_only_snapshots_of_a_server_that_loaded_are_kept():
+    from dagster._grpc.types import ListRepositoriesResponse
+    from dagster._utils.error import SerializableErrorInfo
+    from dagster_shared.serdes import serialize_value
+
+    ok = serialize_value(ListRepositoriesResponse(repository_symbols=[]))
+    error = serialize_value(SerializableErrorInfo("a broken edit", [], "RuntimeError"))
+    for value, kept in ((ok, True), (error, False)):
+        reply = _reply("ListRepositories", serialized_list_repositories_response_or_error=value)
+        assert cs._loaded_without_error([("ListRepositories", None, reply)]) is kept
+    assert cs._loaded_without_error([]) is False
+
+
+def test_a_request_is_known_by_its_repository_not_the_servers_port():
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._grpc.__generated__ import dagster_api_pb2
+    from dagster_shared.serdes import serialize_value
+
+    def request(port: int, job: str):
+        origin = RemoteRepositoryOrigin(
+            GrpcServerCodeLocationOrigin(host="127.0.0.1", port=port, location_name="loc"),
+            "__repository__",
+        )
+        return dagster_api_pb2.ExternalJobRequest(
+            serialized_repository_origin=serialize_value(origin), job_name=job
+        )
+
+    assert cs.request_key(request(4266, "a")) == cs.request_key(request(5000, "a"))
+    assert cs.request_key(request(4266, "a")) != cs.request_key(request(4266, "b"))
+
+
+def test_the_code_server_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    """``make dagster`` killed outright (SIGKILL) leaves no code server or server behind."""
+    import psutil
+
+    (tmp_path / "tinydefs.py").write_text(_module(["one"]))
+    port = _free_port()
+    starter = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time; subprocess.Popen([sys.executable, '-m', "
+         "'cxr_augment.orchestration.code_server', '-m', 'tinydefs', '--port', sys.argv[1], "
+         "'-d', sys.argv[2], '--exit-with-parent']); time.sleep(600)",
+         str(port), str(tmp_path)],
+    )  # fmt: skip
+    try:
+        dev.wait_for_code_server(starter, port, timeout=TIMEOUT_S)
+        from dagster._grpc.client import DagsterGrpcClient
+
+        DagsterGrpcClient(port=port, host="127.0.0.1").ping("")  # loaded
+        family = psutil.Process(starter.pid).children(recursive=True)
+        assert len(family) >= 2  # the code server and its server
+    finally:
+        starter.kill()
+        starter.wait()
+    gone, alive = psutil.wait_procs(family, timeout=90)
+    assert not alive, [p.cmdline()[:4] for p in alive]

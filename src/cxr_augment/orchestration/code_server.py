@@ -20,7 +20,14 @@ fetches the new snapshot. ``WarmProxyApiServicer`` is that code server (Dagster'
   or it failed to start) the reload is Dagster's own: a new process, loaded then.
 
 The server listens as soon as it starts and answers once the first load has finished
-(``defer_first_load``), so the webserver can start beside that load instead of after it.
+(``defer_first_load``), so the webserver can start beside that load instead of after it. While
+that first load goes on, a server started for code it has seen before answers the UI from the
+last session (``SnapshotCache``: the repository list, the repository and job snapshots that
+server gave, kept on disk under a key of the files, the Python environment and the settings)
+under a provisional server id; once loaded, its own id replaces that one and the webserver
+fetches everything again (Dagster reloads a location whose server id changed), so what the UI
+shows is the loaded code's within seconds even if something outside the key differs. Runs
+wait for the load. ``CXR_SNAPSHOT_CACHE=off`` turns it off.
 
 So a reload always serves the code as the files are at that moment; it is fast when the edit
 was saved a few seconds before. The cost: one more loaded process while the UI is open, and a
@@ -39,6 +46,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +61,37 @@ from cxr_augment.orchestration.launcher import _watched, code_fingerprint
 
 POLL_S = 0.5  # how often the watcher compares the files
 IDLE_PREPARE_S = 15.0  # with no edit, a prepared server starts this long after a load
+SAVE_AFTER_S = 2.0  # the snapshots are written this long after the last one asked
 log = logging.getLogger("cxr_augment.code_server")
 
 
+def _on(name: str) -> bool:
+    return os.environ.get(name, "on").lower() not in ("off", "0", "false", "no")
+
+
 def warm_reload_enabled() -> bool:
-    return os.environ.get("CXR_WARM_RELOAD", "on").lower() not in ("off", "0", "false", "no")
+    return _on("CXR_WARM_RELOAD")
 
 
-SNAPSHOT_QUERIES = ("ExternalRepository", "StreamingExternalRepository", "ExternalJob")
+def snapshot_cache_enabled() -> bool:
+    return _on("CXR_SNAPSHOT_CACHE")
+
+
+SNAPSHOT_QUERIES = (
+    "ListRepositories",
+    "GetCurrentImage",
+    "ExternalRepository",
+    "StreamingExternalRepository",
+    "ExternalJob",
+)
+_REPLY_TYPES = {  # the protobuf type of each query's reply (a stream: of each of its events)
+    "ListRepositories": "ListRepositoriesReply",
+    "GetCurrentImage": "GetCurrentImageReply",
+    "ExternalRepository": "ExternalRepositoryReply",
+    "StreamingExternalRepository": "StreamingExternalRepositoryEvent",
+    "ExternalJob": "ExternalJobReply",
+}
+KEPT_SNAPSHOTS = 4  # snapshot files kept per code location, the newest
 
 
 class _Entry:
@@ -113,6 +144,15 @@ class _Replies:
             for key in [k for k in self._entries if k[0] not in clients]:
                 del self._entries[key]
 
+    def of(self, client) -> list[tuple[str, Any, Any]]:
+        """(query, request, reply) of every reply ``client``'s server gave."""
+        with self._lock:
+            return [
+                (k[1], self._asked[k[1:]], e.value)
+                for k, e in self._entries.items()
+                if k[0] is client and e.done.is_set() and e.error is None and k[1:] in self._asked
+            ]
+
     def held(self, client) -> int:
         with self._lock:
             return sum(1 for k, e in self._entries.items() if k[0] is client and e.done.is_set())
@@ -128,6 +168,171 @@ def _ask(client, query: str, request):
     return client._get_response(query, request, DEFAULT_REPOSITORY_GRPC_TIMEOUT)
 
 
+_ORIGIN_FIELDS = ("serialized_repository_python_origin", "serialized_repository_origin")
+
+
+def request_key(request) -> bytes:
+    """A request as the snapshot files know it: the repository origins it names cut to the
+    repository's name (they name the code server's port, another one each session)."""
+    from dagster._core.remote_origin import RemoteRepositoryOrigin
+    from dagster_shared.serdes import deserialize_value
+
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for field in _ORIGIN_FIELDS:
+        if field in type(request).DESCRIPTOR.fields_by_name and getattr(copy, field):
+            origin = deserialize_value(getattr(copy, field), RemoteRepositoryOrigin)
+            setattr(copy, field, origin.repository_name)
+    return copy.SerializeToString(deterministic=True)
+
+
+class SnapshotCache:
+    """The snapshots a code server gave for one state of the code, on disk, so that the next
+    code server started for the same code answers the UI with them while it loads.
+
+    ``<project>/.cache/dagster/<location>-<key>.marshal``; the key hashes the code's
+    ``code_fingerprint`` (every file of the package and ``conf/``: name, size, modification
+    time), the Python executable and the modification time of its ``site-packages`` (an
+    install changes it), the code pointer, and the ``KEDRO_*``, ``CXR_*`` and ``DAGSTER_*``
+    environment variables other than ``DAGSTER_HOME``. Only the replies of a server that
+    loaded without an error are kept; ``KEPT_SNAPSHOTS`` files per location, the newest. A file
+    that cannot be read is reported (a warning naming it) and written again.
+    """
+
+    def __init__(self, folder: Path, location: str, origin) -> None:
+        self.folder, self.location, self.origin = folder, location, origin
+
+    def key(self, fingerprint: tuple) -> str:
+        import hashlib
+        import sysconfig
+
+        site = Path(sysconfig.get_paths()["purelib"])
+        env = sorted(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.startswith(("KEDRO_", "CXR_", "DAGSTER_")) and k != "DAGSTER_HOME"
+        )
+        parts = (
+            fingerprint,
+            sys.executable,
+            site.stat().st_mtime_ns if site.exists() else None,
+            self.origin.module_name,
+            self.origin.python_file,
+            self.origin.attribute,
+            self.origin.working_directory,
+            self.location,
+            env,
+        )
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.location)
+        return self.folder / f"{safe}-{key}.marshal"
+
+    def read(self, key: str) -> dict[tuple[str, bytes], Any]:
+        """The replies kept for ``key``, rebuilt as the server's messages; {} if none."""
+        import marshal
+
+        from dagster._grpc.__generated__ import dagster_api_pb2
+
+        path = self.path(key)
+        try:
+            data = marshal.loads(path.read_bytes())
+            replies = {}
+            for query, request, reply in data["replies"]:
+                kind = getattr(dagster_api_pb2, _REPLY_TYPES[query])
+                if isinstance(reply, list):
+                    replies[(query, request)] = [kind.FromString(b) for b in reply]
+                else:
+                    replies[(query, request)] = kind.FromString(reply)
+            return replies if data["key"] == key else {}
+        except FileNotFoundError:
+            return {}
+        except Exception as err:  # a torn or foreign file: read nothing, write it again
+            log.warning("the snapshot file %s cannot be read (%s); it is written again", path, err)
+            return {}
+
+    def write(self, key: str, replies: list[tuple[str, Any, Any]]) -> None:
+        """Keep (query, request, reply) triples under ``key``, atomically."""
+        import marshal
+        import tempfile
+
+        kept = [
+            (
+                query,
+                request_key(request),
+                [m.SerializeToString() for m in reply]
+                if isinstance(reply, list)
+                else reply.SerializeToString(),
+            )
+            for query, request, reply in replies
+        ]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".marshal")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps({"key": key, "replies": kept}))
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        older = sorted(
+            self.folder.glob(self.path("*").name), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for stale in older[KEPT_SNAPSHOTS:]:
+            stale.unlink(missing_ok=True)
+
+
+def _loaded_without_error(replies: list[tuple[str, Any, Any]]) -> bool:
+    from dagster._core.remote_representation.external_data import RepositoryErrorSnap
+    from dagster._grpc.types import ListRepositoriesResponse
+    from dagster_shared.serdes import deserialize_value
+
+    listed = False
+    for query, _, reply in replies:
+        if query == "ListRepositories":
+            value = deserialize_value(reply.serialized_list_repositories_response_or_error)
+            if not isinstance(value, ListRepositoriesResponse):
+                return False
+            listed = True
+        elif query == "ExternalRepository":
+            value = deserialize_value(reply.serialized_external_repository_data)
+            if isinstance(value, RepositoryErrorSnap):
+                return False
+        elif query == "ExternalJob" and reply.serialized_error:
+            return False
+    return listed
+
+
+class _ServerProcess(GrpcServerProcess):
+    """``GrpcServerProcess`` whose socket path is known while it starts, so that a server
+    discarded during its load can be ended at once (``_Prepared.discard``)."""
+
+    def __init__(self, on_socket, **kwargs) -> None:
+        self._on_socket = on_socket
+        super().__init__(**kwargs)
+
+    def start_server_process(self):
+        if self.socket is None and self.port is None:
+            from dagster._utils import safe_tempfile_path_unmanaged
+
+            self.socket = safe_tempfile_path_unmanaged()
+        self._on_socket(self.socket)
+        return super().start_server_process()
+
+
+def _end_starting_server(socket_path: str) -> None:
+    """End the child process serving ``socket_path`` (one still loading the code)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if socket_path in child.cmdline():
+                child.kill()
+        except psutil.Error:
+            pass
+
+
 class _Prepared:
     """A ``dagster api grpc`` server started in the background for the files of
     ``fingerprint``; ``ready`` is set once it has loaded the code (or failed to start)."""
@@ -141,6 +346,7 @@ class _Prepared:
         self.heartbeat_stop = threading.Event()
         self.heartbeat_thread: threading.Thread | None = None
         self._discarded = threading.Event()
+        self._socket: str | None = None
         self.started = time.monotonic()
         threading.Thread(
             target=self._start, args=(servicer,), daemon=True, name="prepare-code-server"
@@ -150,7 +356,8 @@ class _Prepared:
         registry = servicer._grpc_server_registry
         try:
             # what GrpcServerRegistry._get_grpc_server_entry starts, with its settings
-            self.process = GrpcServerProcess(
+            self.process = _ServerProcess(
+                on_socket=self._starting,
                 instance_ref=registry.instance_ref,
                 server_command=registry.server_command,
                 location_name=servicer._location_name,
@@ -190,6 +397,11 @@ class _Prepared:
         if self._discarded.is_set():  # discarded while it was starting
             self._shut_down()
 
+    def _starting(self, socket_path: str) -> None:
+        self._socket = socket_path
+        if self._discarded.is_set():
+            raise RuntimeError("discarded before it started")
+
     def usable(self) -> bool:
         return (
             self.error is None
@@ -201,6 +413,8 @@ class _Prepared:
         self._discarded.set()
         if self.ready.is_set():
             self._shut_down()
+        elif self._socket is not None:  # still loading code that is no longer wanted
+            _end_starting_server(self._socket)
 
     def _shut_down(self) -> None:
         self.heartbeat_stop.set()
@@ -220,10 +434,15 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
         watched: list[Path] | None = None,
         warm: bool = True,
         defer_first_load: bool = False,
+        snapshots: SnapshotCache | None = None,
         **kwargs,
     ) -> None:
         origin = kwargs["loadable_target_origin"]
         self._defer_first_load = defer_first_load
+        self._snapshots = snapshots
+        self._provisional: dict = {}
+        self._provisional_id = f"cxr-provisional-{uuid.uuid4()}"
+        self._save_timer: threading.Timer | None = None
         self._first_loaded = threading.Event()
         self._replies = _Replies()
         self._watched = watched if watched is not None else _watched_for(origin)
@@ -236,6 +455,8 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
         self._watch_stop = threading.Event()
         self.reloads: list[str] = []  # "prepared" or "loaded" per reload (tests, logs)
         self._first_load = True
+        if snapshots is not None and defer_first_load:
+            self._provisional = snapshots.read(snapshots.key(code_fingerprint(self._watched)))
         super().__init__(**kwargs)  # the first load, Dagster's way (_reload_location)
         if self._warm:
             threading.Thread(target=self._watch, daemon=True, name="code-watch").start()
@@ -257,25 +478,77 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
             finally:
                 self._first_loaded.set()
 
+    def _before_first_load(self, api_name: str, request):
+        """While the first load goes on: the last session's reply for the same code (and the
+        server's liveness and a provisional id, so the UI takes them), else None (wait)."""
+        if self._first_loaded.is_set() or not self._provisional:
+            return None
+        from dagster._grpc.__generated__ import dagster_api_pb2
+
+        if api_name == "Ping":
+            return dagster_api_pb2.PingReply(echo=request.echo)
+        if api_name == "GetServerId":
+            # the loaded server's id differs: the webserver then fetches everything again
+            return dagster_api_pb2.GetServerIdReply(server_id=self._provisional_id)
+        return self._provisional.get((api_name, request_key(request)))
+
     def _query(self, api_name: str, request, _context, *args, **kwargs):
+        reply = self._before_first_load(api_name, request)
+        if reply is not None:
+            return reply
         self._first_loaded.wait()
         client = self._client
         if api_name in SNAPSHOT_QUERIES and client is not None:
-            return self._replies.get(client, api_name, request, _asker(client, api_name, request))
+            reply = self._replies.get(client, api_name, request, _asker(client, api_name, request))
+            self._save_soon()
+            return reply
         return super()._query(api_name, request, _context, *args, **kwargs)
 
     def _streaming_query(self, api_name: str, request, _context, *args, **kwargs):
+        reply = self._before_first_load(api_name, request)
+        if reply is not None:
+            return iter(reply)
         self._first_loaded.wait()
         client = self._client
         if api_name in SNAPSHOT_QUERIES and client is not None:
-            return iter(
-                self._replies.get(client, api_name, request, _asker(client, api_name, request))
-            )
+            reply = self._replies.get(client, api_name, request, _asker(client, api_name, request))
+            self._save_soon()
+            return iter(reply)
         return super()._streaming_query(api_name, request, _context, *args, **kwargs)
 
     def ListRepositories(self, request, context):
+        reply = self._before_first_load("ListRepositories", request)
+        if reply is not None:
+            return reply
         self._first_loaded.wait()  # a load error is known only then
         return super().ListRepositories(request, context)
+
+    def StartRun(self, request, context):
+        self._first_loaded.wait()  # a run needs the loaded server
+        return super().StartRun(request, context)
+
+    def _save_soon(self) -> None:
+        """Write the active server's snapshots a moment after the last one it gave."""
+        if self._snapshots is None:
+            return
+        with self._prepared_lock:
+            if self._save_timer is not None:
+                self._save_timer.cancel()
+            self._save_timer = threading.Timer(SAVE_AFTER_S, self._save)
+            self._save_timer.daemon = True
+            self._save_timer.start()
+
+    def _save(self) -> None:
+        client, fingerprint = self._client, self._loaded_fingerprint
+        if client is None or fingerprint is None or self._loading:
+            return
+        replies = self._replies.of(client)
+        if not _loaded_without_error(replies):
+            return
+        try:
+            self._snapshots.write(self._snapshots.key(fingerprint), replies)
+        except OSError as err:
+            log.warning("the snapshots could not be kept in %s (%s)", self._snapshots.folder, err)
 
     def _load(self) -> None:
         with self._prepared_lock:  # the watcher prepares nothing while this load goes on
@@ -366,6 +639,8 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
 
     def cleanup(self) -> None:
         self._watch_stop.set()
+        if self._save_timer is not None:
+            self._save_timer.cancel()
         prepared = self._take_prepared()
         if prepared is not None:
             prepared.discard()
@@ -381,6 +656,15 @@ def _watched_for(origin) -> list[Path]:
     else:
         pointer = FileCodePointer(origin.python_file, origin.attribute or "defs", workdir)
     return _watched(pointer)
+
+
+def _exit_with_parent(parent: int, termination: threading.Event) -> None:
+    """Set ``termination`` once ``parent`` has ended (this process is then another's child),
+    so that a ``make dagster`` killed outright leaves no code server behind."""
+    while not termination.wait(1.0):
+        if os.getppid() != parent:
+            log.info("the process that started this code server ended; stopping")
+            termination.set()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -400,6 +684,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--startup-timeout", type=int, default=180)
     ap.add_argument("--heartbeat-ttl", type=int, default=120)
     ap.add_argument("--log-level", default="warning", help="the Dagster servers' log level")
+    ap.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop (and stop the servers it started) when the process that started it ends",
+    )
     args = ap.parse_args(argv)
     setup_interrupt_handlers()  # SIGTERM as KeyboardInterrupt: the servers it started end too
     handler = logging.StreamHandler()
@@ -421,6 +710,13 @@ def main(argv: list[str] | None = None) -> None:
     servicer = WarmProxyApiServicer(
         warm=warm_reload_enabled(),
         defer_first_load=True,
+        snapshots=SnapshotCache(
+            Path(args.working_directory) / ".cache" / "dagster",
+            args.location_name or args.module_name,
+            origin,
+        )
+        if snapshot_cache_enabled()
+        else None,
         loadable_target_origin=origin,
         fixed_server_id=None,
         container_image=None,
@@ -446,6 +742,10 @@ def main(argv: list[str] | None = None) -> None:
         threadpool_executor=FuturesAwareThreadPoolExecutor(max_workers=None),
         logger=log,
     )
+    if args.exit_with_parent:
+        threading.Thread(
+            target=_exit_with_parent, args=(os.getppid(), termination), daemon=True
+        ).start()
     try:
         server.serve()
     except KeyboardInterrupt:

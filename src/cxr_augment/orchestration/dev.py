@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     grpc_port = free_port()
     code_server = subprocess.Popen(
         [sys.executable, "-m", "cxr_augment.orchestration.code_server",
-         "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd()],
+         "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd(),
+         "--exit-with-parent"],
     )  # fmt: skip
     try:
         wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
