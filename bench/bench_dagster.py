@@ -5,14 +5,22 @@ in one script.
     python bench/bench_dagster.py [--skip-baseline]
 
 For each: the lines a code load prints (``dagster definitions validate``) and its time; the time
-from starting the webserver to its first GraphQL answer (what ``make dagster`` users wait for);
-a code-location reload through GraphQL; the time from launching a run of the `demo_data` job to
-the run having started (its worker process up, the code loaded, the first step begun), for the
-first run after the reload and for the next one (launched ``SETTLE_S`` after the first ended),
-under the instance of deploy/dagster.yaml for ours (``WarmInstance`` and ``WarmRunLauncher``:
-the first run starts in the worker that loaded the code when the webserver started, the next
-one in a worker that loaded it while the first ran) and Dagster's
-default instance of ``dagster dev`` (queued runs, polled by the daemon) for the baseline. Prints and saves bench/results/dagster.json.
+from starting the UI to its first GraphQL answer with the code location loaded (ours: ``make
+dagster``'s command, ``python -m cxr_augment.orchestration.dev``, i.e. ``dagster dev`` over the
+warm code server, first with no snapshot files (a first start, or after an edit), then with the
+ones that start kept (every later start of the same code); the baseline: ``dagster dev -m``); a code-location reload through GraphQL
+(ours: once the code server has prepared the next server, as it does within seconds of a
+load); the time from launching a run of the `demo_data` job to the run having started (its
+worker process up, the code loaded, the first step begun), for the first run after the reload
+and for the next one (launched ``SETTLE_S`` after the first ended), under the instance of
+deploy/dagster.yaml for ours (``WarmInstance`` and ``WarmRunLauncher``: the first run starts in
+the worker that loaded the code when the webserver started, the next one in a worker that
+loaded it while the first ran) and Dagster's default instance of ``dagster dev`` (queued runs,
+polled by the daemon) for the baseline; the resident memory of all the processes then. For ours
+also a reload 0, 3 and 10 s after an edit (a watched file's modification time moved, restored
+at the end): at once the reload loads the code as Dagster's does; later it takes (or waits for)
+the server the code server began to prepare when it saw the edit. Prints and saves
+bench/results/dagster.json.
 """
 
 from __future__ import annotations
@@ -63,19 +71,131 @@ def validate(module: str, home: Path) -> dict:
     }
 
 
-def serve(module: str, home: Path, dev: bool, job: str) -> dict:
+RELOAD_QUERY = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus "
+    "locationOrLoadError { __typename ... on RepositoryLocation { repositories { "
+    "jobs { name } } } } } } } }"
+)
+EDITED = ROOT / "conf" / "base" / "parameters_reporting.yml"  # touched (mtime only) as an edit
+AFTER_EDIT_S = (0.0, 3.0, 10.0)  # seconds between an edit and the reload
+
+
+def _reload(client, name: str, job: str) -> float:
+    """Seconds from asking for a reload to the location being loaded again, with its jobs."""
+    t = time.perf_counter()
+    client.reload_repository_location(name)
+    while True:
+        entry = client._execute(RELOAD_QUERY)["workspaceOrError"]["locationEntries"][0]
+        loc = entry["locationOrLoadError"] or {}
+        jobs = {j["name"] for r in loc.get("repositories", []) for j in r["jobs"]}
+        if entry["loadStatus"] == "LOADED" and job in jobs:
+            return round(time.perf_counter() - t, 1)
+        if time.perf_counter() - t > 900:
+            raise RuntimeError(f"reload did not finish: {entry}")
+        time.sleep(0.1)
+
+
+def _wait_for_line(path: Path, text: str, count: int, timeout: float = 300) -> None:
+    """Until ``text`` appears ``count`` times in the log ``path``."""
+    deadline = time.monotonic() + timeout
+    while path.read_text(errors="replace").count(text) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{text!r} did not appear {count} time(s) in {path}")
+        time.sleep(0.2)
+
+
+def _memory_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return round(total / 2**20)
+
+
+SNAPSHOTS = ROOT / ".cache" / "dagster"  # ours: the code server's snapshot files
+
+
+def _gone(pid: int, timeout: float = 120) -> None:
+    """Until every process of the session ``pid`` has ended (the next start must not share
+    the CPU with the last one's shutdown)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in psutil.process_iter() if _session(p) == pid]:
+            return
+        time.sleep(0.2)
+
+
+def _session(p) -> int | None:
+    try:
+        return os.getsid(p.pid)
+    except OSError:
+        return None
+
+
+def first_start(module: str, home: Path) -> float:
+    """Ours, with no snapshot files: seconds to the UI with the location loaded; then until
+    the code server has kept its snapshots (what the next start answers with)."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    shutil.rmtree(SNAPSHOTS, ignore_errors=True)
+    port = _port()
+    cmd = [sys.executable, "-m", "cxr_augment.orchestration.dev", "-m", module,
+           "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    log = open(home / "first.log", "w")  # noqa: SIM115
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=600)
+    try:
+        while True:
+            try:
+                entry = client._execute(RELOAD_QUERY)["workspaceOrError"]["locationEntries"][0]
+                if entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]:
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 900:
+                raise RuntimeError("webserver did not answer")
+            time.sleep(0.1)
+        ready = round(time.perf_counter() - t0, 1)
+        deadline = time.monotonic() + 120
+        while not list(SNAPSHOTS.glob("*.marshal")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+        log.close()
+        _gone(proc.pid)
+    return ready
+
+
+def serve(module: str, home: Path, ours: bool, job: str) -> dict:
+    """``make dagster``'s command for ours (orchestration/dev.py: ``dagster dev`` over the warm
+    code server), ``dagster dev -m`` for the baseline."""
     from dagster_graphql import DagsterGraphQLClient
 
     port = _port()
-    cmd = [str(BIN / ("dagster" if dev else "dagster-webserver"))]
-    cmd += ["dev"] if dev else []
-    cmd += ["-m", module, "-h", "127.0.0.1", "-p", str(port)]
-    log = open(home / "server.log", "w")  # noqa: SIM115
+    if ours:
+        cmd = [sys.executable, "-m", "cxr_augment.orchestration.dev", "-m", module]
+    else:
+        cmd = [str(BIN / "dagster"), "dev", "-m", module]
+    cmd += ["-h", "127.0.0.1", "-p", str(port)]
+    log_path = home / "server.log"
+    log = open(log_path, "w")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=600)
     result: dict = {}
+    edited = EDITED.stat()
     try:
         while True:
             try:
@@ -99,35 +219,36 @@ def serve(module: str, home: Path, dev: bool, job: str) -> dict:
         name = client._execute(
             "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
         )["workspaceOrError"]["locationEntries"][0]["name"]
-        t = time.perf_counter()
-        client.reload_repository_location(name)
-        while True:  # reloaded: the location is loaded again and has its jobs
-            data = client._execute(
-                "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus "
-                "locationOrLoadError { __typename ... on RepositoryLocation { repositories { "
-                "jobs { name } } } } } } } }"
-            )
-            entry = data["workspaceOrError"]["locationEntries"][0]
-            loc = entry["locationOrLoadError"] or {}
-            jobs = {j["name"] for r in loc.get("repositories", []) for j in r["jobs"]}
-            if entry["loadStatus"] == "LOADED" and job in jobs:
-                break
-            if time.perf_counter() - t > 900:
-                raise RuntimeError(f"reload did not finish: {entry}")
-            time.sleep(0.25)
-        result["reload_s"] = round(time.perf_counter() - t, 1)
+        if ours:  # the code server has prepared the next server (it says so in its log)
+            _wait_for_line(log_path, "prepared a server for the next reload", 1)
+        result["reload_s"] = _reload(client, name, job)
         result["run_started_s"] = _launch(client, job)
         # a later launch, once the first run has ended and the machine is quiet again (with the
         # warm launcher, its next run worker has loaded by then)
         time.sleep(SETTLE_S)
         result["next_run_started_s"] = _launch(client, job)
+        result["memory_mib"] = _memory_mib(proc.pid)
+        if ours:
+            # an edit (a watched file's modification time moves), then a reload after a pause:
+            # at once the code loads in a new server as Dagster's reload does; later the
+            # server prepared for the edit is (being) loaded
+            after = {}
+            for i, pause in enumerate(AFTER_EDIT_S, start=1):
+                mtime = edited.st_mtime_ns + i * 1_000_000_000
+                os.utime(EDITED, ns=(edited.st_atime_ns, mtime))
+                time.sleep(pause)
+                after[f"{pause:g} s"] = _reload(client, name, job)
+                time.sleep(SETTLE_S)
+            result["reload_after_an_edit_s"] = after
     finally:
+        os.utime(EDITED, ns=(edited.st_atime_ns, edited.st_mtime_ns))
         os.killpg(proc.pid, 15)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+        _gone(proc.pid)
     return result
 
 
@@ -150,14 +271,17 @@ def _launch(client, job: str) -> float:
     return started
 
 
-def measure(module: str, instance: Path | None, dev: bool, job: str) -> dict:
+def measure(module: str, instance: Path | None, ours: bool, job: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         if instance is not None:
             shutil.copy(instance, home / "dagster.yaml")
         else:
             (home / "dagster.yaml").write_text("")
-        return {"validate": validate(module, home), **serve(module, home, dev, job)}
+        out = {"validate": validate(module, home)}
+        if ours:
+            out["ui_ready_without_snapshots_s"] = first_start(module, home)
+        return {**out, **serve(module, home, ours, job)}
 
 
 def main() -> None:
@@ -167,14 +291,14 @@ def main() -> None:
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "ours": measure(
-            "cxr_augment.definitions", ROOT / "deploy" / "dagster.yaml", dev=True, job="demo_data"
+            "cxr_augment.definitions", ROOT / "deploy" / "dagster.yaml", ours=True, job="demo_data"
         ),
     }
     print(json.dumps(out, indent=2), flush=True)
     if not args.skip_baseline:
         # kedro-dagster names its op jobs <env>__<job>
         out["baseline"] = measure(
-            "dagster_baseline_definitions", None, dev=True, job="local__demo_data"
+            "dagster_baseline_definitions", None, ours=False, job="local__demo_data"
         )
         out["speedup"] = {
             k: round(out["baseline"][k] / out["ours"][k], 1)
