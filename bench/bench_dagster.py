@@ -121,6 +121,28 @@ def _memory_mib(pid: int) -> float:
 SNAPSHOTS = ROOT / ".cache" / "dagster"  # ours: the code server's snapshot files
 
 
+def _wait_for_ui(client, proc: subprocess.Popen, t0: float) -> float:
+    """Seconds from ``t0`` to the webserver's first answer with its code location loaded."""
+    while True:
+        try:
+            data = client._execute(
+                "{ workspaceOrError { ... on Workspace { locationEntries { "
+                "locationOrLoadError { __typename } } } } }"
+            )
+            entries = data["workspaceOrError"]["locationEntries"]
+            if entries and entries[0]["locationOrLoadError"]:
+                if entries[0]["locationOrLoadError"]["__typename"] != "RepositoryLocation":
+                    raise RuntimeError(f"code location failed: {entries}")
+                return round(time.perf_counter() - t0, 1)
+        except RuntimeError:
+            raise
+        except Exception:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 900:
+            raise RuntimeError("webserver did not answer")
+        time.sleep(0.1)
+
+
 def _gone(pid: int, timeout: float = 120) -> None:
     """Until every process of the session ``pid`` has ended (the next start must not share
     the CPU with the last one's shutdown)."""
@@ -155,17 +177,7 @@ def first_start(module: str, home: Path) -> float:
                             start_new_session=True)  # fmt: skip
     client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=600)
     try:
-        while True:
-            try:
-                entry = client._execute(RELOAD_QUERY)["workspaceOrError"]["locationEntries"][0]
-                if entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]:
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 900:
-                raise RuntimeError("webserver did not answer")
-            time.sleep(0.1)
-        ready = round(time.perf_counter() - t0, 1)
+        ready = _wait_for_ui(client, proc, t0)
         deadline = time.monotonic() + 120
         while not list(SNAPSHOTS.glob("*.marshal")) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -197,25 +209,7 @@ def serve(module: str, home: Path, ours: bool, job: str) -> dict:
     result: dict = {}
     edited = EDITED.stat()
     try:
-        while True:
-            try:
-                data = client._execute(
-                    "{ workspaceOrError { ... on Workspace { locationEntries { "
-                    "locationOrLoadError { __typename } } } } }"
-                )
-                entries = data["workspaceOrError"]["locationEntries"]
-                if entries and entries[0]["locationOrLoadError"]:
-                    if entries[0]["locationOrLoadError"]["__typename"] != "RepositoryLocation":
-                        raise RuntimeError(f"code location failed: {entries}")
-                    break
-            except RuntimeError:
-                raise
-            except Exception:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 900:
-                raise RuntimeError("webserver did not answer")
-            time.sleep(0.25)
-        result["ui_ready_s"] = round(time.perf_counter() - t0, 1)
+        result["ui_ready_s"] = _wait_for_ui(client, proc, t0)
         name = client._execute(
             "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
         )["workspaceOrError"]["locationEntries"][0]["name"]
