@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/screenshot_dagster.py
 
-Starts `dagster dev` on 127.0.0.1 (a free port, the instance of deploy/dagster.yaml in a
-temporary DAGSTER_HOME), waits for the code location, and saves PNGs in
+Starts what `make dagster` starts (`python -m cxr_augment.orchestration.dev`: the project's code
+server and `dagster dev` over it) on 127.0.0.1 (a free port, the instance of deploy/dagster.yaml
+in a temporary DAGSTER_HOME), waits for the code location, and saves PNGs in
 data/08_reporting/screenshots/dagster_<view>.png with headless chromium.
 """
 
@@ -33,6 +34,8 @@ VIEWS = {
     "experiment_graph": "/assets/local/ptx_aug_rotation_balanced/metrics"
     "?view=lineage&lineageScope=upstream&lineageDepth=4",
     "jobs": "/jobs",
+    # the code location, served by the project's code server (orchestration/code_server.py)
+    "locations": "/locations",
 }
 
 
@@ -48,10 +51,9 @@ def main() -> list[Path]:
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(ROOT / "deploy" / "dagster.yaml", Path(home) / "dagster.yaml")
         env = {**os.environ, "DAGSTER_HOME": home, "KEDRO_DISABLE_TELEMETRY": "true"}
-        dagster = Path(sys.executable).with_name("dagster")
         proc = subprocess.Popen(
-            [str(dagster), "dev", "-m", "cxr_augment.definitions", "-h", "127.0.0.1",
-             "-p", str(port)],
+            [sys.executable, "-m", "cxr_augment.orchestration.dev",
+             "-m", "cxr_augment.definitions", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -69,7 +71,7 @@ def main() -> list[Path]:
                 except Exception:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError("dagster dev did not load the code location")
+                    raise RuntimeError("the UI did not load the code location")
                 time.sleep(1)
             for name, path in VIEWS.items():
                 shot = out / f"dagster_{name}.png"
