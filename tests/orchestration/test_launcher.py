@@ -261,6 +261,9 @@ def test_the_first_standby_waits_for_the_webserver_to_listen(monkeypatch):
     assert _webserver_address(["x"]) == ("127.0.0.1", 3000)
     assert _webserver_address(["x", "-h", "0.0.0.0", "-p", "8080"]) == ("127.0.0.1", 8080)
     assert _webserver_address(["x", "--host=::1", "--port=9"]) == ("::1", 9)
+    # another program's -p (pytest -p no:cacheprovider) is not a port
+    with pytest.raises(ValueError, match="'no:cacheprovider'"):
+        _webserver_address(["pytest", "-p", "no:cacheprovider"])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -355,6 +355,8 @@ def _webserver_address(argv: list[str]) -> tuple[str, int]:
             port = arg.split("=", 1)[1]
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
+    if not port.isdigit():  # not a webserver's command line (its -p is a number)
+        raise ValueError(f"the port {port!r} on the command line is not a number")
     return host, int(port)
 
 
@@ -408,7 +410,12 @@ class WarmInstance(DagsterInstance):
             return super().run_launcher
 
     def _standby_at_start(self, wait_s: float = START_WAIT_S) -> None:
-        not_ready = _wait_for_webserver(*_webserver_address(sys.argv), wait_s)
+        try:
+            address = _webserver_address(sys.argv)
+        except ValueError as err:
+            not_ready = f"its address cannot be read ({err})"
+        else:
+            not_ready = _wait_for_webserver(*address, wait_s)
         if not_ready is not None:
             log.warning("The webserver did not open its port (%s); starting the standby run "
                         "worker now, beside whatever is still loading.", not_ready)  # fmt: skip
