@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 STARTUP_TIMEOUT_S = 300
+SUPERSEDED = "ignore:Function `dev_command` is superseded"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     # a SIGTERM ends the webserver, the daemon and the code server as Ctrl-C does
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
 
-    bin_dir = Path(sys.executable).parent
     grpc_port = free_port()
     code_server = subprocess.Popen(
         [sys.executable, "-m", "cxr_augment.orchestration.code_server",
@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
             path = Path(tmp) / "workspace.yaml"
             path.write_text(yaml.safe_dump(workspace(grpc_port, args.module_name)))
+            # `dagster dev` itself warns that `dg dev` supersedes it (the project has no `dg`
+            # project layout); that one warning is left out of the terminal
             dev = subprocess.Popen(
-                [str(bin_dir / "dagster"), "dev", "-w", str(path),
+                [sys.executable, "-W", SUPERSEDED, "-m", "dagster", "dev", "-w", str(path),
                  "-h", args.host, "-p", str(args.port)],
             )  # fmt: skip
             try:
