@@ -448,7 +448,14 @@ def test_snapshot_files_round_trip_and_follow_the_code(tmp_path, monkeypatch, ca
     cache.path(key).write_bytes(b"\x00torn")
     with caplog.at_level(logging.WARNING, logger="cxr_augment.code_server"):
         assert cache.read(key) == {}
-    assert str(cache.path(key)) in caplog.text
+    assert str(cache.path(key)) in caplog.text and "cannot be decoded" in caplog.text
+
+    # a file that cannot be read at all (here a folder in its place) is an error naming it
+    cache.path(key).unlink()
+    cache.path(key).mkdir()
+    with pytest.raises(OSError, match=f"{cache.path(key)}.*CXR_SNAPSHOT_CACHE=off"):
+        cache.read(key)
+    cache.path(key).rmdir()
 
     # the newest KEPT_SNAPSHOTS files are kept
     for i in range(cs.KEPT_SNAPSHOTS + 2):

@@ -234,6 +234,7 @@ class SnapshotCache:
         import marshal
 
         from dagster._grpc.__generated__ import dagster_api_pb2
+        from google.protobuf.message import DecodeError
 
         path = self.path(key)
         try:
@@ -246,10 +247,20 @@ class SnapshotCache:
                 else:
                     replies[(query, request)] = kind.FromString(reply)
             return replies if data["key"] == key else {}
-        except FileNotFoundError:
+        except FileNotFoundError:  # no earlier start of this code: nothing to answer with
             return {}
-        except Exception as err:  # a torn or foreign file: read nothing, write it again
-            log.warning("the snapshot file %s cannot be read (%s); it is written again", path, err)
+        except OSError as err:  # a folder that cannot be read: say where, and the way out
+            raise OSError(
+                f"the code server's snapshot file {path} cannot be read ({err}); make it "
+                "readable, or set CXR_SNAPSHOT_CACHE=off to start without snapshot files"
+            ) from err
+        except (ValueError, EOFError, TypeError, KeyError, DecodeError) as err:
+            # a torn or foreign file: nothing is answered early, and the next save replaces it
+            log.warning(
+                "the snapshot file %s cannot be decoded (%s: %s); starting without it, and it "
+                "is written again once the code has loaded",
+                path, type(err).__name__, err,
+            )  # fmt: skip
             return {}
 
     def write(self, key: str, replies: list[tuple[str, Any, Any]]) -> None:
@@ -329,8 +340,14 @@ def _end_starting_server(socket_path: str) -> None:
         try:
             if socket_path in child.cmdline():
                 child.kill()
-        except psutil.Error:
-            pass
+        except psutil.NoSuchProcess:  # it ended between the listing and now: nothing to end
+            continue
+        except psutil.Error as err:
+            log.warning(
+                "the discarded code server (pid %d, socket %s) could not be ended (%s: %s); it "
+                "loads on and stops once its heartbeats stop",
+                child.pid, socket_path, type(err).__name__, err,
+            )  # fmt: skip
 
 
 class _Prepared:
@@ -388,6 +405,12 @@ class _Prepared:
                 replies.get(self.client, query, request, _asker(self.client, query, request))
         except Exception:
             self.error = serializable_error_info_from_exc_info(sys.exc_info())
+            if not self._discarded.is_set():  # a discarded one is ended on purpose
+                log.warning(
+                    "a server for the next reload could not be prepared; the next reload "
+                    "loads the code itself. %s",
+                    self.error.to_string(),
+                )
         finally:
             self.ready.set()
         if self.error is None and not self._discarded.is_set():
@@ -418,11 +441,8 @@ class _Prepared:
 
     def _shut_down(self) -> None:
         self.heartbeat_stop.set()
-        if self.process is not None:
-            try:
-                self.process.shutdown_server()
-            except Exception:  # already gone
-                pass
+        if self.process is not None:  # Dagster's shutdown skips a server already gone
+            self.process.shutdown_server()
 
 
 class WarmProxyApiServicer(DagsterProxyApiServicer):
@@ -547,8 +567,12 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
             return
         try:
             self._snapshots.write(self._snapshots.key(fingerprint), replies)
-        except OSError as err:
-            log.warning("the snapshots could not be kept in %s (%s)", self._snapshots.folder, err)
+        except OSError as err:  # only later starts lose: they load before the UI answers
+            log.warning(
+                "the snapshots could not be kept in %s (%s); later starts wait for the code to "
+                "load (CXR_SNAPSHOT_CACHE=off stops trying)",
+                self._snapshots.folder, err,
+            )  # fmt: skip
 
     def _load(self) -> None:
         with self._prepared_lock:  # the watcher prepares nothing while this load goes on
@@ -607,10 +631,7 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
         self._first_loaded.wait()
         last = code_fingerprint(self._watched)
         while not self._watch_stop.wait(POLL_S):
-            try:
-                now = code_fingerprint(self._watched)
-            except OSError:
-                continue
+            now = code_fingerprint(self._watched)  # a file removed meanwhile is skipped there
             settled, last = now == last, now
             if settled:
                 self._maybe_prepare(now)
@@ -748,8 +769,8 @@ def main(argv: list[str] | None = None) -> None:
         ).start()
     try:
         server.serve()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (setup_interrupt_handlers): the way to stop
+        log.info("interrupted: stopping the code server and the servers it started")
     finally:
         servicer.cleanup()
 
