@@ -39,12 +39,6 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _snapshots(asked: list[str]) -> int:
     """How many repository snapshots the inner servers were asked for."""
     return sum(query.endswith("ExternalRepository") for query in asked)
@@ -83,7 +77,7 @@ class _Served:
             heartbeat_ttl=60,
             defs_state_info=None,
         )
-        self.port = _free_port()
+        self.port = dev.free_port()
         self.server = DagsterGrpcServer(
             server_termination_event=self.termination,
             dagster_api_servicer=self.servicer,
@@ -333,7 +327,7 @@ def test_the_workspace_points_at_the_code_server():
 def test_a_code_server_that_ends_before_it_listens_is_an_error():
     process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
     with pytest.raises(RuntimeError, match="ended with code 3"):
-        dev.wait_for_code_server(process, _free_port(), timeout=30)
+        dev.wait_for_code_server(process, dev.free_port(), timeout=30)
 
 
 def test_waiting_for_a_listening_port_returns():
@@ -501,7 +495,7 @@ def test_the_code_server_stops_when_the_process_that_started_it_is_killed(tmp_pa
     import psutil
 
     (tmp_path / "tinydefs.py").write_text(_module(["one"]))
-    port = _free_port()
+    port = dev.free_port()
     starter = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time; subprocess.Popen([sys.executable, '-m', "

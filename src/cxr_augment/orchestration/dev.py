@@ -3,8 +3,9 @@
     python -m cxr_augment.orchestration.dev [-m cxr_augment.definitions] [-h 127.0.0.1] [-p 3000]
 
 1. starts ``python -m cxr_augment.orchestration.code_server`` for the module on a free local
-   port and waits until it listens (it answers once it has loaded the code, which goes on
-   while ``dagster dev`` starts);
+   port and waits until it listens (it answers at once from an earlier start's snapshot
+   files, or else once it has loaded the code; the load goes on while ``dagster dev``
+   starts);
 2. writes a workspace (``grpc_server`` at that port, the module's name as the location's name)
    into a temporary folder;
 3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon), and when
@@ -39,8 +40,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for_code_server(process: subprocess.Popen, port: int, timeout: float) -> None:
-    """Until the server listens on ``port`` (it answers once it has loaded the code); an error
-    if its process ends first."""
+    """Until the server listens on ``port``; an error if its process ends first."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
