@@ -155,9 +155,10 @@ def test_cells_formatting_and_assets(built):
     cells = _table_cells(page, "table15")
     texts = [t for _, t in cells]
     by_text = dict((t, a) for a, t in cells)
-    # floats to `digits`, ints plain, p columns to 3 significant digits
+    # floats to `digits`, ints plain, p columns to 3 significant digits (below 0.001: "< 0.001")
     assert "0.812" in texts and "0.500" in texts and "234" in texts
-    assert "0.0312" in texts and "0.000123" in texts and "1.00" in texts
+    assert "0.0312" in texts and "0.000123" not in texts and "1.00" in texts
+    assert texts.count("< 0.001") == 2  # the string cell and f1_holm's 0.000123
     # strings kept; numbers, CIs and p-value strings are numeric cells
     for text in ("[0.512, 0.601]", "0.03 (0.09)", "< 0.001", "0.812", "234"):
         assert by_text[text]["class"] == "num"
@@ -275,7 +276,9 @@ def test_cell_formatting_rules():
     assert report.format_cell(np.int64(7)) == ("7", "num")
     assert report.format_cell(pd.NA) == ("n/a", "na")
     assert report.format_cell(0.04567, p_value=True) == ("0.0457", "num")
-    assert report.format_cell(3e-7, p_value=True) == ("3.00e-07", "num")
+    assert report.format_cell(3e-7, p_value=True) == ("< 0.001", "num")
+    assert report.format_cell(0.001, p_value=True) == ("0.00100", "num")
+    assert report.format_cell(3e-7) == ("0.0000", "num")  # not a p-value: as it is
     assert report.format_cell(True) == ("True", "text")
     assert report.format_cell("0.81 [0.75, 0.86]")[1] == "num"
     assert report.format_cell("12.5%")[1] == "num"

@@ -205,3 +205,73 @@ def test_image_files_no_csv_lists_are_counted_and_listed():
     assert empty.frame.iloc[0, 0] == 0
     [not_made] = item(spec, None, {})
     assert isinstance(not_made, html.NotRun)
+
+
+def test_table_1_is_folded_to_five_columns_with_the_thesis_beside_it():
+    """Table 1 from the demo_data node's own output: every count and share of ours survives the
+    folding exactly, the thesis's shares sit in their own block, and the page stays at five
+    columns per table (it scrolled sideways at 14)."""
+    from cxr_augment.pipelines.demo_data.nodes import label_distribution
+    from cxr_augment.preprocess import chexpert as cx
+    from cxr_augment.report.study_report import item
+
+    rng = np.random.default_rng(0)
+    values = np.array(["1.0", "-1.0", "0.0", ""], dtype=object)
+    train = pd.DataFrame({o: rng.choice(values, size=97) for o in cx.OBSERVATIONS})
+    data = label_distribution(train)
+    spec = {"key": "table1", "kind": "label_distribution", "asset": "demo_label_distribution",
+            "title": "Table 1", "command": "kedro run --pipeline demo_data"}  # fmt: skip
+    [table] = item(spec, data, {})
+    assert list(table.frame.columns) == [
+        "observation", "positive", "uncertain", "negative", "not mentioned"
+    ]  # fmt: skip
+    assert list(table.thesis.columns) == list(table.frame.columns)
+    assert len(table.frame) == len(cx.OBSERVATIONS) == len(table.thesis)
+    for i, obs in enumerate(cx.OBSERVATIONS):
+        col = train[obs]
+        truth = {"positive": (col == "1.0").sum(), "uncertain": (col == "-1.0").sum(),
+                 "negative": (col == "0.0").sum(), "not mentioned": (col == "").sum()}  # fmt: skip
+        for name, n in truth.items():
+            assert table.frame.loc[i, name] == f"{n} ({100 * n / 97:.1f}%)", (obs, name)
+        thesis = dict(zip(truth, cx.TABLE1_COUNTS[obs], strict=True))
+        for name, n in thesis.items():
+            assert table.thesis.loc[i, name] == f"{round(100 * n / cx.TABLE1_IMAGES, 2):.2f}%"
+    assert "97" in table.notes[0]
+    page = html.render("t", [html.Section(key="data", title="Data", items=[table])], {})
+    assert html.validate(page) == []
+    assert 'class="item table-item"' in page  # not the scrolling wide layout
+
+
+def test_paired_tests_are_folded_without_losing_a_number():
+    """The paired-test table (17 columns in the asset) shows each raw and Holm p-value in one
+    cell and each difference with its CI; a shared reference and paired count move to the
+    header, a differing reference stays a column; tiny p-values read "< 0.001"."""
+    from cxr_augment.report.study_report import tests_frame
+
+    t = _group_table(
+        {"base": 0.5, "a": 0.6, "b": 0.7},
+        [("a", "base", 0.0123), ("b", "base", 2e-5), ("b", "a", 0.5)],
+    )
+    t["diff_roc_auc_p_holm"] = [np.nan] * 3 + [0.04, 0.5, 1.0]
+    tests = t[t["row"] == "comparison"].reset_index(drop=True)
+    frame, meta = tests_frame(tests)
+    assert meta == {"paired": "300 images of 150 patients"}
+    assert list(frame["reference"]) == ["base", "base", "a"]
+    assert list(frame["DeLong p (Holm)"]) == [
+        "0.0123 (0.0369)",
+        "< 0.001 (< 0.001)",
+        "0.500 (1.00)",
+    ]
+    assert list(frame["McNemar p (Holm)"]) == ["0.500 (1.00)"] * 3
+    assert list(frame["ΔAUC [CI]"]) == [
+        "0.1000 [0.0, 0.1]",
+        "0.2000 [0.0, 0.1]",
+        "0.1000 [0.0, 0.1]",
+    ]
+    assert list(frame["ΔAUC p (Holm)"]) == [0.04, 0.5, 1.0]
+    assert "ΔF1 p (Holm)" in frame and "Δkappa [CI]" not in frame  # no kappa in this table
+    # one reference: it moves to the header; every folded cell still reads as a number
+    frame, meta = tests_frame(tests.iloc[:2])
+    assert "reference" not in frame and meta["reference"] == "base"
+    for col in ("DeLong p (Holm)", "McNemar p (Holm)", "ΔAUC [CI]", "ΔF1 [CI]"):
+        assert all(html.format_cell(v)[1] == "num" for v in frame[col]), col

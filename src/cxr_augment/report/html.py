@@ -28,6 +28,7 @@ import pandas as pd
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_URI = "data:image/png;base64,"
 WIDE_COLUMNS = 8  # tables with more columns get a smaller font
+P_FLOOR = 0.001  # smaller p-values show as "< 0.001"
 KV_ROWS = 12  # provenance key/value tables longer than this are split into columns
 
 _NUM = r"[-+−]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?%?"
@@ -128,6 +129,8 @@ def format_cell(value: object, digits: int = 4, p_value: bool = False) -> tuple[
         v = float(value)
         if math.isinf(v):
             return ("inf" if v > 0 else "-inf"), "num"
+        if p_value and 0 <= v < P_FLOOR:
+            return f"< {P_FLOOR}", "num"  # as journals print them; the asset has the value
         text = f"{v:#.3g}" if p_value else f"{v:.{digits}f}"
         if p_value and "e" not in text:
             text = text.rstrip(".")
@@ -195,8 +198,8 @@ def _frame_html(
                 tds.append(f'<td class="num" {cell_attr}>{_e(text)}</td>')
             elif kind == "na":
                 tds.append(f'<td class="na">{_e(text)}</td>')
-            else:
-                tds.append(f"<td>{_e(text)}</td>")
+            else:  # names break after their underscores when the table needs the room
+                tds.append(f"<td>{_e(text).replace('_', '_<wbr>')}</td>")
         body.append(f"<tr>{''.join(tds)}</tr>")
     if not cells:
         body.append(f'<tr><td class="na" colspan="{max(len(columns), 1)}">no rows</td></tr>')
@@ -428,6 +431,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 td.na { color: var(--muted); font-style: italic; }
 .wide table { font-size: 11.5px; }
 .wide th, .wide td { padding: 3px 6px; }
+.wide thead th { white-space: normal; }  /* a long header wraps rather than widen the table */
 .wide thead th:first-child, .wide tbody td:first-child { position: sticky; left: 0;
   background: #fff; }
 .wide tbody tr:nth-child(even) td:first-child { background: var(--zebra-solid); }

@@ -80,6 +80,11 @@ def _p(v: float) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.3g}"
 
 
+def _p_cell(v: float) -> str:
+    """A p-value as the report's p columns show one (three significant digits: "1.00")."""
+    return html.format_cell(v, p_value=True)[0]
+
+
 def _value(table: pd.DataFrame, split: str, experiment: str, column: str) -> float:
     rows = _experiment_rows(table)
     hit = rows[(rows["split"] == split) & (rows["experiment"] == experiment)]
@@ -250,22 +255,85 @@ def group_tables(
         tpart = tests[tests["split"] == split]
         if len(tpart):
             tcols = [c for c in TEST_COLUMNS if c in tpart]
+            frame, paired = tests_frame(tpart[tcols].reset_index(drop=True))
             out.append(
                 Table(
                     key=f"{key}-{split}-tests",
                     title=f"{title} — {split}: paired tests",
-                    frame=counts_as_int(tpart[tcols].reset_index(drop=True)),
+                    frame=frame,
                     asset=asset,
                     meta={
                         "split": SPLIT_WORDS.get(split, split),
+                        **paired,
                         "test family": f"the {len(tpart)} comparisons on this split; Holm per test",
                         "tests": "DeLong clustered by patient (Obuchowski 1997); McNemar "
                         "adjusted for clustering (Durkalski et al. 2003); patient-bootstrap "
-                        "differences of the seed means",
+                        "differences of the seed means with 95 % CIs (p: bootstrap, Holm-adjusted)",
                     },
                 )
             )
     return out
+
+
+DIFF_WORDS = {"roc_auc": "ΔAUC", "f1": "ΔF1", "kappa": "Δkappa"}
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float | np.floating) and not np.isfinite(v)) or v is pd.NA
+
+
+def _p_and_holm(p: object, holm: object) -> object:
+    """ "0.0331 (0.132)": the raw p-value and, in brackets, Holm's."""
+    if _missing(p):
+        return np.nan
+    return _p_cell(p) if _missing(holm) else f"{_p_cell(p)} ({_p_cell(holm)})"
+
+
+def _with_ci(v: object, ci: object, digits: int = 4) -> object:
+    """ "0.0608 [-0.012, 0.134]": a difference with its CI."""
+    if _missing(v):
+        return np.nan
+    text = f"{float(v):.{digits}f}"
+    return text if _missing(ci) or not str(ci).strip() else f"{text} {str(ci).strip()}"
+
+
+def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A split's paired tests folded to fit the page (they were 17 columns): each test's raw
+    and Holm p-value in one cell, each difference with its CI; the reference and the paired
+    images and patients go to the table's header when every comparison shares them.
+    Returns (frame, meta)."""
+    out = pd.DataFrame({"experiment": tests["experiment"].to_numpy()})
+    meta = {}
+    if "reference" in tests:
+        if tests["reference"].nunique(dropna=False) == 1:
+            meta["reference"] = str(tests["reference"].iloc[0])
+        else:
+            out["reference"] = tests["reference"].to_numpy()
+    counts = [c for c in ("paired_images", "paired_patients") if c in tests]
+    shared = all(tests[c].nunique(dropna=False) == 1 for c in counts)
+    if counts and shared:
+        images = tests["paired_images"].iloc[0] if "paired_images" in tests else None
+        patients = tests["paired_patients"].iloc[0] if "paired_patients" in tests else None
+        words = [f"{int(images)} images" if not _missing(images) else "",
+                 f"{int(patients)} patients" if not _missing(patients) else ""]  # fmt: skip
+        meta["paired"] = " of ".join(w for w in words if w) or "n/a"
+    else:
+        for c in counts:
+            out[c] = tests[c].astype("Int64").to_numpy()
+    for test, name in (("delong", "DeLong p (Holm)"), ("mcnemar", "McNemar p (Holm)")):
+        if f"{test}_p" in tests:
+            holm = tests.get(f"{test}_p_holm", pd.Series(np.nan, index=tests.index))
+            out[name] = [_p_and_holm(p, h) for p, h in zip(tests[f"{test}_p"], holm, strict=True)]
+    for metric, word in DIFF_WORDS.items():
+        if f"diff_{metric}" not in tests:
+            continue
+        ci = tests.get(f"diff_{metric}_ci", pd.Series(np.nan, index=tests.index))
+        out[f"{word} [CI]"] = [
+            _with_ci(v, c) for v, c in zip(tests[f"diff_{metric}"], ci, strict=True)
+        ]
+        if f"diff_{metric}_p_holm" in tests:
+            out[f"{word} p (Holm)"] = tests[f"diff_{metric}_p_holm"].to_numpy()
+    return out, meta
 
 
 def _json_frame(data: dict) -> pd.DataFrame:
@@ -306,6 +374,38 @@ THESIS_TABLE2 = pd.DataFrame(
          "Pleural Effusion negative": 548, "Pleural Effusion positive": 120},
     ]
 )  # fmt: skip
+
+
+LABEL_STATES = ("positive", "uncertain", "negative", "not_mentioned")
+
+
+def label_distribution(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    """Thesis Table 1 folded to fit a page: per observation and label state, ours as
+    "count (percent %)" and, beside it, the thesis's percentages (read from the table's
+    ``<state>_pct_thesis`` columns). Returns (ours, thesis or ``None``, a note on the images)."""
+    states = [s for s in LABEL_STATES if s in table]
+    ours = pd.DataFrame({"observation": table["observation"]})
+    # the share from the counts (the table's own percentages are rounded already)
+    images = table["images"] if "images" in table else pd.Series(np.nan, index=table.index)
+    for s in states:
+        ours[s.replace("_", " ")] = [
+            f"{int(c)} ({100 * c / n:.1f}%)" if pd.notna(n) and n > 0 else f"{int(c)}"
+            for c, n in zip(table[s], images, strict=True)
+        ]
+    thesis_cols = [f"{s}_pct_thesis" for s in states]
+    thesis = None
+    if all(c in table for c in thesis_cols):
+        thesis = pd.DataFrame({"observation": table["observation"]})
+        for s, c in zip(states, thesis_cols, strict=True):
+            thesis[s.replace("_", " ")] = [f"{v:.2f}%" for v in table[c]]  # as stored
+    totals = sorted({int(n) for n in images.dropna()})
+    note = (
+        f"Images of train.csv: {', '.join(f'{n:,}' for n in totals)}; each cell: images with "
+        "the label (their share of all images)."
+        if totals
+        else "Each cell: images with the label."
+    )
+    return ours, thesis, note
 
 
 SWEEP_NAME = re.compile(r"_sweep_(?P<sampler>[a-z+]+?)(?P<steps>\d+)_w(?P<guidance>[\d.]+)$")
@@ -401,6 +501,9 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
                 thesis=THESIS_TABLE2,
             )
         ]
+    if kind == "label_distribution":
+        ours, thesis, note = label_distribution(data)
+        return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]
     if kind in _HELD_BACK:
         what, empty = _HELD_BACK[kind]
         notes = [f"{len(data)} {what}."]

@@ -45,8 +45,8 @@ def data_note(manifest: pd.DataFrame | None, params: dict) -> str:
     if manifest is None:
         return params.get("data_note", "")
     size = (
-        f"{len(manifest):,} images of {manifest['patient_id'].nunique():,} patients "
-        f"({(manifest['split'] == 'train').sum():,} for training)"
+        f"{len(manifest):,} images, {(manifest['split'] == 'train').sum():,} of them for "
+        f"training, of {manifest['patient_id'].nunique():,} patients"
     )
     return params.get("data_note", "").format(size=size).strip()
 
