@@ -47,7 +47,9 @@ def _snapshots(asked: list[str]) -> int:
 class _Served:
     """A ``WarmProxyApiServicer`` for ``tinydefs`` in ``root`` behind a gRPC server."""
 
-    def __init__(self, root: Path, warm: bool = True, snapshots: bool = False) -> None:
+    def __init__(
+        self, root: Path, warm: bool = True, snapshots: bool = False, ready: Path | None = None
+    ) -> None:
         from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
         from dagster._core.utils import FuturesAwareThreadPoolExecutor
         from dagster._grpc.server import DagsterGrpcServer
@@ -61,6 +63,7 @@ class _Served:
             warm=warm,
             defer_first_load=snapshots,
             snapshots=cs.SnapshotCache(root / ".cache", "tiny", origin) if snapshots else None,
+            ready_file=ready,
             loadable_target_origin=origin,
             fixed_server_id=None,
             container_image=None,
@@ -515,3 +518,38 @@ def test_the_code_server_stops_when_the_process_that_started_it_is_killed(tmp_pa
         starter.wait()
     gone, alive = psutil.wait_procs(family, timeout=90)
     assert not alive, [p.cmdline()[:4] for p in alive]
+
+
+def test_the_ready_file_follows_the_first_repository_snapshot(tiny, monkeypatch):
+    """What ``make dagster``'s daemon waits for: written once the loaded code's repository
+    snapshot has been built (the UI's first fetch), not at the load itself; once only."""
+    monkeypatch.setattr(cs, "READY_GRACE_S", 60.0)
+    ready = tiny / "ready"
+    served = _Served(tiny, warm=False, ready=ready)
+    try:
+        assert served.servicer._first_loaded.wait(TIMEOUT_S)
+        time.sleep(0.3)
+        assert not ready.exists()  # loaded, but no snapshot asked yet
+        assert served.assets() == {"one"}
+        assert ready.exists()
+        ready.unlink()
+        served.assets()
+        assert not ready.exists()  # once
+    finally:
+        served.close()
+
+
+def test_without_a_snapshot_asked_the_ready_file_follows_the_grace(tiny, monkeypatch):
+    """No UI asking (or a load error): the daemon still starts, READY_GRACE_S after the load."""
+    monkeypatch.setattr(cs, "READY_GRACE_S", 0.2)
+    ready = tiny / "ready"
+    _write(tiny / "tinydefs.py", _module(["one"], broken=True))
+    served = _Served(tiny, warm=False, ready=ready)
+    try:
+        assert served.servicer._first_loaded.wait(TIMEOUT_S)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+    finally:
+        served.close()

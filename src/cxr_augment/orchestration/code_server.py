@@ -85,6 +85,8 @@ SNAPSHOT_QUERIES = (
     "StreamingExternalRepository",
     "ExternalJob",
 )
+REPOSITORY_SNAPSHOTS = ("ExternalRepository", "StreamingExternalRepository")
+READY_GRACE_S = 15.0  # the ready file at the latest this long after the first load
 _REPLY_TYPES = {  # the protobuf type of each query's reply (a stream: of each of its events)
     "ListRepositories": "ListRepositoriesReply",
     "GetCurrentImage": "GetCurrentImageReply",
@@ -456,10 +458,13 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
         warm: bool = True,
         defer_first_load: bool = False,
         snapshots: SnapshotCache | None = None,
+        ready_file: Path | None = None,
         **kwargs,
     ) -> None:
         origin = kwargs["loadable_target_origin"]
         self._defer_first_load = defer_first_load
+        self._ready_file = ready_file
+        self._ready_signalled = threading.Event()
         self._snapshots = snapshots
         self._provisional: dict = {}
         self._provisional_id = f"cxr-provisional-{uuid.uuid4()}"
@@ -489,15 +494,38 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
             # the server listens at once and answers once the code is loaded (module doc)
             threading.Thread(target=self._first_load_now, daemon=True, name="first-load").start()
             return
-        self._load()
-        self._first_loaded.set()
+        try:
+            self._load()
+        finally:
+            self._first_load_ended()
 
     def _first_load_now(self) -> None:
         with self._reload_lock:
             try:
                 self._load()
             finally:
-                self._first_loaded.set()
+                self._first_load_ended()
+
+    def _first_load_ended(self) -> None:
+        """Answers wait no more. ``ready_file`` follows once the loaded code's repository
+        snapshot has been built (what the UI waits for), or ``READY_GRACE_S`` after the load
+        (a load error, or no UI asking): ``dagster_dev`` starts the daemon then."""
+        first = not self._first_loaded.is_set()
+        self._first_loaded.set()
+        if first and self._ready_file is not None:
+            timer = threading.Timer(READY_GRACE_S, self._signal_ready)
+            timer.daemon = True
+            timer.start()
+
+    def _signal_ready(self) -> None:
+        if self._ready_file is None or self._ready_signalled.is_set():
+            return
+        self._ready_signalled.set()
+        try:
+            self._ready_file.touch()
+        except OSError as err:
+            log.warning(f"could not write {self._ready_file} ({err}): the daemon starts "
+                        "after its own wait")  # fmt: skip
 
     def _before_first_load(self, api_name: str, request):
         """While the first load goes on: the last session's reply for the same code (and the
@@ -526,6 +554,8 @@ class WarmProxyApiServicer(DagsterProxyApiServicer):
             return None
         reply = self._replies.get(client, api_name, request, _asker(client, api_name, request))
         self._save_soon()
+        if api_name in REPOSITORY_SNAPSHOTS:
+            self._signal_ready()
         return reply
 
     def _query(self, api_name: str, request, _context, *args, **kwargs):
@@ -710,6 +740,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heartbeat-ttl", type=int, default=120)
     ap.add_argument("--log-level", default="warning", help="the Dagster servers' log level")
     ap.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help="a file to create once the loaded code's repository snapshot is built (or "
+        "READY_GRACE_S after the first load): dagster_dev starts the daemon then",
+    )
+    ap.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="stop (and stop the servers it started) when the process that started it ends",
@@ -735,6 +772,7 @@ def main(argv: list[str] | None = None) -> None:
     servicer = WarmProxyApiServicer(
         warm=warm_reload_enabled(),
         defer_first_load=True,
+        ready_file=args.ready_file,
         snapshots=SnapshotCache(
             Path(args.working_directory) / ".cache" / "dagster",
             args.location_name or args.module_name,

@@ -8,7 +8,8 @@
    starts);
 2. writes a workspace (``grpc_server`` at that port, the module's name as the location's name)
    into a temporary folder;
-3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon), and when
+3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon; the
+   daemon starts once the code server's first load has ended, ``dagster_dev.py``), and when
    that ends, for whatever reason, ends the code server too.
 
 The code server must listen before ``dagster dev`` starts: a workspace's ``grpc_server`` that
@@ -78,34 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
 
     grpc_port = free_port()
-    code_server = subprocess.Popen(
-        [sys.executable, "-m", "cxr_augment.orchestration.code_server",
-         "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd(),
-         "--exit-with-parent"],
-    )  # fmt: skip
-    try:
-        wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
-        with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
+        ready = Path(tmp) / "code-loaded"  # the code server writes it after its first load
+        code_server = subprocess.Popen(
+            [sys.executable, "-m", "cxr_augment.orchestration.code_server",
+             "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd(),
+             "--ready-file", str(ready), "--exit-with-parent"],
+        )  # fmt: skip
+        try:
+            wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
             path = Path(tmp) / "workspace.yaml"
             path.write_text(yaml.safe_dump(workspace(grpc_port, args.module_name)))
-            # `dagster dev` itself warns that `dg dev` supersedes it (the project has no `dg`
-            # project layout); that one warning is left out of the terminal
+            # `dagster dev`, its daemon started once the code is loaded (dagster_dev.py); it
+            # warns that `dg dev` supersedes it (the project has no `dg` project layout): that
+            # one warning is left out of the terminal
             dev = subprocess.Popen(
-                [sys.executable, "-W", SUPERSEDED, "-m", "dagster", "dev", "-w", str(path),
-                 "-h", args.host, "-p", str(args.port)],
+                [sys.executable, "-W", SUPERSEDED, "-m", "cxr_augment.orchestration.dagster_dev",
+                 str(ready), "-w", str(path), "-h", args.host, "-p", str(args.port)],
             )  # fmt: skip
             try:
                 return dev.wait()
             except KeyboardInterrupt:
                 dev.send_signal(signal.SIGINT)
                 return dev.wait()
-    finally:
-        if code_server.poll() is None:
-            code_server.send_signal(signal.SIGTERM)
-            try:
-                code_server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                code_server.kill()
+        finally:
+            if code_server.poll() is None:
+                code_server.send_signal(signal.SIGTERM)
+                try:
+                    code_server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    code_server.kill()
 
 
 if __name__ == "__main__":

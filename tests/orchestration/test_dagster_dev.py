@@ -1,0 +1,150 @@
+"""``make dagster``'s daemon starts once the code is loaded (orchestration/dagster_dev.py and
+wait_then_exec.py): the waiter becomes the command only when the ready file exists, gives up
+on ``dagster dev``'s shutdown message, and starts anyway after its timeout; end to end, the
+daemon's process waits while a slow module loads and is the daemon, same pid, after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cxr_augment.orchestration import dagster_dev, dev
+
+WAITER = [sys.executable, "-I", str(dagster_dev.WAITER)]
+
+
+def _marker_command(out: Path) -> list[str]:
+    return [sys.executable, "-c", f"open({str(out)!r}, 'w').write('ran')"]
+
+
+def test_the_waiter_becomes_the_command_once_the_file_exists(tmp_path):
+    ready, out = tmp_path / "ready", tmp_path / "out"
+    proc = subprocess.Popen([*WAITER, str(ready), "60", "--", *_marker_command(out)])
+    time.sleep(0.5)
+    assert proc.poll() is None and not out.exists()  # waiting
+    ready.touch()
+    assert proc.wait(timeout=30) == 0
+    assert out.read_text() == "ran"
+
+
+def test_the_waiter_starts_the_command_after_its_timeout(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([*WAITER, str(tmp_path / "never"), "0.3", "--", *_marker_command(out)],
+                          timeout=30)  # fmt: skip
+    assert proc.returncode == 0 and out.read_text() == "ran"
+
+
+def test_the_waiter_gives_up_on_the_shutdown_message(tmp_path):
+    """``dagster dev`` stopping before the code loaded: the daemon never starts."""
+    out = tmp_path / "out"
+    r, w = os.pipe()
+    command = [*_marker_command(out), "--shutdown-pipe", str(r)]
+    proc = subprocess.Popen([*WAITER, str(tmp_path / "never"), "60", "--", *command],
+                            pass_fds=[r])  # fmt: skip
+    os.close(r)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    os.write(w, b"dagster_ipc_shutdown\n")
+    os.close(w)
+    assert proc.wait(timeout=30) == 0
+    assert not out.exists()
+
+
+def test_the_waiter_refuses_a_malformed_call():
+    proc = subprocess.run([*WAITER, "ready"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "READY_FILE" in proc.stderr
+
+
+def test_only_the_daemon_is_deferred():
+    daemon = [sys.executable, "-m", "dagster._daemon", "run", "--shutdown-pipe", "7"]
+    webserver = [sys.executable, "-m", "dagster_webserver", "--port", "3000"]
+    assert dagster_dev.deferred(webserver, "/r") == webserver
+    wrapped = dagster_dev.deferred(daemon, "/r", timeout=5)
+    assert wrapped[:3] == WAITER and wrapped[3:6] == ["/r", "5", "--"] and wrapped[6:] == daemon
+
+
+SLOW_MODULE = """import time
+import dagster as dg
+time.sleep({sleep})
+
+@dg.asset
+def one():
+    return 1
+
+defs = dg.Definitions(assets=[one])
+"""
+
+
+def _daemon_processes(session: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if os.getsid(p.pid) == session and (
+                "dagster._daemon" in cmd or "wait_then_exec" in cmd
+            ):
+                found.append(p)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_make_dagster_starts_the_daemon_once_the_code_is_loaded(tmp_path):
+    from dagster_graphql import DagsterGraphQLClient
+
+    (tmp_path / "slowdefs.py").write_text(SLOW_MODULE.format(sleep=8))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[2] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CXR_SNAPSHOT_CACHE": "off",
+           "DAGSTER_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(tmp_path)}  # fmt: skip
+    port = dev.free_port()
+    log = open(tmp_path / "dev.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cxr_augment.orchestration.dev", "-m", "slowdefs",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # while the module loads (8 s): the daemon's process is the waiter
+        deadline = time.monotonic() + 60
+        waiting = []
+        while not waiting and time.monotonic() < deadline:
+            waiting = _daemon_processes(proc.pid)
+            time.sleep(0.1)
+        assert len(waiting) == 1, (tmp_path / "dev.log").read_text()
+        assert "wait_then_exec" in " ".join(waiting[0].cmdline())
+        # the UI gets the loaded location; the same process is then the daemon
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+        deadline = time.monotonic() + 120
+        daemon = ""
+        while time.monotonic() < deadline:
+            try:
+                data = client._execute(
+                    "{ workspaceOrError { ... on Workspace { locationEntries { "
+                    "locationOrLoadError { __typename } } } } }"
+                )
+                entry = data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]
+                if entry and entry["__typename"] == "RepositoryLocation":
+                    daemon = " ".join(psutil.Process(waiting[0].pid).cmdline())
+                    if "dagster._daemon" in daemon and "wait_then_exec" not in daemon:
+                        break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        assert "dagster._daemon run" in daemon, (tmp_path / "dev.log").read_text()
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
