@@ -553,3 +553,32 @@ def test_without_a_snapshot_asked_the_ready_file_follows_the_grace(tiny, monkeyp
         assert ready.exists()
     finally:
         served.close()
+
+
+def test_a_code_server_started_in_a_scripts_background_stops_on_sigterm(tmp_path):
+    """A script's ``&`` starts it with SIGINT ignored, which Dagster's own handler setup turned
+    into an ignored SIGTERM: such a code server (and the server it started) outlived ``kill``."""
+    import psutil
+
+    (tmp_path / "tinydefs.py").write_text(_module(["one"]))
+    port = dev.free_port()
+    script = subprocess.Popen(
+        ["bash", "-c", f"{sys.executable} -m cxr_augment.orchestration.code_server -m tinydefs "
+         f"--port {port} -d {tmp_path} & echo $! > {tmp_path}/pid; wait"],
+    )  # fmt: skip
+    try:
+        dev.wait_for_code_server(script, port, timeout=TIMEOUT_S)
+        from dagster._grpc.client import DagsterGrpcClient
+
+        DagsterGrpcClient(port=port, host="127.0.0.1").ping("")  # loaded
+        server = psutil.Process(int((tmp_path / "pid").read_text()))
+        family = [server, *server.children(recursive=True)]
+        assert len(family) >= 2
+        server.terminate()
+        gone, alive = psutil.wait_procs(family, timeout=90)
+        for p in alive:  # left behind: not into the next test
+            p.kill()
+        assert not alive, [p.cmdline()[:4] for p in alive]
+    finally:
+        script.kill()
+        script.wait()

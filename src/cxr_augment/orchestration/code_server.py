@@ -58,6 +58,7 @@ from dagster._grpc.server import GrpcServerProcess
 from dagster._time import get_current_timestamp
 from dagster._utils.error import serializable_error_info_from_exc_info
 
+from cxr_augment.orchestration.dev import stop_on_interrupt_and_term
 from cxr_augment.orchestration.launcher import _watched, code_fingerprint
 
 POLL_S = 0.5  # how often the watcher compares the files
@@ -752,7 +753,10 @@ def main(argv: list[str] | None = None) -> None:
         help="stop (and stop the servers it started) when the process that started it ends",
     )
     args = ap.parse_args(argv)
-    setup_interrupt_handlers()  # SIGTERM as KeyboardInterrupt: the servers it started end too
+    setup_interrupt_handlers()
+    # SIGTERM as KeyboardInterrupt (the servers it started end too), even if started in the
+    # background of a script, where Dagster's mapping would leave SIGTERM ignored
+    stop_on_interrupt_and_term()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - cxr_augment code server - %(message)s"))
     log.addHandler(handler)

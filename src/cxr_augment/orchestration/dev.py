@@ -40,6 +40,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def stop_on_interrupt_and_term() -> None:
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (which stops the servers cleanly), also
+    when this process was started in the background of a script. There SIGINT arrives ignored,
+    and Dagster's ``setup_interrupt_handlers``, which gives SIGTERM SIGINT's handler, would
+    make SIGTERM ignored too: such a server outlived its ``kill``. The processes started after
+    this get both signals back as defaults."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def wait_for_code_server(process: subprocess.Popen, port: int, timeout: float) -> None:
     """Until the server listens on ``port``; an error if its process ends first."""
     deadline = time.monotonic() + timeout
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--port", default="3000")
     args = ap.parse_args(argv)
     # a SIGTERM ends the webserver, the daemon and the code server as Ctrl-C does
-    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+    stop_on_interrupt_and_term()
 
     grpc_port = free_port()
     with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
