@@ -275,3 +275,51 @@ def test_paired_tests_are_folded_without_losing_a_number():
     assert "reference" not in frame and meta["reference"] == "base"
     for col in ("DeLong p (Holm)", "McNemar p (Holm)", "ΔAUC [CI]", "ΔF1 [CI]"):
         assert all(html.format_cell(v)[1] == "num" for v in frame[col]), col
+
+
+def test_generation_tables_fold_their_settings_and_keep_every_metric():
+    """Tables 13/14 (26 columns in the asset, three of them long sentences repeated per row):
+    one column per metric with its sd or CI, the shared settings in the header, each status
+    once in the notes, the thesis's numbers from generation.tables beside ours."""
+    from cxr_augment.report.study_report import generation_frame
+
+    shared = {"n_real": 1588.0, "image_size": "97x80", "match_rule": "nearest in pixel L2",
+              "domain_extractor": "ptx_densenet121 penultimate", "domain_input_rule": "grey",
+              "domain_dim": 1024.0, "prdc_k": 5.0, "domain_kid_subset_size": 128.0}  # fmt: skip
+    rows = [
+        {"generator": "ddim", "class": "all", "n_gen": 128.0, **shared, "ssim_mean": 0.631366,
+         "ssim_sd": 0.066995, "psnr_mean": 19.867915, "psnr_sd": 1.708, "domain_fd": 296.7581,
+         "domain_fd_ci_low": 200.42, "domain_fd_ci_high": 402.74, "domain_kid": 2.17541,
+         "domain_kid_ci_low": 1.91048, "domain_kid_ci_high": 2.42649, "domain_precision": 0.148,
+         "domain_recall": 0.265, "domain_density": 0.047, "domain_coverage": 0.006,
+         "status": "FID/IS skipped: no Inception weights (see note)"},
+        {"generator": "sd_prompt", "class": "all", "status": "skipped: no base model"},
+    ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    spec = {"labels": {"ddim": "DDIM"},
+            "thesis": {"ddim": {"ssim": 0.5914, "ssim_sd": 0.08, "psnr": 22.49, "psnr_sd": 0.65,
+                                "fid": 71.17}}}  # fmt: skip
+    frame, meta, notes, thesis = generation_frame(table, spec)
+    assert list(frame["generator"]) == ["DDIM", "sd_prompt"] and "class" not in frame
+    assert frame["images"].tolist()[0] == 128 and pd.isna(frame["images"].tolist()[1])
+    assert meta["real images"] == "1588" and meta["P/R/D/C k"] == "5"
+    assert meta["domain input"] == "grey" and meta["image size"] == "97x80"
+    first = frame.iloc[0]
+    assert first["SSIM (sd)"] == "0.6314 (0.0670)" and first["PSNR dB (sd)"] == "19.87 (1.71)"
+    assert first["domain FD [95 % CI]"] == "296.76 [200.42, 402.74]"
+    assert first["domain KID x100 [subsets]"] == "217.541 [191.048, 242.649]"
+    assert [first[c] for c in "PRDC"] == [0.148, 0.265, 0.047, 0.006]
+    assert frame.iloc[1][["SSIM (sd)", "domain FD [95 % CI]"]].isna().all()
+    assert notes[0] == "DDIM: FID/IS skipped: no Inception weights (below)"
+    assert notes[1] == "sd_prompt: skipped: no base model"
+    assert "pt_inception-2015-12-05-6726825d.pth" in notes[2]
+    assert thesis.to_dict("records") == [
+        {"generator": "DDIM", "SSIM (sd)": "0.5914 (0.0800)", "PSNR dB (sd)": "22.49 (0.65)",
+         "FID": 71.17}
+    ]  # fmt: skip
+    for col in ("SSIM (sd)", "PSNR dB (sd)", "domain FD [95 % CI]", "domain KID x100 [subsets]"):
+        assert html.format_cell(first[col])[1] == "num", col  # linked to the asset in the page
+    # a per-class table keeps its class column
+    per_class = pd.concat([table.iloc[:1].assign(**{"class": "0"}), table.iloc[:1]])
+    frame, _, _, _ = generation_frame(per_class)
+    assert list(frame["class"]) == ["0", "all"] and list(frame["generator"]) == ["ddim", "ddim"]

@@ -319,7 +319,7 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         meta["paired"] = " of ".join(w for w in words if w) or "n/a"
     else:
         for c in counts:
-            out[c] = tests[c].astype("Int64").to_numpy()
+            out[c] = tests[c].astype("Int64").reset_index(drop=True)
     for test, name in (("delong", "DeLong p (Holm)"), ("mcnemar", "McNemar p (Holm)")):
         if f"{test}_p" in tests:
             holm = tests.get(f"{test}_p_holm", pd.Series(np.nan, index=tests.index))
@@ -406,6 +406,127 @@ def label_distribution(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame 
         else "Each cell: images with the label."
     )
     return ours, thesis, note
+
+
+#: the settings a generation-metrics table repeats on every row: the table's header instead
+GENERATION_SETTINGS = {
+    "n_real": "real images",
+    "image_size": "image size",
+    "match_rule": "SSIM/PSNR against",
+    "domain_extractor": "domain features",
+    "domain_input_rule": "domain input",
+    "domain_dim": "feature dimension",
+    "prdc_k": "P/R/D/C k",
+    "domain_kid_subset_size": "KID subset size",
+}
+
+
+INCEPTION_NOTE = (
+    "FID, KID and IS on pytorch-fid's InceptionV3 need its weights file "
+    "pt_inception-2015-12-05-6726825d.pth at the path in generation.metrics.inception_weights "
+    "(nothing is downloaded); without it they are skipped."
+)
+
+
+def _mean_sd(mean: object, sd: object, digits: int) -> object:
+    """ "0.6314 (0.067)": a mean and, in brackets, its sd."""
+    if _missing(mean):
+        return np.nan
+    return f"{float(mean):.{digits}f}" + ("" if _missing(sd) else f" ({float(sd):.{digits}f})")
+
+
+def _range(v: object, lo: object, hi: object, digits: int, scale: float = 1.0) -> object:
+    if _missing(v):
+        return np.nan
+    text = f"{float(v) * scale:.{digits}f}"
+    if _missing(lo) or _missing(hi):
+        return text
+    return f"{text} [{float(lo) * scale:.{digits}f}, {float(hi) * scale:.{digits}f}]"
+
+
+def generation_frame(
+    table: pd.DataFrame, spec: dict | None = None
+) -> tuple[pd.DataFrame, dict[str, str], list[str], pd.DataFrame | None]:
+    """A generation-metrics table (Tables 13, 14, a generator's per-class metrics) folded to fit
+    the page: one column per metric with its CI or sd in brackets, the settings every row
+    shares in the header, each status once in the notes, and the thesis's numbers beside ours
+    from ``spec`` (``generation.tables.<table>``: ``labels``, ``thesis``).
+
+    Returns:
+        (frame, meta, notes, thesis frame or None).
+    """
+    spec = spec or {}
+    labels = spec.get("labels", {})
+    out = pd.DataFrame({"generator": [labels.get(g, g) for g in table["generator"]]})
+    if "class" in table and set(table["class"].astype(str)) != {"all"}:
+        out["class"] = table["class"].astype(str).to_numpy()
+    meta, shown_settings = {}, set()
+    for col, word in GENERATION_SETTINGS.items():
+        values = table[col].dropna().unique() if col in table else []
+        if len(values) == 1:
+            v = values[0]
+            meta[word] = f"{int(v)}" if isinstance(v, float) and float(v).is_integer() else str(v)
+            shown_settings.add(col)
+    if "n_gen" in table:
+        out["images"] = table["n_gen"].astype("Int64").reset_index(drop=True)
+    if "n_real" in table and "n_real" not in shown_settings:
+        out["real images"] = table["n_real"].astype("Int64").reset_index(drop=True)
+    get = table.get
+    out["SSIM (sd)"] = [
+        _mean_sd(m, d, 4) for m, d in zip(get("ssim_mean"), get("ssim_sd"), strict=True)
+    ]
+    out["PSNR dB (sd)"] = [
+        _mean_sd(m, d, 2) for m, d in zip(get("psnr_mean"), get("psnr_sd"), strict=True)
+    ]
+    nan = pd.Series(np.nan, index=table.index)
+    out["domain FD [95 % CI]"] = [
+        _range(v, lo, hi, 2)
+        for v, lo, hi in zip(get("domain_fd", nan), get("domain_fd_ci_low", nan),
+                             get("domain_fd_ci_high", nan), strict=True)
+    ]  # fmt: skip
+    out["domain KID x100 [subsets]"] = [
+        _range(v, lo, hi, 3, 100.0)
+        for v, lo, hi in zip(get("domain_kid", nan), get("domain_kid_ci_low", nan),
+                             get("domain_kid_ci_high", nan), strict=True)
+    ]  # fmt: skip
+    for m, word in (("precision", "P"), ("recall", "R"), ("density", "D"), ("coverage", "C")):
+        if f"domain_{m}" in table:
+            out[word] = table[f"domain_{m}"].to_numpy()
+    if "inception_fd" in table:
+        out["FID [95 % CI]"] = [
+            _range(v, lo, hi, 2)
+            for v, lo, hi in zip(table["inception_fd"], get("inception_fd_ci_low", nan),
+                                 get("inception_fd_ci_high", nan), strict=True)
+        ]  # fmt: skip
+    if "inception_is" in table:
+        out["IS (sd)"] = [
+            _mean_sd(m, d, 2) for m, d in zip(table["inception_is"], get("inception_is_sd", nan),
+                                               strict=True)
+        ]  # fmt: skip
+    notes = []
+    if "status" in table:
+        groups: dict[str, list[str]] = {}
+        for name, status in zip(out["generator"], table["status"], strict=True):
+            if isinstance(status, str) and status and status != "ok":
+                status = status.replace("(see note)", "(below)")
+                groups.setdefault(status, []).append(str(name))
+        notes += [
+            f"{', '.join(dict.fromkeys(names))}: {status}" for status, names in groups.items()
+        ]
+        if any("Inception weights" in status for status in groups):
+            notes.append(INCEPTION_NOTE)
+    thesis = None
+    if spec.get("thesis"):
+        rows = []
+        for g in table["generator"]:
+            th = spec["thesis"].get(g)
+            if th:
+                rows.append({"generator": labels.get(g, g),
+                             "SSIM (sd)": _mean_sd(th.get("ssim"), th.get("ssim_sd"), 4),
+                             "PSNR dB (sd)": _mean_sd(th.get("psnr"), th.get("psnr_sd"), 2),
+                             "FID": th.get("fid", np.nan)})  # fmt: skip
+        thesis = pd.DataFrame(rows) if rows else None
+    return out, meta, notes, thesis
 
 
 SWEEP_NAME = re.compile(r"_sweep_(?P<sampler>[a-z+]+?)(?P<steps>\d+)_w(?P<guidance>[\d.]+)$")
@@ -501,6 +622,17 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
                 thesis=THESIS_TABLE2,
             )
         ]
+    if kind == "generation":
+        spec_table = (params.get("generation_tables") or {}).get(spec.get("table", ""))
+        frame, meta, notes, thesis = generation_frame(data, spec_table)
+        if spec_table and spec_table.get("note"):
+            notes.insert(0, spec_table["note"].strip())
+        notes.append(
+            "Domain FD and KID are on the domain network's features, not on the thesis's FID "
+            "scale; P, R, D, C: precision, recall, density, coverage."
+        )
+        return [Table(key=key, title=title, frame=frame, asset=asset, meta=meta, notes=notes,
+                      thesis=thesis, digits=int(spec.get("digits", 3)))]  # fmt: skip
     if kind == "label_distribution":
         ours, thesis, note = label_distribution(data)
         return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]

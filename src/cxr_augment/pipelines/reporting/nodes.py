@@ -61,6 +61,8 @@ def assemble_report(params: dict, parameters: dict, provenance: dict, **sources)
             not linked to its asset, a dangling link).
     """
     loaded = {asset: sources[argument(asset)] for asset in assets(params)}
+    # Tables 13 and 14: their generators' labels and the thesis's numbers
+    params = {**params, "generation_tables": _block(parameters, "generation.tables") or {}}
     parts, used = sections(params, loaded, data_note(loaded.get("manifest"), params))
     blob = json.dumps(parameters, sort_keys=True, default=str)
     prov = {
