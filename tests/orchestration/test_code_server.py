@@ -582,26 +582,3 @@ def test_a_code_server_started_in_a_scripts_background_stops_on_sigterm(tmp_path
     finally:
         script.kill()
         script.wait()
-
-
-def test_the_instance_reference_is_dagsters_own_without_building_the_instance(
-    tmp_path, monkeypatch
-):
-    from dagster._core.errors import DagsterInvariantViolationError
-    from dagster._core.instance import DagsterInstance
-
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(
-        (Path(__file__).parents[2] / "deploy" / "dagster.yaml").read_text()
-    )
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    ref = cs._instance_ref()
-    with DagsterInstance.get() as instance:
-        assert ref == instance.get_ref()
-    assert ref.custom_instance_class_data is not None  # the project's WarmInstance, kept
-    monkeypatch.setenv("DAGSTER_HOME", "relative/home")
-    with pytest.raises(DagsterInvariantViolationError, match="absolute"):
-        cs._instance_ref()
-    monkeypatch.delenv("DAGSTER_HOME")
-    assert cs._instance_ref() is None

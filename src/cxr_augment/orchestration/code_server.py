@@ -730,25 +730,8 @@ def _exit_with_parent(parent: int, termination: threading.Event) -> None:
             termination.set()
 
 
-def _instance_ref():
-    """The reference of DAGSTER_HOME's instance for the servers (None without DAGSTER_HOME), read
-    from its dagster.yaml as ``DagsterInstance.get()`` reads it, with the same checks, but
-    without building the instance, which took 0.8 s before the first load could start."""
-    from dagster._core.errors import DagsterInvariantViolationError
-    from dagster._core.instance.ref import InstanceRef
-
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        return None
-    home = os.path.expanduser(home)
-    if not os.path.isabs(home) or not os.path.isdir(home):
-        raise DagsterInvariantViolationError(
-            f'$DAGSTER_HOME "{home}" must be an absolute path to an existing directory'
-        )
-    return InstanceRef.from_dir(home)
-
-
 def main(argv: list[str] | None = None) -> None:
+    from dagster._core.instance import DagsterInstance
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.utils import FuturesAwareThreadPoolExecutor
     from dagster._grpc.server import DagsterGrpcServer
@@ -795,7 +778,10 @@ def main(argv: list[str] | None = None) -> None:
         attribute=args.attribute,
         working_directory=args.working_directory,
     )
-    instance_ref = _instance_ref()
+    # building the instance here, before any server starts, also creates a fresh
+    # DAGSTER_HOME's storage once: servers, webserver and daemon creating it at the same moment
+    # can stamp its schema version twice ("more than one head present"), which breaks it
+    instance_ref = DagsterInstance.get().get_ref() if os.environ.get("DAGSTER_HOME") else None
     termination = threading.Event()
     servicer = WarmProxyApiServicer(
         warm=warm_reload_enabled(),
