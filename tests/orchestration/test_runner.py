@@ -366,3 +366,44 @@ def test_a_second_run_on_the_same_records_is_an_error_naming_them_and_their_hold
         _run(tmp_path)
     (tmp_path / "state.json").unlink()
     assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+
+
+def test_the_run_log_gives_each_run_and_node_time_and_sums_runs_in_pieces(tmp_path, monkeypatch):
+    """nodes.times.jsonl: a start and an end line per run that ran something, a line per node
+    with its seconds; ``time_summary`` sums the runs (a killed one ends at its last node) and
+    the nodes by kind, and a run with nothing to do writes nothing."""
+    import json
+
+    from cxr_augment.orchestration import runner as runner_module
+    from cxr_augment.orchestration.runner import _kind, time_summary, times_path
+
+    clock = _FakeClock()
+    monkeypatch.setattr(runner_module, "time", clock)
+    work = {"double": 3.0, "plus_one": 1.0, "in_memory": 4.0, "final": 2.0}
+    pipe, catalog = _clocked_setup(tmp_path, clock, work)
+    state = tmp_path / "state.json"
+    IncrementalRunner(state=state).run(pipe, catalog, _create_hook_manager())
+    log = times_path(state)
+    assert log == tmp_path / "state.times.jsonl"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "node", "node", "node", "node", "end"]
+    assert {e["node"]: e["seconds"] for e in events if e["event"] == "node"} == work
+    assert events[0]["to_run"] == 4 and events[-1]["wall_s"] == 10.0
+    assert len({e["run"] for e in events}) == 1
+    IncrementalRunner(state=state).run(pipe, catalog, _create_hook_manager())  # nothing to do
+    assert log.read_text().count("\n") == 6
+    # a run killed after one node: a start and a node line, no end
+    with open(log, "a") as f:
+        for e in ({"event": "start", "run": "k", "at": "2026-01-01T10:00:00+00:00", "to_run": 3},
+                  {"event": "node", "run": "k", "at": "2026-01-01T10:05:00+00:00",
+                   "node": "ptx_a.train_classifier_seed2", "seconds": 290.0}):  # fmt: skip
+            f.write(json.dumps(e) + "\n")
+    s = time_summary(log)
+    first, killed = s["runs"]
+    assert first["ended"] and first["wall_s"] == 10.0 and first["nodes_run"] == 4
+    assert not killed["ended"] and killed["wall_s"] == 300.0 and killed["nodes_run"] == 1
+    assert s["wall_s"] == 310.0 and s["node_seconds"] == 300.0
+    assert s["kinds"]["train_classifier"] == {"nodes": 1, "seconds": 290.0}
+    assert list(s["kinds"])[0] == "train_classifier"  # the most seconds first
+    assert _kind("ptx_a.train_classifier_seed12") == "train_classifier"
+    assert _kind("pe_x.evaluate") == "evaluate" and _kind("a_seedling") == "a_seedling"

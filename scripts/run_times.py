@@ -1,0 +1,37 @@
+"""How long the incremental runs took, from the run log beside their records (a study run in
+pieces, interrupted and resumed, included).
+
+    python scripts/run_times.py [data/.incremental/nodes.times.jsonl]
+
+Prints each run (start, runner, workers, nodes run, wall time; a run that was killed ends at
+its last node), the total wall time, and the nodes' seconds by kind (``train_classifier``
+over every experiment and seed). A run's wall time includes any time it was stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cxr_augment.orchestration.runner import DEFAULT_STATE, time_summary, times_path
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv else times_path(DEFAULT_STATE)
+    if not path.exists():
+        print(f"{path}: no run log yet (an incremental run writes it)", file=sys.stderr)
+        return 1
+    s = time_summary(path)
+    for r in s["runs"]:
+        state = "" if r["ended"] else "  (killed, or still running: to its last node)"
+        print(f"{r['start']}  {r.get('runner')} x{r.get('workers')}  env {r.get('env')}  "
+              f"{r['nodes_run']}/{r.get('to_run')} nodes  {r['wall_s'] / 3600:.2f} h{state}")  # fmt: skip
+    print(f"\n{len(s['runs'])} runs, {s['wall_s'] / 3600:.2f} h of wall time; "
+          f"{s['node_seconds'] / 3600:.2f} node-hours")  # fmt: skip
+    for kind, k in s["kinds"].items():
+        print(f"  {kind:32s} {k['nodes']:5d} nodes  {k['seconds'] / 3600:7.2f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
