@@ -141,6 +141,15 @@ def test_make_dagster_starts_the_daemon_once_the_code_is_loaded(tmp_path):
                 pass
             time.sleep(0.2)
         assert "dagster._daemon run" in daemon, (tmp_path / "dev.log").read_text()
+        # and it works: the UI reports the scheduler daemon healthy (its heartbeats)
+        healthy, deadline = False, time.monotonic() + 120
+        while not healthy and time.monotonic() < deadline:
+            statuses = client._execute(
+                "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+            )["instance"]["daemonHealth"]["allDaemonStatuses"]
+            healthy = any(d["daemonType"] == "SCHEDULER" and d["healthy"] for d in statuses)
+            time.sleep(1)
+        assert healthy, statuses
     finally:
         os.killpg(proc.pid, 15)
         try:
