@@ -323,3 +323,21 @@ def test_generation_tables_fold_their_settings_and_keep_every_metric():
     per_class = pd.concat([table.iloc[:1].assign(**{"class": "0"}), table.iloc[:1]])
     frame, _, _, _ = generation_frame(per_class)
     assert list(frame["class"]) == ["0", "all"] and list(frame["generator"]) == ["ddim", "ddim"]
+
+
+def test_tables_6_and_7_mark_the_labels_a_policy_maps_away():
+    from cxr_augment.report.study_report import item
+
+    data = pd.DataFrame(
+        {"observation": ["Pneumothorax"] * 2, "method": ["Original", "FillNM(0) U-Ones"],
+         "positive": ["174 (8.7%)", "203 (10.2%)"], "negative": ["504 (25.2%)", "1797 (89.8%)"],
+         "uncertain": ["29 (1.4%)", np.nan], "not_mentioned": ["1293 (64.7%)", np.nan]}
+    )  # fmt: skip
+    spec = {"key": "tables67", "kind": "label_policies", "asset": "label_distribution_table",
+            "title": "Tables 6 and 7", "command": "kedro run --pipeline preprocessing"}  # fmt: skip
+    [table] = item(spec, data, {})
+    assert list(table.frame.columns)[-1] == "not mentioned"
+    assert table.frame.loc[0, "uncertain"] == "29 (1.4%)"  # a count stays a (linked) number
+    assert table.frame.loc[1, ["uncertain", "not mentioned"]].tolist() == ["—", "—"]
+    assert "maps that label" in table.notes[0]
+    assert html.format_cell(table.frame.loc[1, "uncertain"])[1] == "text"

@@ -633,6 +633,14 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
         )
         return [Table(key=key, title=title, frame=frame, asset=asset, meta=meta, notes=notes,
                       thesis=thesis, digits=int(spec.get("digits", 3)))]  # fmt: skip
+    if kind == "label_policies":
+        # Tables 6-7: a policy maps the uncertain and unmentioned labels away: "—", not "n/a"
+        frame = data.rename(columns=lambda c: str(c).replace("_", " "))
+        mapped = [c for c in ("uncertain", "not mentioned") if c in frame]
+        frame[mapped] = frame[mapped].astype(object).where(frame[mapped].notna(), "—")
+        notes = ["Each cell: images with the label (their share of train.csv's images); "
+                 "—: the policy maps that label to positive or negative."]  # fmt: skip
+        return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes)]
     if kind == "label_distribution":
         ours, thesis, note = label_distribution(data)
         return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]
