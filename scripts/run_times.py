@@ -13,11 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cxr_augment.orchestration.runner import DEFAULT_STATE, time_summary, times_path
+from cxr_augment.orchestration.run_log import time_summary, times_path
+
+DEFAULT_LOG = times_path(Path("data") / ".incremental" / "nodes.json")  # the runners' default
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else times_path(DEFAULT_STATE)
+    path = Path(argv[0]) if argv else DEFAULT_LOG
     if not path.exists():
         print(f"{path}: no run log yet (an incremental run writes it)", file=sys.stderr)
         return 1

@@ -375,7 +375,7 @@ def test_the_run_log_gives_each_run_and_node_time_and_sums_runs_in_pieces(tmp_pa
     import json
 
     from cxr_augment.orchestration import runner as runner_module
-    from cxr_augment.orchestration.runner import _kind, time_summary, times_path
+    from cxr_augment.orchestration.run_log import _kind, time_summary, times_path
 
     clock = _FakeClock()
     monkeypatch.setattr(runner_module, "time", clock)

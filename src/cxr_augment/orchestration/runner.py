@@ -17,7 +17,7 @@ that read it and everything downstream. The records are ``data/.incremental/node
 (``--runner-params state=...`` to move them), written after each node that succeeds (once its
 outputs are saved), so an interrupted run resumes where it stopped. Beside them,
 ``nodes.times.jsonl`` logs each run's start and end and each node's seconds (``time_summary``
-sums them, for a study run in pieces: ``python scripts/run_times.py``).
+sums them, for a study run in pieces: ``run_log.py``, ``python scripts/run_times.py``).
 
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
@@ -37,7 +37,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import ParallelRunner, SequentialRunner
 
+from cxr_augment.orchestration.run_log import log_event, stamp, times_path
 from cxr_augment.orchestration.versions import (
     PACKAGE,
     dataset_path,
@@ -68,72 +68,6 @@ def _read(path: Path) -> dict[str, str]:
             f"the incremental runner's records {path} cannot be read ({err}). Delete the file "
             "to rerun every node, or run without the incremental runner (plain `kedro run`)"
         ) from err
-
-
-def times_path(state: Path) -> Path:
-    """The run log beside the records: ``nodes.json`` -> ``nodes.times.jsonl``."""
-    return state.with_name(f"{state.stem}.times.jsonl")
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _log_event(path: Path, event: dict) -> None:
-    """Append one line to the run log (one writer: the run that holds the records' lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(event, sort_keys=True) + "\n")
-
-
-def _kind(node_name: str) -> str:
-    """A node's kind across experiments and seeds: ``ptx_x.train_classifier_seed2`` ->
-    ``train_classifier``."""
-    name = node_name.rsplit(".", 1)[-1]
-    head, _, tail = name.rpartition("_seed")
-    return head if head and tail.isdigit() else name
-
-
-def time_summary(path: Path) -> dict:
-    """What the run log says: each run's start, end and wall time (a run that was killed ends
-    at its last node), and the nodes' seconds by kind, summed over every run.
-
-    A run's wall time includes any time its processes were stopped (``kill -STOP``)."""
-    runs: dict[str, dict] = {}
-    kinds: dict[str, dict] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        e = json.loads(line)
-        run = runs.setdefault(e["run"], {"run": e["run"], "nodes_run": 0})
-        at = datetime.fromisoformat(e["at"])
-        if e["event"] == "start":
-            run.update(start=at, runner=e.get("runner"), workers=e.get("workers"),
-                       env=e.get("env"), to_run=e.get("to_run"))  # fmt: skip
-        elif e["event"] == "node":
-            run["nodes_run"] += 1
-            run["last"] = at
-            k = kinds.setdefault(_kind(e["node"]), {"nodes": 0, "seconds": 0.0})
-            k["nodes"] += 1
-            k["seconds"] += float(e["seconds"])
-        elif e["event"] == "end":
-            run["end"], run["wall"] = at, float(e["wall_s"])
-    out = []
-    for run in runs.values():
-        start, end, last = run.pop("start", None), run.pop("end", None), run.pop("last", None)
-        wall = run.pop("wall", None)
-        run["ended"] = end is not None  # False: killed (or still going); it ends at its last node
-        if wall is None:
-            wall = (last - start).total_seconds() if start and last else 0.0
-        run["wall_s"] = wall
-        run["start"] = start.isoformat() if start else None
-        out.append(run)
-    return {
-        "runs": out,
-        "wall_s": sum(r["wall_s"] for r in out),
-        "node_seconds": sum(k["seconds"] for k in kinds.values()),
-        "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1]["seconds"])),
-    }
 
 
 def _write(path: Path, records: dict[str, str]) -> None:
@@ -298,9 +232,9 @@ class _Incremental:
         start = time.perf_counter()
         self._run_key = uuid.uuid4().hex[:12]
         if todo:
-            _log_event(
+            log_event(
                 self._times,
-                {"event": "start", "run": self._run_key, "at": _stamp(),
+                {"event": "start", "run": self._run_key, "at": stamp(),
                  "runner": type(self).__name__, "workers": getattr(self, "_max_workers", 1),
                  "env": os.environ.get("KEDRO_ENV", "local"), "to_run": len(todo),
                  "nodes": len(pipeline.nodes)},
@@ -318,9 +252,9 @@ class _Incremental:
         finally:
             wall = time.perf_counter() - start
             if todo:
-                _log_event(
+                log_event(
                     self._times,
-                    {"event": "end", "run": self._run_key, "at": _stamp(), "wall_s": wall,
+                    {"event": "end", "run": self._run_key, "at": stamp(), "wall_s": wall,
                      "ran": len(self._seconds)},
                 )  # fmt: skip
             if self._seconds:
@@ -335,9 +269,9 @@ class _Incremental:
         seconds = self._node_seconds(node)
         self._seconds[node.name] = seconds
         log.info("%s took %.1f s", node.name, seconds)
-        _log_event(
+        log_event(
             self._times,
-            {"event": "node", "run": self._run_key, "at": _stamp(), "node": node.name,
+            {"event": "node", "run": self._run_key, "at": stamp(), "node": node.name,
              "seconds": seconds},
         )  # fmt: skip
         if node.name in self._current:
