@@ -34,6 +34,13 @@ prepared server has loaded the edit (about 10 s after the save on 2 cores), and 
 rest of that load when it comes sooner. The cost: one more loaded process while the UI is open, and a
 load in the background after each edit. ``CXR_WARM_RELOAD=off`` makes every reload Dagster's.
 
+``--ready-file PATH`` creates PATH once the loaded code's repository snapshot has been served
+(or ``READY_GRACE_S`` after the first load): ``make dagster`` starts Dagster's daemon then
+(``dagster_dev.py``), so that it does not compete with the load the UI waits for. The server
+logs when its first load ended and when it served that snapshot, in seconds since its start.
+SIGTERM stops it and the servers it started, also when it was started in a script's
+background.
+
 ``python -m cxr_augment.orchestration.code_server -m cxr_augment.definitions --port N`` serves
 it; ``python -m cxr_augment.orchestration.dev`` (``make dagster``) starts it and ``dagster dev``
 over a workspace that points at it.
