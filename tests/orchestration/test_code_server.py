@@ -439,7 +439,21 @@ def test_snapshot_files_round_trip_and_follow_the_code(tmp_path, monkeypatch, ca
     monkeypatch.delenv("KEDRO_ENV")
     assert cache.key(cs.code_fingerprint([code.parent])) == key
     _write(code, "x = 22\n")
-    assert cache.read(cache.key(cs.code_fingerprint([code.parent]))) == {}
+    with caplog.at_level(logging.INFO, logger="cxr_augment.code_server"):
+        assert cache.read(cache.key(cs.code_fingerprint([code.parent]))) == {}
+    assert "no snapshot files for this code" in caplog.text  # said, not silent
+    caplog.clear()
+
+    # a file whose content holds another key (renamed, or a hash clash) is reported, not used
+    import shutil
+
+    other = cache.key(cs.code_fingerprint([code.parent]))
+    shutil.copy(cache.path(key), cache.path(other))
+    with caplog.at_level(logging.WARNING, logger="cxr_augment.code_server"):
+        assert cache.read(other) == {}
+    assert "holds another key" in caplog.text
+    cache.path(other).unlink()
+    caplog.clear()
 
     # a torn file is reported and read as nothing
     cache.path(key).write_bytes(b"\x00torn")

@@ -47,13 +47,27 @@ def test_the_waiter_gives_up_on_the_shutdown_message(tmp_path):
     r, w = os.pipe()
     command = [*_marker_command(out), "--shutdown-pipe", str(r)]
     proc = subprocess.Popen([*WAITER, str(tmp_path / "never"), "60", "--", *command],
-                            pass_fds=[r])  # fmt: skip
+                            pass_fds=[r], stderr=subprocess.PIPE, text=True)  # fmt: skip
     os.close(r)
     time.sleep(0.3)
     assert proc.poll() is None
     os.write(w, b"dagster_ipc_shutdown\n")
     os.close(w)
-    assert proc.wait(timeout=30) == 0
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "daemon was not started" in err
+    assert not out.exists()
+
+
+def test_the_waiter_interrupted_says_so_and_ends_as_ctrl_c_does(tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*WAITER, str(tmp_path / "never"), "60", "--", *_marker_command(out)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted before the code loaded" in err
     assert not out.exists()
 
 

@@ -248,6 +248,12 @@ class SnapshotCache:
         from google.protobuf.message import DecodeError
 
         path = self.path(key)
+        if not path.exists():
+            log.info(
+                "no snapshot files for this code in %s (a first start, or the code changed): "
+                "the UI waits for the load", self.folder,
+            )  # fmt: skip
+            return {}
         try:
             data = marshal.loads(path.read_bytes())
             replies = {}
@@ -257,9 +263,13 @@ class SnapshotCache:
                     replies[(query, request)] = [kind.FromString(b) for b in reply]
                 else:
                     replies[(query, request)] = kind.FromString(reply)
-            return replies if data["key"] == key else {}
-        except FileNotFoundError:  # no earlier start of this code: nothing to answer with
-            return {}
+            if data["key"] != key:
+                log.warning(
+                    "the snapshot file %s holds another key (%s); starting without it, and it "
+                    "is written again once the code has loaded", path, data["key"],
+                )  # fmt: skip
+                return {}
+            return replies
         except OSError as err:  # a folder that cannot be read: say where, and the way out
             raise OSError(
                 f"the code server's snapshot file {path} cannot be read ({err}); make it "

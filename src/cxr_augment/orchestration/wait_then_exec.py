@@ -9,7 +9,7 @@ or without an error) and then replaces itself with ``COMMAND`` (``os.execv``: th
 process, so the pid, the file descriptors ``dagster dev`` passed and its signals carry over).
 It starts the command anyway after ``TIMEOUT_S`` seconds. It exits without starting it when
 ``dagster dev`` asks its daemon to shut down first (a message or the end of the shutdown pipe
-named by ``--shutdown-pipe`` in the command) or on Ctrl-C.
+named by ``--shutdown-pipe`` in the command) or on Ctrl-C, saying so on stderr.
 """
 
 from __future__ import annotations
@@ -48,9 +48,13 @@ def main(argv: list[str]) -> int:
     ready, timeout, command = argv[0], float(argv[1]), argv[3:]
     try:
         if not wait(ready, timeout, shutdown_fd(command)):
-            return 0
+            print("wait_then_exec: dagster dev is shutting down before the code loaded; the "
+                  "daemon was not started", file=sys.stderr)  # fmt: skip
+            return 0  # asked to stop: a clean end
     except KeyboardInterrupt:
-        return 0
+        print("wait_then_exec: interrupted before the code loaded; the daemon was not started",
+              file=sys.stderr)  # fmt: skip
+        return 130  # as a shell reports Ctrl-C
     os.execv(command[0], command)
     return 1  # not reached
 

@@ -109,7 +109,8 @@ def _is_p_column(name: object) -> bool:
     return name.endswith(("_p", "_holm")) or "p (Holm)" in name or name == "p"
 
 
-def _is_missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """None, pandas' NA/NaT or a float NaN: shown as "n/a"."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     if isinstance(value, float | np.floating):
@@ -119,7 +120,7 @@ def _is_missing(value: object) -> bool:
 
 def format_cell(value: object, digits: int = 4, p_value: bool = False) -> tuple[str, str]:
     """(text, kind) of one cell; kind is "num", "na" or "text". Text is not yet escaped."""
-    if _is_missing(value):
+    if is_missing(value):
         return "n/a", "na"
     if isinstance(value, bool | np.bool_):
         return str(bool(value)), "text"

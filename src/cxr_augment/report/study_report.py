@@ -278,23 +278,19 @@ def group_tables(
 DIFF_WORDS = {"roc_auc": "ΔAUC", "f1": "ΔF1", "kappa": "Δkappa"}
 
 
-def _missing(v: object) -> bool:
-    return v is None or (isinstance(v, float | np.floating) and not np.isfinite(v)) or v is pd.NA
-
-
 def _p_and_holm(p: object, holm: object) -> object:
     """ "0.0331 (0.132)": the raw p-value and, in brackets, Holm's."""
-    if _missing(p):
+    if html.is_missing(p):
         return np.nan
-    return _p_cell(p) if _missing(holm) else f"{_p_cell(p)} ({_p_cell(holm)})"
+    return _p_cell(p) if html.is_missing(holm) else f"{_p_cell(p)} ({_p_cell(holm)})"
 
 
 def _with_ci(v: object, ci: object, digits: int = 4) -> object:
     """ "0.0608 [-0.012, 0.134]": a difference with its CI."""
-    if _missing(v):
+    if html.is_missing(v):
         return np.nan
     text = f"{float(v):.{digits}f}"
-    return text if _missing(ci) or not str(ci).strip() else f"{text} {str(ci).strip()}"
+    return text if html.is_missing(ci) or not str(ci).strip() else f"{text} {str(ci).strip()}"
 
 
 def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -314,8 +310,8 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     if counts and shared:
         images = tests["paired_images"].iloc[0] if "paired_images" in tests else None
         patients = tests["paired_patients"].iloc[0] if "paired_patients" in tests else None
-        words = [f"{int(images)} images" if not _missing(images) else "",
-                 f"{int(patients)} patients" if not _missing(patients) else ""]  # fmt: skip
+        words = [f"{int(images)} images" if not html.is_missing(images) else "",
+                 f"{int(patients)} patients" if not html.is_missing(patients) else ""]  # fmt: skip
         meta["paired"] = " of ".join(w for w in words if w) or "n/a"
     else:
         for c in counts:
@@ -430,16 +426,18 @@ INCEPTION_NOTE = (
 
 def _mean_sd(mean: object, sd: object, digits: int) -> object:
     """ "0.6314 (0.067)": a mean and, in brackets, its sd."""
-    if _missing(mean):
+    if html.is_missing(mean):
         return np.nan
-    return f"{float(mean):.{digits}f}" + ("" if _missing(sd) else f" ({float(sd):.{digits}f})")
+    return f"{float(mean):.{digits}f}" + (
+        "" if html.is_missing(sd) else f" ({float(sd):.{digits}f})"
+    )
 
 
 def _range(v: object, lo: object, hi: object, digits: int, scale: float = 1.0) -> object:
-    if _missing(v):
+    if html.is_missing(v):
         return np.nan
     text = f"{float(v) * scale:.{digits}f}"
-    if _missing(lo) or _missing(hi):
+    if html.is_missing(lo) or html.is_missing(hi):
         return text
     return f"{text} [{float(lo) * scale:.{digits}f}, {float(hi) * scale:.{digits}f}]"
 
