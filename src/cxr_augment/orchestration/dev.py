@@ -9,7 +9,8 @@
 2. writes a workspace (``grpc_server`` at that port, the module's name as the location's name)
    into a temporary folder;
 3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon; the
-   daemon starts once the code server's first load has ended, ``dagster_dev.py``), and when
+   daemon starts once the code server has served the loaded code's repository snapshot,
+   ``dagster_dev.py``), and when
    that ends, for whatever reason, ends the code server too.
 
 The code server must listen before ``dagster dev`` starts: a workspace's ``grpc_server`` that
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     grpc_port = free_port()
     with tempfile.TemporaryDirectory(prefix="cxr-dagster-") as tmp:
-        ready = Path(tmp) / "code-loaded"  # the code server writes it after its first load
+        # the code server writes it once it has served the loaded code's repository snapshot
+        ready = Path(tmp) / "code-loaded"
         code_server = subprocess.Popen(
             [sys.executable, "-m", "cxr_augment.orchestration.code_server",
              "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd(),
