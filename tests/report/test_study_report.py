@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cxr_augment.pipelines.reporting.nodes import argument, assemble_report
 from cxr_augment.report import html
 from cxr_augment.report.study_report import answer, assets, triplets, verdict
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _group_table(aucs: dict[str, float], pairs: list[tuple[str, str, float]]) -> pd.DataFrame:
@@ -341,3 +345,25 @@ def test_tables_6_and_7_mark_the_labels_a_policy_maps_away():
     assert table.frame.loc[1, ["uncertain", "not mentioned"]].tolist() == ["—", "—"]
     assert "maps that label" in table.notes[0]
     assert html.format_cell(table.frame.loc[1, "uncertain"])[1] == "text"
+    assert table.thesis is None  # no thesis block in the parameters: none shown
+
+    # with the project's parameters: the thesis's Tables 6-7 beside ours, for our observations
+    params = yaml.safe_load((ROOT / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    [table] = item(spec, data, params)
+    thesis = table.thesis
+    assert list(thesis.columns) == list(table.frame.columns)
+    assert set(thesis["observation"]) == {"Pneumothorax"} and len(thesis) == 5
+    assert thesis.loc[0, "positive"] == "19448 (8.7%)"
+    assert thesis.loc[1, ["uncertain", "not mentioned"]].tolist() == ["—", "—"]
+    assert any("223,414" in n for n in table.notes)
+    # the transcription, checked against itself: every policy's counts add up to the thesis's
+    # 223,414 training images, and each share is its count over them (to the printed 0.1 %)
+    rows = params["thesis"]["label_distribution_table"]["rows"]
+    assert len(rows) == 10
+    for row in rows:
+        cells = [c for c in row[2:] if c is not None]
+        counts = [int(c.split(" ")[0]) for c in cells]
+        assert sum(counts) == 223414, row
+        for cell, n in zip(cells, counts, strict=True):
+            share = float(cell.split("(")[1].rstrip("%)"))
+            assert abs(share - 100 * n / 223414) <= 0.06, (row, cell)

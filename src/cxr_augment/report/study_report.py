@@ -372,6 +372,23 @@ THESIS_TABLE2 = pd.DataFrame(
 )  # fmt: skip
 
 
+def label_policies_thesis(
+    spec: dict | None, ours: pd.DataFrame
+) -> tuple[pd.DataFrame | None, str | None]:
+    """Thesis Tables 6-7 beside ours: ``spec["rows"]`` lists ``[observation, method, positive,
+    negative, uncertain, not mentioned]`` (``null``: mapped away, shown "—"), in ``ours``'s
+    columns; only the observations ``ours`` has. Returns (frame or ``None``, ``spec``'s note)."""
+    if not spec or not spec.get("rows"):
+        return None, None
+    columns = ["observation", "method", "positive", "negative", "uncertain", "not mentioned"]
+    thesis = pd.DataFrame([list(r) for r in spec["rows"]], columns=columns)
+    if "observation" in ours:
+        thesis = thesis[thesis["observation"].isin(set(ours["observation"]))]
+    thesis = thesis[[c for c in ours.columns if c in thesis]].reset_index(drop=True)
+    thesis = thesis.astype(object).where(thesis.notna(), "—")
+    return (thesis if len(thesis) else None), spec.get("note")
+
+
 LABEL_STATES = ("positive", "uncertain", "negative", "not_mentioned")
 
 
@@ -638,7 +655,10 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
         frame[mapped] = frame[mapped].astype(object).where(frame[mapped].notna(), "—")
         notes = ["Each cell: images with the label (their share of train.csv's images); "
                  "—: the policy maps that label to positive or negative."]  # fmt: skip
-        return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes)]
+        thesis, thesis_note = label_policies_thesis((params.get("thesis") or {}).get(asset), frame)
+        if thesis_note:
+            notes.append(thesis_note)
+        return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes, thesis=thesis)]
     if kind == "label_distribution":
         ours, thesis, note = label_distribution(data)
         return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]
