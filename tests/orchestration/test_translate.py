@@ -214,15 +214,23 @@ def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(mo
     from types import SimpleNamespace
 
     import dagster as dg
-    from kedro_dagster.config.models import InProcessExecutorOptions, MultiprocessExecutorOptions
+    from kedro_dagster.config.models import (
+        InProcessExecutorOptions,
+        K8sJobExecutorOptions,
+        MultiprocessExecutorOptions,
+    )
 
     from cxr_augment.orchestration import translate as tr
+
+    k8s = object()  # stands for dagster-k8s's executor: it must stay as it is
 
     def setup():
         config = SimpleNamespace(
             executors={
                 "mp": MultiprocessExecutorOptions(max_concurrent=3),
                 "seq": InProcessExecutorOptions(),
+                # its options subclass the multiprocess executor's
+                "k8s": K8sJobExecutorOptions(max_concurrent=4),
             },
             jobs={
                 "inline": SimpleNamespace(executor=MultiprocessExecutorOptions(max_concurrent=1)),
@@ -233,6 +241,7 @@ def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(mo
             "mp": dg.multiprocess_executor.configured({"max_concurrent": 3}),
             "seq": dg.in_process_executor,
             "inline__executor": dg.multiprocess_executor.configured({"max_concurrent": 1}),
+            "k8s": k8s,
         }
         return config, named
 
@@ -246,6 +255,7 @@ def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(mo
         assert resolved["start_method"] == preload  # the executor's own settings kept
         assert resolved["max_concurrent"] == concurrent
     assert named["seq"] is seq  # an in-process executor is left alone
+    assert named["k8s"] is k8s  # and so is one that spans machines
     monkeypatch.setenv(tr.FORKSERVER_SWITCH, "off")
     config, named = setup()
     before = dict(named)

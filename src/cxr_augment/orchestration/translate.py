@@ -319,7 +319,9 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
         if job.executor is not None and not isinstance(job.executor, str):
             declared[f"{job_name}__executor"] = job.executor  # kedro-dagster's name for it
     for name, options in declared.items():
-        if isinstance(options, MultiprocessExecutorOptions) and name in named_executors:
+        # exactly Dagster's multiprocess executor: kedro-dagster's options of the executors
+        # that span machines (Kubernetes, Docker, Celery on either) subclass its options
+        if type(options) is MultiprocessExecutorOptions and name in named_executors:
             config = options.model_dump()
             preload = ["dagster", STEP_SERVER, module]  # the thread cap before the code
             config["start_method"] = {"forkserver": {"preload_modules": preload}}
