@@ -3,6 +3,7 @@ can run what was edited; records of the module-level scheme carry over while the
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -221,14 +222,33 @@ def test_a_namespace_read_or_a_module_imported_by_constant_name_counts_whole(pkg
 
 
 def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
+    monkeypatch.setattr(code_deps._DiskCache, "WRITE_EVERY_S", 0.0)  # each version written
     first = _versions(pkg)
     calls = []
-    real = code_deps._code_version
-    monkeypatch.setattr(code_deps, "_code_version", lambda *a: calls.append(a) or real(*a))
+    real = code_deps._closure
+    monkeypatch.setattr(code_deps, "_closure", lambda *a: calls.append(a[1]) or real(*a))
     assert _versions(pkg) == first and calls == []  # read back, not followed again
     _edit(pkg, "nodes.py", "def alone(x):\n    return x", "def alone(x):\n    return 2 * x")
     second = _versions(pkg)
     assert calls and second["alone"] != first["alone"]  # the sources changed: computed
+    # an edit recomputes only the versions whose code reads the edited file
+    calls.clear()
+    _edit(pkg, "other.py", "CONSTANT = 1", "CONSTANT = 2")
+    third = _versions(pkg)
+    assert calls == ["uses_helper"]
+    assert {f for f in third if third[f] != second[f]} == {"uses_helper"}
+    # ... and one that adds a class with a method recomputes the versions that match that
+    # method on something unnamed, and those only
+    calls.clear()
+    (pkg / "late.py").write_text("class Late:\n    def run(self, x):\n        return x\n")
+    fourth = _versions(pkg)
+    assert calls == ["uses_the_registry"]  # REGISTRY[name]().run(x)
+    assert fourth["uses_the_registry"] != third["uses_the_registry"]
+    # undone, the earlier versions come back from the disk, not computed again
+    calls.clear()
+    (pkg / "late.py").unlink()
+    _edit(pkg, "other.py", "CONSTANT = 2", "CONSTANT = 1")
+    assert _versions(pkg) == second and calls == []
     # a corrupt cache file is skipped
     for f in (pkg.parent / "tmp").rglob("*.json"):
         f.write_text("{not json")
@@ -236,7 +256,7 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     # a write that fails (a full disk) leaves no partial file behind
     folder = pkg.parent / "tmp" / "pkg-code-versions"
 
-    def full(obj, f):
+    def full(obj, f, **kwargs):
         f.write("{")
         raise OSError(28, "No space left on device")
 
@@ -246,12 +266,30 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
         m.setattr(code_deps.json, "dump", full)
         assert _versions(pkg) == second
     assert not list(folder.iterdir())
-    # the folder keeps the most recent states only
+    # the folder keeps the most recent files only (one per state of the rules, code_deps.py)
     monkeypatch.setattr(code_deps._DiskCache, "KEPT", 2)
     for i in range(4):
-        _edit(pkg, "nodes.py", "def alone(x):\n", f"def alone(x):\n    y{i} = {i}\n")
-        _versions(pkg)
-    assert len(list((pkg.parent / "tmp").rglob("*.json"))) == 2
+        (folder / f"older-rules-{i}.json").write_text("{}")
+        os.utime(folder / f"older-rules-{i}.json", (1000 + i, 1000 + i))
+    _edit(pkg, "nodes.py", "def alone(x):\n", "def alone(x):\n    y = 1\n")
+    _versions(pkg)
+    assert sorted(p.name for p in folder.glob("*.json"))[-1].startswith("older-rules-3")
+    assert len(list(folder.glob("*.json"))) == 2
+
+
+def test_versions_computed_together_are_written_at_most_every_so_often_and_at_the_end(
+    pkg, monkeypatch
+):
+    writes, calls = [], []
+    write, closure = code_deps._DiskCache._write, code_deps._closure
+    monkeypatch.setattr(
+        code_deps._DiskCache, "_write", lambda self: writes.append(1) or write(self)
+    )
+    first = _versions(pkg)  # computed within a second: a write or two, then the rest at the end
+    code_deps.clear_caches()
+    assert 1 <= len(writes) <= 4
+    monkeypatch.setattr(code_deps, "_closure", lambda *a: calls.append(a) or closure(*a))
+    assert _versions(pkg) == first and calls == []  # all of them were written
 
 
 def test_the_projects_training_does_not_follow_the_report_or_the_sampler():

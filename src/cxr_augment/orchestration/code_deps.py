@@ -29,12 +29,14 @@ and a module imported by a name built at run time (``importlib.import_module(nam
 from __future__ import annotations
 
 import ast
+import atexit
 import builtins
 import functools
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,12 +97,17 @@ def _bound_names(stmt: ast.stmt) -> set[str]:
     return out
 
 
+_PARSED: dict[str, str] = {}  # module -> the digest of the source ``_parse`` read
+
+
 @functools.cache
 def _parse(name: str, package: str, root: Path) -> _Module | None:
     path = module_file(name, package, root)
     if path is None:
         return None
-    tree = _strip_docstrings(ast.parse(path.read_bytes(), filename=str(path)))
+    source = path.read_bytes()
+    _PARSED[name] = hashlib.sha256(source).hexdigest()[:32]
+    tree = _strip_docstrings(ast.parse(source, filename=str(path)))
     here = name if path.name == "__init__.py" else name.rpartition(".")[0]
     mod = _Module(name, here)
     for stmt in tree.body:
@@ -166,14 +173,26 @@ class _Unit:
     name: str | None
 
 
+_CONSULTED: list[set[str]] = []  # the project modules each unit's edges read (``_edges``)
+
+
+def _consult(names: Iterable[str]) -> None:
+    for seen in _CONSULTED:
+        seen.update(names)
+
+
 class _Resolver:
     def __init__(self, package: str, root: Path) -> None:
         self.package, self.root = package, root
 
     def module(self, name: str) -> _Module | None:
-        return _parse(name, self.package, self.root) if name.split(".")[0] == self.package else None
+        if name.split(".")[0] != self.package:
+            return None
+        _consult((name,))
+        return _parse(name, self.package, self.root)
 
     def is_module(self, name: str) -> bool:
+        _consult((name,))
         return module_file(name, self.package, self.root) is not None
 
     # what a name of a module refers to: units, a module, or nothing of the project
@@ -309,10 +328,24 @@ def _getattr_constant(call: ast.Call) -> bool:
 
 def _local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, list]:
     """Names bound by the imports inside a definition (``from x import y`` in a function)."""
-    key = ("imports", id(stmt))
+    return _memo(mod, ("imports", id(stmt)), lambda: _find_local_imports(stmt, res, mod))
+
+
+def _memo(mod: _Module, key: tuple, compute):
+    """``compute()`` once per statement of a parsed module; a later call replays the modules
+    the first one consulted, so each unit's edges name every module they depend on."""
     if key not in mod.memo:
-        mod.memo[key] = _find_local_imports(stmt, res, mod)
-    return mod.memo[key]
+        seen: set[str] = set()
+        _CONSULTED.append(seen)
+        try:
+            value = compute()
+        finally:
+            _CONSULTED.pop()
+        _consult(seen)
+        mod.memo[key] = (value, frozenset(seen))
+    value, seen = mod.memo[key]
+    _consult(seen)
+    return value
 
 
 def _find_local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[str, list]:
@@ -328,10 +361,7 @@ def _find_local_imports(stmt: ast.stmt, res: _Resolver, mod: _Module) -> dict[st
 def _accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | None:
     """The modules a function only imports and returns (``def f(): from x import m; return
     m``), or None: a call ``f().name`` reads ``name`` of those modules."""
-    key = ("accessor", id(stmt))
-    if key not in mod.memo:
-        mod.memo[key] = _find_accessor(stmt, res, mod)
-    return mod.memo[key]
+    return _memo(mod, ("accessor", id(stmt)), lambda: _find_accessor(stmt, res, mod))
 
 
 def _find_accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | None:
@@ -353,12 +383,10 @@ def _find_accessor(stmt: ast.stmt, res: _Resolver, mod: _Module) -> list[str] | 
     return returned or None
 
 
-@functools.cache
-def _methods(package: str, root: Path) -> dict[str, tuple[_Unit, ...]]:
-    """Every method name of the project's classes -> the classes that define it. The
-    orchestration's own classes (runners, launchers, this module's) are left out: no node is
-    handed one."""
-    out: dict[str, set[_Unit]] = {}
+def _module_names(package: str, root: Path) -> list[str]:
+    """The module name of every source file of the package, the orchestration's left out (no
+    node is handed one of its classes)."""
+    out = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).with_suffix("")
         if rel.parts[0] == "orchestration":
@@ -366,21 +394,50 @@ def _methods(package: str, root: Path) -> dict[str, tuple[_Unit, ...]]:
         parts = [package, *rel.parts]
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        mod = _parse(".".join(parts), package, root)
-        if mod is None:
-            continue
-        for name, stmts in mod.bindings.items():
-            for stmt in stmts:
-                if isinstance(stmt, ast.ClassDef):
-                    for item in stmt.body:
-                        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
-                            out.setdefault(item.name, set()).add(_Unit(mod.name, name))
-    return {k: tuple(sorted(v, key=lambda u: (u.module, u.name or ""))) for k, v in out.items()}
+        out.append(".".join(parts))
+    return out
+
+
+def _class_methods(mod: _Module) -> list[list[str]]:
+    """``[class, method]`` for every method of every class a module binds at its top level."""
+    out = []
+    for name, stmts in mod.bindings.items():
+        for stmt in stmts:
+            if isinstance(stmt, ast.ClassDef):
+                for item in stmt.body:
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                        out.append([name, item.name])
+    return out
 
 
 @functools.cache
-def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...]]:
-    """One unit's text, and the units its code names."""
+def _methods(package: str, root: Path) -> dict[str, tuple[_Unit, ...]]:
+    """Every method name of the project's classes -> the classes that define it (each module's
+    list kept on disk by its source's digest: ``_DiskCache.class_methods``)."""
+    out: dict[str, set[_Unit]] = {}
+    for module, pairs in _cache(package, root).class_methods().items():
+        for cls, method in pairs:
+            out.setdefault(method, set()).add(_Unit(module, cls))
+    return {k: tuple(sorted(v, key=lambda u: (u.module, u.name or ""))) for k, v in out.items()}
+
+
+METHOD = "method:"  # a dependency on the classes that define a method name (``_DiskCache``)
+
+
+@functools.cache
+def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...], frozenset]:
+    """One unit's text, the units its code names, and the project modules (names) whose source
+    or existence decided them (what ``_DiskCache`` checks before it reuses a version)."""
+    seen: set[str] = set()
+    _CONSULTED.append(seen)
+    try:
+        text, successors = _edges_of(unit, package, root)
+    finally:
+        _CONSULTED.pop()
+    return text, successors, frozenset(seen)
+
+
+def _edges_of(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...]]:
     res = _Resolver(package, root)
     mod = res.module(unit.module)
     if mod is None:
@@ -435,6 +492,7 @@ def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...
             if unknown:  # methods of something unnamed: every class that has one
                 for attr in attrs:
                     if not (attr.startswith("__") and attr.endswith("__")):
+                        _consult((METHOD + attr,))
                         found += methods.get(attr, ())
             out += found
     text = "\n".join(_text(s) for s in stmts)
@@ -444,14 +502,23 @@ def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...
 def closure(module: str, name: str | None, package: str, root: Path) -> dict[_Unit, str]:
     """Every unit of code that ``name`` of ``module`` (None: the whole module) can run, each
     with its text (see the module docstring)."""
+    return _closure(module, name, package, root)[0]
+
+
+def _closure(
+    module: str, name: str | None, package: str, root: Path
+) -> tuple[dict[_Unit, str], set[str]]:
+    """``closure``, and the project modules its computation read (``_edges``)."""
     todo = [_Unit(module, name)]
     texts: dict[_Unit, str] = {}
+    consulted: set[str] = set()
     while todo:
         unit = todo.pop()
         if unit not in texts:
-            texts[unit], successors = _edges(unit, package, root)
+            texts[unit], successors, seen = _edges(unit, package, root)
+            consulted |= seen
             todo += successors
-    return texts
+    return texts, consulted
 
 
 def _returned_modules(res: _Resolver, units: list) -> list[str]:
@@ -467,57 +534,132 @@ def _returned_modules(res: _Resolver, units: list) -> list[str]:
 def code_version(module: str, name: str | None, package: str, root: Path) -> str:
     """A hash of ``closure(module, name)``: the code of ``name`` and of what it can run.
 
-    Kept on disk beside the project's sources' own digest (``_DiskCache``): a process that
-    finds the sources as they were when a version was computed reads it back instead of
-    following the code again."""
+    Kept on disk with what it was computed from (``_DiskCache``): a process that finds those
+    sources as they were reads it back instead of following the code again, so an edit
+    recomputes only the versions of the code that reads the edited files."""
     cache = _cache(package, root)
     key = f"{module}:{name}"
     found = cache.get(key)
     if found is None:
-        found = cache.put(key, _code_version(module, name, package, root))
+        texts, consulted = _closure(module, name, package, root)
+        found = cache.put(key, _digest(texts), consulted)
     return found
 
 
 def _code_version(module: str, name: str | None, package: str, root: Path) -> str:
+    return _digest(closure(module, name, package, root))
+
+
+def _digest(texts: dict[_Unit, str]) -> str:
     digest = hashlib.sha256()
-    for unit, text in sorted(
-        closure(module, name, package, root).items(),
-        key=lambda kv: (kv[0].module, kv[0].name or ""),
-    ):
+    for unit, text in sorted(texts.items(), key=lambda kv: (kv[0].module, kv[0].name or "")):
         digest.update(f"{unit.module}\0{unit.name}\0{text}\0".encode())
     return digest.hexdigest()
 
 
 class _DiskCache:
-    """Code versions computed for one state of the project's sources: a JSON file in the
-    temporary folder named by the digest of every source file of the package (and of this
-    module), written whole by rename; unreadable or unwritable, it is only skipped. The
-    folder keeps the ``KEPT`` most recently written states."""
+    """Code versions, each with what decided it, in a JSON file of the temporary folder named
+    by the digest of this module (the rules):
 
-    KEPT = 16
+    - a version is kept with the digest of every project module its closure read (``_edges``;
+      "" for a module that has no file) and, for each method name it matched on something
+      unnamed, the classes that define it; it is read back only while all of them are the
+      same, so an edit of one file recomputes only the versions that read that file;
+    - each module's class methods (what ``_methods`` matches on) are kept by its source's
+      digest, so a process parses only the files that changed;
+    - a few versions per key (another checkout, another branch) are kept, the newest first.
+
+    Written whole by rename, merged with what another process wrote meanwhile, at most every
+    ``WRITE_EVERY_S`` while versions are being computed and at exit (``flush``); unreadable or
+    unwritable, it is only skipped. The folder keeps the ``KEPT`` most recently written files
+    (rules)."""
+
+    KEPT = 4
+    PER_KEY = 4
+    WRITE_EVERY_S = 1.0
 
     def __init__(self, package: str, root: Path) -> None:
-        digest = hashlib.sha256(Path(__file__).read_bytes())
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
-        folder = Path(tempfile.gettempdir()) / f"{package}-code-versions"
-        self.path = folder / f"{digest.hexdigest()[:32]}.json"
+        self.package, self.root = package, root
+        rules = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:32]
+        self.path = Path(tempfile.gettempdir()) / f"{package}-code-versions" / f"{rules}.json"
+        self.versions, self.listings = self._read()
+        self._digests: dict[str, str] = {}
+        self._pending, self._written = False, 0.0
+        atexit.register(self.flush)
+
+    def _read(self) -> tuple[dict[str, list], dict[str, list]]:
         try:
-            self.versions: dict[str, str] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.versions = {}
+            data = json.loads(self.path.read_text())
+            return dict(data["versions"]), dict(data["methods"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}, {}
+
+    def digest(self, dep: str) -> str:
+        """A module's source digest ("" when it has no file), or for ``method:<name>`` the
+        classes that define that method."""
+        if dep not in self._digests:
+            if dep.startswith(METHOD):
+                units = _methods(self.package, self.root).get(dep[len(METHOD) :], ())
+                text = ";".join(f"{u.module}:{u.name}" for u in units)
+                self._digests[dep] = hashlib.sha256(text.encode()).hexdigest()[:32]
+            elif dep in _PARSED:  # the source the closure was read from
+                self._digests[dep] = _PARSED[dep]
+            else:
+                path = module_file(dep, self.package, self.root)
+                self._digests[dep] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest()[:32] if path else ""
+                )
+        return self._digests[dep]
+
+    def class_methods(self) -> dict[str, list]:
+        out, new = {}, False
+        for module in _module_names(self.package, self.root):
+            key = self.digest(module)
+            if key not in self.listings:
+                parsed = _parse(module, self.package, self.root)
+                self.listings[key], new = (_class_methods(parsed) if parsed else []), True
+            out[module] = self.listings[key]
+        if new:
+            self._write()
+        return out
 
     def get(self, key: str) -> str | None:
-        return self.versions.get(key)
+        for entry in self.versions.get(key, []):
+            try:
+                if all(self.digest(dep) == d for dep, d in entry["deps"].items()):
+                    return entry["version"]
+            except (KeyError, TypeError, AttributeError):
+                return None  # not this format: computed again
+        return None
 
-    def put(self, key: str, version: str) -> str:
-        self.versions[key] = version
+    def put(self, key: str, version: str, consulted: set[str]) -> str:
+        entry = {"version": version, "deps": {d: self.digest(d) for d in sorted(consulted)}}
+        others = [e for e in self.versions.get(key, []) if e != entry]
+        self.versions[key] = [entry, *others][: self.PER_KEY]
+        self._pending = True
+        if time.monotonic() - self._written >= self.WRITE_EVERY_S:
+            self._write()
+        return version
+
+    def flush(self) -> None:
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
+        self._pending, self._written = False, time.monotonic()
+        versions, listings = self._read()  # what another process wrote meanwhile
+        for key, entries in self.versions.items():
+            mine = [e for e in entries if e not in versions.get(key, [])]
+            versions[key] = (mine + [e for e in versions.get(key, []) if e not in mine])[
+                : self.PER_KEY
+            ]
+        listings.update(self.listings)
         tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             with os.fdopen(fd, "w") as f:
-                json.dump(self.versions, f)
+                json.dump({"versions": versions, "methods": listings}, f, separators=(",", ":"))
             os.replace(tmp, self.path)
             tmp = None
             states = sorted(self.path.parent.glob("*.json"), key=_mtime, reverse=True)
@@ -528,7 +670,6 @@ class _DiskCache:
         finally:
             if tmp is not None:  # not renamed: no half-written file left behind
                 Path(tmp).unlink(missing_ok=True)
-        return version
 
 
 def _mtime(path: Path) -> float:
@@ -538,13 +679,26 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+_CACHES: list[_DiskCache] = []
+
+
 @functools.cache
 def _cache(package: str, root: Path) -> _DiskCache:
-    return _DiskCache(package, root)
+    _CACHES.append(_DiskCache(package, root))
+    return _CACHES[-1]
+
+
+def _cache_instances() -> list[_DiskCache]:
+    out = list(_CACHES)
+    _CACHES.clear()
+    return out
 
 
 def clear_caches() -> None:
+    for cache in _cache_instances():
+        cache.flush()
     _cache.cache_clear()
+    _PARSED.clear()
     _parse.cache_clear()
     _methods.cache_clear()
     _edges.cache_clear()
