@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -173,11 +174,18 @@ class _Unit:
     name: str | None
 
 
-_CONSULTED: list[set[str]] = []  # the project modules each unit's edges read (``_edges``)
+class _Recording(threading.local):
+    """Per thread, the sets that record the project modules read (``_edges``, ``_memo``)."""
+
+    def __init__(self) -> None:
+        self.stack: list[set[str]] = []
+
+
+_CONSULTED = _Recording()
 
 
 def _consult(names: Iterable[str]) -> None:
-    for seen in _CONSULTED:
+    for seen in _CONSULTED.stack:
         seen.update(names)
 
 
@@ -336,11 +344,11 @@ def _memo(mod: _Module, key: tuple, compute):
     the first one consulted, so each unit's edges name every module they depend on."""
     if key not in mod.memo:
         seen: set[str] = set()
-        _CONSULTED.append(seen)
+        _CONSULTED.stack.append(seen)
         try:
             value = compute()
         finally:
-            _CONSULTED.pop()
+            _CONSULTED.stack.pop()
         _consult(seen)
         mod.memo[key] = (value, frozenset(seen))
     value, seen = mod.memo[key]
@@ -429,11 +437,11 @@ def _edges(unit: _Unit, package: str, root: Path) -> tuple[str, tuple[_Unit, ...
     """One unit's text, the units its code names, and the project modules (names) whose source
     or existence decided them (what ``_DiskCache`` checks before it reuses a version)."""
     seen: set[str] = set()
-    _CONSULTED.append(seen)
+    _CONSULTED.stack.append(seen)
     try:
         text, successors = _edges_of(unit, package, root)
     finally:
-        _CONSULTED.pop()
+        _CONSULTED.stack.pop()
     return text, successors, frozenset(seen)
 
 
