@@ -291,3 +291,47 @@ def test_a_step_process_forked_by_the_preloaded_forkserver_runs_torch_with_one_t
         for k, v in env.items():
             if v is not None:
                 os.environ[k] = v
+
+
+def test_only_the_declared_executors_libraries_are_imported(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    from kedro_dagster.config.models import (
+        CeleryExecutorOptions,
+        K8sJobExecutorOptions,
+        MultiprocessExecutorOptions,
+    )
+
+    from cxr_augment.orchestration import translate as tr
+
+    imported = []
+    real = importlib.import_module
+
+    def tracking(name, *args):
+        imported.append(name)
+        if name == "dagster_celery":
+            raise ImportError(name)  # as when the library is not installed
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", tracking)
+    config = SimpleNamespace(
+        executors={"mp": MultiprocessExecutorOptions(), "k8s": K8sJobExecutorOptions()},
+        jobs={"j": SimpleNamespace(executor=CeleryExecutorOptions(broker="x"))},
+    )
+    creator = SimpleNamespace(_dagster_config=config, _registered_executors={})
+    resolved, unavailable = tr.resolve_declared_executors(creator)
+    assert set(resolved) == {MultiprocessExecutorOptions, K8sJobExecutorOptions}
+    assert resolved[K8sJobExecutorOptions].name == "k8s"
+    # the missing library of a declared executor is reported as kedro-dagster reports it
+    assert unavailable == {CeleryExecutorOptions: ("celery_executor", "dagster_celery")}
+    assert "dagster_docker" not in imported and "dagster_dask" not in imported
+
+
+def test_the_local_code_location_does_not_import_the_production_executors():
+    code = "import sys, cxr_augment.definitions; print('K8S', 'dagster_k8s' in sys.modules)"
+    env = {**os.environ, "KEDRO_ENV": "local", "KEDRO_DISABLE_TELEMETRY": "true"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=PROJECT)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "K8S False" in out.stdout
