@@ -37,7 +37,9 @@ def _assets(root: Path, monkeypatch) -> dict:
     imported: list[str] = []
     import_module = importlib.import_module
     monkeypatch.setattr(
-        importlib, "import_module", lambda name, *a: imported.append(name) or import_module(name, *a)
+        importlib,
+        "import_module",
+        lambda name, *a: imported.append(name) or import_module(name, *a),
     )
     # as definitions.py translates: step processes preload the definitions module
     location = translate("local", project_path=root, preload="cxr_augment.definitions")
