@@ -277,6 +277,44 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     assert len(list(folder.glob("*.json"))) == 2
 
 
+def test_a_file_saved_while_versions_are_computed_leaves_no_stale_version(pkg):
+    # a process reads the sources once: what it parses, and the digests it keeps with the
+    # versions, come from the same read, even when a file is saved in between
+    code_deps.clear_caches()
+    code_deps.code_version("pkg.nodes", "alone", "pkg", pkg)  # every module's methods listed
+    code_deps.clear_caches()  # a process that finds them listed, so it does not parse them
+    code_deps.code_version("pkg.nodes", "uses_a_method", "pkg", pkg)  # digests every module
+    _edit(pkg, "sub/util.py", "LIMIT = 3", "LIMIT = 4")  # saved meanwhile
+    code_deps.code_version("pkg.nodes", "uses_helper", "pkg", pkg)  # parses sub/util.py
+    _edit(pkg, "sub/util.py", "LIMIT = 4", "LIMIT = 3")  # and undone
+    for edit in (None, ("LIMIT = 3", "LIMIT = 4")):  # the next process: as first, then edited
+        if edit:
+            _edit(pkg, "sub/util.py", *edit)
+        code_deps.clear_caches()
+        for f in NODE_FUNCTIONS:
+            fresh = code_deps._digest(code_deps.closure("pkg.nodes", f, "pkg", pkg))
+            assert code_deps.code_version("pkg.nodes", f, "pkg", pkg) == fresh, f
+
+
+def test_a_module_moved_into_a_package_is_another_module(pkg):
+    # x.py and x/__init__.py with the same bytes read their relative imports from different
+    # packages: the digest kept with a version covers the path too
+    mover = "from .util import helper\n\n\ndef moved(x):\n    return helper(x)\n"
+    (pkg / "sub" / "mover.py").write_text(mover)
+    node = "from .sub.mover import moved\n\n\ndef node(x):\n    return moved(x)\n"
+    (pkg / "late_nodes.py").write_text(node)
+    code_deps.clear_caches()
+    first = code_deps.code_version("pkg.late_nodes", "node", "pkg", pkg)
+    (pkg / "sub" / "mover").mkdir()
+    (pkg / "sub" / "mover.py").rename(pkg / "sub" / "mover" / "__init__.py")
+    (pkg / "sub" / "mover" / "util.py").write_text("def helper(x):\n    return x * 100\n")
+    code_deps.clear_caches()
+    fresh = code_deps._digest(code_deps.closure("pkg.late_nodes", "node", "pkg", pkg))
+    assert fresh != first
+    code_deps.clear_caches()
+    assert code_deps.code_version("pkg.late_nodes", "node", "pkg", pkg) == fresh
+
+
 def test_versions_computed_together_are_written_at_most_every_so_often_and_at_the_end(
     pkg, monkeypatch
 ):

@@ -98,16 +98,26 @@ def _bound_names(stmt: ast.stmt) -> set[str]:
     return out
 
 
-_PARSED: dict[str, str] = {}  # module -> the digest of the source ``_parse`` read
+@functools.cache
+def _source(name: str, package: str, root: Path) -> tuple[Path, bytes] | None:
+    """Module ``name``'s file and its bytes, read once per process (None: no such module), so
+    that what is parsed, whether a module exists, and the digest kept with a version
+    (``_DiskCache.digest``) all come from the same read."""
+    path = module_file(name, package, root)
+    if path is None:
+        return None
+    try:
+        return path, path.read_bytes()
+    except OSError:  # removed meanwhile: no such module
+        return None
 
 
 @functools.cache
 def _parse(name: str, package: str, root: Path) -> _Module | None:
-    path = module_file(name, package, root)
-    if path is None:
+    found = _source(name, package, root)
+    if found is None:
         return None
-    source = path.read_bytes()
-    _PARSED[name] = hashlib.sha256(source).hexdigest()[:32]
+    path, source = found
     tree = _strip_docstrings(ast.parse(source, filename=str(path)))
     here = name if path.name == "__init__.py" else name.rpartition(".")[0]
     mod = _Module(name, here)
@@ -201,7 +211,7 @@ class _Resolver:
 
     def is_module(self, name: str) -> bool:
         _consult((name,))
-        return module_file(name, self.package, self.root) is not None
+        return _source(name, self.package, self.root) is not None
 
     # what a name of a module refers to: units, a module, or nothing of the project
     def lookup(self, mod: _Module, name: str, seen: frozenset = frozenset()) -> list:
@@ -569,10 +579,11 @@ class _DiskCache:
     """Code versions, each with what decided it, in a JSON file of the temporary folder named
     by the digest of this module (the rules):
 
-    - a version is kept with the digest of every project module its closure read (``_edges``;
-      "" for a module that has no file) and, for each method name it matched on something
-      unnamed, the classes that define it; it is read back only while all of them are the
-      same, so an edit of one file recomputes only the versions that read that file;
+    - a version is kept with the digest (path and bytes, from the one read of ``_source``) of
+      every project module its closure read (``_edges``; "" for a module that has no file)
+      and, for each method name it matched on something unnamed, the classes that define it;
+      it is read back only while all of them are the same, so an edit of one file recomputes
+      only the versions that read that file;
     - each module's class methods (what ``_methods`` matches on) are kept by its source's
       digest, so a process parses only the files that changed;
     - a few versions per key (another checkout, another branch) are kept, the newest first.
@@ -592,8 +603,8 @@ class _DiskCache:
         self.path = Path(tempfile.gettempdir()) / f"{package}-code-versions" / f"{rules}.json"
         self.versions, self.listings = self._read()
         self._digests: dict[str, str] = {}
+        self._added: dict[str, list] = {}  # the versions this process computed, newest first
         self._pending, self._written = False, 0.0
-        atexit.register(self.flush)
 
     def _read(self) -> tuple[dict[str, list], dict[str, list]]:
         try:
@@ -610,20 +621,20 @@ class _DiskCache:
                 units = _methods(self.package, self.root).get(dep[len(METHOD) :], ())
                 text = ";".join(f"{u.module}:{u.name}" for u in units)
                 self._digests[dep] = hashlib.sha256(text.encode()).hexdigest()[:32]
-            elif dep in _PARSED:  # the source the closure was read from
-                self._digests[dep] = _PARSED[dep]
-            else:
-                path = module_file(dep, self.package, self.root)
-                self._digests[dep] = (
-                    hashlib.sha256(path.read_bytes()).hexdigest()[:32] if path else ""
-                )
+            else:  # the file the closure was read from (its path: x.py or x/__init__.py)
+                found = _source(dep, self.package, self.root)
+                self._digests[dep] = ""
+                if found is not None:
+                    path, source = found
+                    where = path.relative_to(self.root).as_posix().encode()
+                    self._digests[dep] = hashlib.sha256(where + b"\0" + source).hexdigest()[:32]
         return self._digests[dep]
 
     def class_methods(self) -> dict[str, list]:
         out, new = {}, False
         for module in _module_names(self.package, self.root):
             key = self.digest(module)
-            if key not in self.listings:
+            if not _is_listing(self.listings.get(key)):
                 parsed = _parse(module, self.package, self.root)
                 self.listings[key], new = (_class_methods(parsed) if parsed else []), True
             out[module] = self.listings[key]
@@ -636,14 +647,14 @@ class _DiskCache:
             try:
                 if all(self.digest(dep) == d for dep, d in entry["deps"].items()):
                     return entry["version"]
-            except (KeyError, TypeError, AttributeError):
+            except (KeyError, TypeError, AttributeError, ValueError):
                 return None  # not this format: computed again
         return None
 
     def put(self, key: str, version: str, consulted: set[str]) -> str:
         entry = {"version": version, "deps": {d: self.digest(d) for d in sorted(consulted)}}
-        others = [e for e in self.versions.get(key, []) if e != entry]
-        self.versions[key] = [entry, *others][: self.PER_KEY]
+        self.versions[key] = _newest_first([entry], self.versions.get(key, []), self.PER_KEY)
+        self._added[key] = _newest_first([entry], self._added.get(key, []), self.PER_KEY)
         self._pending = True
         if time.monotonic() - self._written >= self.WRITE_EVERY_S:
             self._write()
@@ -656,11 +667,8 @@ class _DiskCache:
     def _write(self) -> None:
         self._pending, self._written = False, time.monotonic()
         versions, listings = self._read()  # what another process wrote meanwhile
-        for key, entries in self.versions.items():
-            mine = [e for e in entries if e not in versions.get(key, [])]
-            versions[key] = (mine + [e for e in versions.get(key, []) if e not in mine])[
-                : self.PER_KEY
-            ]
+        for key, entries in self._added.items():  # this process's, before the file's
+            versions[key] = _newest_first(entries, versions.get(key, []), self.PER_KEY)
         listings.update(self.listings)
         tmp = None
         try:
@@ -678,6 +686,16 @@ class _DiskCache:
         finally:
             if tmp is not None:  # not renamed: no half-written file left behind
                 Path(tmp).unlink(missing_ok=True)
+
+
+def _newest_first(new: list, old: list, n: int) -> list:
+    return (new + [e for e in old if e not in new])[:n]
+
+
+def _is_listing(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(q, str) for q in p) for p in value
+    )
 
 
 def _mtime(path: Path) -> float:
@@ -702,11 +720,17 @@ def _cache_instances() -> list[_DiskCache]:
     return out
 
 
+@atexit.register
+def _flush_at_exit() -> None:
+    for cache in _CACHES:
+        cache.flush()
+
+
 def clear_caches() -> None:
     for cache in _cache_instances():
         cache.flush()
     _cache.cache_clear()
-    _PARSED.clear()
+    _source.cache_clear()
     _parse.cache_clear()
     _methods.cache_clear()
     _edges.cache_clear()
