@@ -53,14 +53,15 @@ def tiny_project(tmp_path_factory):
 
 def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypatch):
     import dagster as dg
-    from kedro_dagster import KedroProjectTranslator
 
     from cxr_augment.checks import asset_checks
+    from cxr_augment.orchestration.translate import translate
 
     monkeypatch.chdir(tiny_project)
     monkeypatch.setenv("DAGSTER_HOME", str(tiny_project / ".dagster"))
     (tiny_project / ".dagster").mkdir()
-    location = KedroProjectTranslator(env="local", project_path=tiny_project).to_dagster()
+    # as definitions.py translates (kedro-dagster's unaided translation takes over a minute)
+    location = translate("local", project_path=tiny_project)
     names = {key.path[-1] for a in location.named_assets.values() for key in _keys(a)}
     expected = {
         "demo_ct",
