@@ -13,6 +13,16 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 
 
+def _production_extra_installed() -> None:
+    import importlib.util
+
+    missing = [m for m in ("dagster_celery", "dagster_k8s") if importlib.util.find_spec(m) is None]
+    assert not missing, (
+        f"{', '.join(missing)} not installed: the production extra, "
+        "`pip install -c requirements.lock -e '.[dev,production]'` (what `make test` installs)"
+    )
+
+
 def _config(env: str, monkeypatch):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -38,6 +48,7 @@ def test_production_jobs_name_spanning_executors(monkeypatch):
 
 
 def test_production_executors_are_created(monkeypatch):
+    _production_extra_installed()
     from kedro_dagster.dagster import ExecutorCreator
 
     executors = ExecutorCreator(
@@ -60,6 +71,7 @@ def test_production_definitions_validate_with_spanning_executors():
     # what `KEDRO_ENV=production dagster definitions validate -m cxr_augment.definitions`
     # checks, and which executor each job got (a fresh process: the location reads KEDRO_ENV
     # at import)
+    _production_extra_installed()
     env = {**os.environ, "KEDRO_ENV": "production", "KEDRO_DISABLE_TELEMETRY": "true"}
     out = subprocess.run(
         [sys.executable, "-c", _VALIDATE], cwd=PROJECT, env=env, capture_output=True,
