@@ -296,6 +296,20 @@ def test_a_file_saved_while_versions_are_computed_leaves_no_stale_version(pkg):
             assert code_deps.code_version("pkg.nodes", f, "pkg", pkg) == fresh, f
 
 
+def test_a_module_that_cannot_be_read_is_an_error_naming_it(pkg, monkeypatch):
+    code_deps.clear_caches()
+    found = code_deps.module_file
+    gone = pkg / "sub" / "gone.py"  # found, then removed before it was read
+    monkeypatch.setattr(
+        code_deps,
+        "module_file",
+        lambda name, *a: gone if name == "pkg.sub.util" else found(name, *a),
+    )
+    with pytest.raises(RuntimeError, match=r"cannot read .*gone\.py.*Run again"):
+        code_deps.code_version("pkg.nodes", "uses_helper", "pkg", pkg)
+    code_deps.clear_caches()
+
+
 def test_a_module_moved_into_a_package_is_another_module(pkg):
     # x.py and x/__init__.py with the same bytes read their relative imports from different
     # packages: the digest kept with a version covers the path too

@@ -108,8 +108,12 @@ def _source(name: str, package: str, root: Path) -> tuple[Path, bytes] | None:
         return None
     try:
         return path, path.read_bytes()
-    except OSError:  # removed meanwhile: no such module
-        return None
+    except OSError as err:
+        raise RuntimeError(
+            f"code versions: cannot read {path} ({err}), a project module found a moment "
+            "before; a source file moved or was removed while versions were computed. Run again "
+            "once the files have settled."
+        ) from err
 
 
 @functools.cache
