@@ -221,7 +221,7 @@ def test_a_namespace_read_or_a_module_imported_by_constant_name_counts_whole(pkg
     assert code_deps.code_version("pkg.nodes", "node", "pkg", pkg) != first
 
 
-def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
+def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch, caplog):
     monkeypatch.setattr(code_deps._DiskCache, "WRITE_EVERY_S", 0.0)  # each version written
     first = _versions(pkg)
     calls = []
@@ -249,10 +249,12 @@ def test_versions_are_kept_on_disk_for_the_same_sources(pkg, monkeypatch):
     (pkg / "late.py").unlink()
     _edit(pkg, "other.py", "CONSTANT = 2", "CONSTANT = 1")
     assert _versions(pkg) == second and calls == []
-    # a corrupt cache file is skipped
+    # a corrupt cache file is skipped, with a warning naming it
     for f in (pkg.parent / "tmp").rglob("*.json"):
         f.write_text("{not json")
-    assert _versions(pkg) == second
+    with caplog.at_level("WARNING", logger=code_deps.__name__):
+        assert _versions(pkg) == second
+    assert "is unreadable" in caplog.text and "code-versions" in caplog.text
     # a write that fails (a full disk) leaves no partial file behind
     folder = pkg.parent / "tmp" / "pkg-code-versions"
 

@@ -34,6 +34,7 @@ import builtins
 import functools
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -42,6 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _IMPORTS = (ast.Import, ast.ImportFrom)
 _ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
@@ -568,10 +570,6 @@ def code_version(module: str, name: str | None, package: str, root: Path) -> str
     return found
 
 
-def _code_version(module: str, name: str | None, package: str, root: Path) -> str:
-    return _digest(closure(module, name, package, root))
-
-
 def _digest(texts: dict[_Unit, str]) -> str:
     digest = hashlib.sha256()
     for unit, text in sorted(texts.items(), key=lambda kv: (kv[0].module, kv[0].name or "")):
@@ -614,7 +612,12 @@ class _DiskCache:
         try:
             data = json.loads(self.path.read_text())
             return dict(data["versions"]), dict(data["methods"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except FileNotFoundError:
+            return {}, {}  # nothing kept yet under these rules
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning(
+                "code versions: %s is unreadable (%s); computing them again", self.path, err
+            )
             return {}, {}
 
     def digest(self, dep: str) -> str:
@@ -651,8 +654,10 @@ class _DiskCache:
             try:
                 if all(self.digest(dep) == d for dep, d in entry["deps"].items()):
                     return entry["version"]
-            except (KeyError, TypeError, AttributeError, ValueError):
-                return None  # not this format: computed again
+            except (KeyError, TypeError, AttributeError, ValueError) as err:
+                log.warning("code versions: %s holds a malformed entry for %s (%s); computing it "
+                            "again", self.path, key, err)  # fmt: skip
+                return None
         return None
 
     def put(self, key: str, version: str, consulted: set[str]) -> str:
