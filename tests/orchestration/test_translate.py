@@ -331,7 +331,9 @@ def test_only_the_declared_executors_libraries_are_imported(monkeypatch):
         jobs={"j": SimpleNamespace(executor=CeleryExecutorOptions(broker="x"))},
     )
     creator = SimpleNamespace(_dagster_config=config, _registered_executors={})
-    resolved, unavailable = tr.resolve_declared_executors(creator)
+    from kedro_dagster.dagster import ExecutorCreator
+
+    resolved, unavailable = tr.declared_only(ExecutorCreator._resolve_executors)(creator)
     assert set(resolved) == {MultiprocessExecutorOptions, K8sJobExecutorOptions}
     assert resolved[K8sJobExecutorOptions].name == "k8s"
     # the missing library of a declared executor is reported as kedro-dagster reports it

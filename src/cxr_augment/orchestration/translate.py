@@ -68,33 +68,28 @@ def _quiet() -> Iterator[None]:
             lg.removeFilter(routine)
 
 
-def resolve_declared_executors(self) -> tuple[dict, dict]:
-    """``ExecutorCreator._resolve_executors`` for the executor types ``dagster.yml`` declares
-    (named or a job's own) only: the others' libraries are not imported."""
-    import importlib
+def declared_only(resolve):
+    """kedro-dagster's ``ExecutorCreator._resolve_executors`` (``resolve``) over the executor
+    types ``dagster.yml`` declares (named or a job's own) only: it imports the library of
+    every executor it knows that is installed, used or not."""
+    from kedro_dagster import dagster as kd_dagster
 
-    from kedro_dagster.config.models import EXECUTOR_MAP
-
-    config = self._dagster_config
-    declared = {type(o) for o in (config.executors or {}).values()}
-    declared |= {
-        type(job.executor)
-        for job in (config.jobs or {}).values()
-        if job.executor is not None and not isinstance(job.executor, str)
-    }
-    resolved: dict = {}
-    unavailable: dict = {}
-    for yaml_key, registration in EXECUTOR_MAP.items():
-        if registration.options not in declared:
-            continue
+    def resolve_declared(self) -> tuple[dict, dict]:
+        config = self._dagster_config
+        declared = {type(o) for o in (config.executors or {}).values()}
+        declared |= {
+            type(job.executor)
+            for job in (config.jobs or {}).values()
+            if job.executor is not None and not isinstance(job.executor, str)
+        }
+        known = kd_dagster.EXECUTOR_MAP
+        kd_dagster.EXECUTOR_MAP = {k: r for k, r in known.items() if r.options in declared}
         try:
-            module = importlib.import_module(registration.module)
-        except ImportError:
-            unavailable[registration.options] = (yaml_key, registration.module)
-            continue
-        resolved[registration.options] = getattr(module, registration.symbol)
-    resolved.update(self._registered_executors)
-    return resolved, unavailable
+            return resolve(self)
+        finally:
+            kd_dagster.EXECUTOR_MAP = known
+
+    return resolve_declared
 
 
 @contextlib.contextmanager
@@ -192,7 +187,7 @@ def _memoised() -> Iterator[None]:
     from kedro_dagster import dagster as kd_dagster
 
     resolve_executors = kd_dagster.ExecutorCreator._resolve_executors
-    kd_dagster.ExecutorCreator._resolve_executors = resolve_declared_executors
+    kd_dagster.ExecutorCreator._resolve_executors = declared_only(resolve_executors)
 
     kedro_project.find_pipelines = cached_find
     kd_catalog.sum = cached_sum
