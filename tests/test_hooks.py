@@ -75,3 +75,123 @@ def test_the_run_environment_reaches_the_studys_structure(monkeypatch):
     monkeypatch.setenv("KEDRO_ENV", "chexpert")  # an explicit KEDRO_ENV is not overridden
     RunHooks().after_context_created(SimpleNamespace(env="study"))
     assert os.environ["KEDRO_ENV"] == "chexpert"
+
+
+# --- a finished training's checkpoints are deleted once its outputs are saved ---------------
+
+
+def _train(checkpoints, fail: bool = False):
+    """A stand-in training node: two epochs of checkpoints in a stage folder, as the
+    classifier writes them, then its outputs (or an error before them)."""
+    import torch
+
+    from cxr_augment.classify.checkpoints import CheckpointStore
+
+    stage = CheckpointStore(checkpoints.folder / "stage0", checkpoints.keep)
+    for epoch in range(3):
+        stage.save(epoch, {"w": torch.full((4,), float(epoch))})
+    if fail:
+        raise RuntimeError("killed after epoch 2")
+    return {"w": torch.ones(4)}, [0.5, 0.7, 0.6]
+
+
+def _run(tmp_path, *, delete=True, fail=False, model_dataset=None):
+    from kedro.framework.hooks.manager import _create_hook_manager
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import node, pipeline
+    from kedro.runner import SequentialRunner
+
+    from cxr_augment.datasets import CheckpointFolderDataset
+    from cxr_augment.hooks import CheckpointHooks
+
+    folder = tmp_path / "exp" / "seed1" / "checkpoints"
+    catalog = DataCatalog(
+        {
+            "exp.seed1.checkpoints": CheckpointFolderDataset(
+                path=str(folder), metadata={"delete_when_trained": delete, "description": "x"}
+            ),
+            "exp.seed1.model": model_dataset or MemoryDataset(),
+            "exp.seed1.history": MemoryDataset(),
+        }
+    )
+    pipe = pipeline(
+        [
+            node(
+                lambda ck: _train(ck, fail),
+                "exp.seed1.checkpoints",
+                ["exp.seed1.model", "exp.seed1.history"],
+                name="exp.train_classifier_seed1",
+            )
+        ]
+    )
+    manager = _create_hook_manager()
+    manager.register(CheckpointHooks())
+    SequentialRunner().run(pipe, catalog, manager)
+    return folder, catalog
+
+
+def test_a_finished_training_keeps_its_model_and_loses_its_checkpoints(tmp_path):
+    folder = tmp_path / "exp" / "seed1" / "checkpoints"
+    (folder / "stage0").mkdir(parents=True)
+    notes = folder / "notes.txt"  # not a checkpoint: stays, and so does its folder
+    notes.write_text("mine")
+    folder, catalog = _run(tmp_path)
+    assert catalog.load("exp.seed1.model")["w"].tolist() == [1.0] * 4
+    assert catalog.load("exp.seed1.history") == [0.5, 0.7, 0.6]
+    assert not (folder / "stage0").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    notes.unlink()
+    _run(tmp_path)  # a rerun writes them again and deletes them again, the folder with them
+    assert not folder.exists()
+
+
+def test_checkpoints_are_kept_when_the_catalog_says_so(tmp_path):
+    folder, _ = _run(tmp_path, delete=False)
+    # CheckpointStore keeps the newest two
+    assert sorted(p.name for p in (folder / "stage0").iterdir()) == [
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+    ]
+
+
+def test_a_failed_training_keeps_its_checkpoints_to_resume_from(tmp_path):
+    import pytest
+
+    with pytest.raises(RuntimeError, match="killed after epoch 2"):
+        _run(tmp_path, fail=True)
+    folder = tmp_path / "exp" / "seed1" / "checkpoints"
+    assert len(list((folder / "stage0").glob("epoch_*.pt"))) == 2
+
+
+def test_checkpoints_stay_until_every_output_is_saved(tmp_path):
+    """The model's save fails (a full disk, say): the checkpoints are what is left of the
+    training, so they stay."""
+    import pytest
+    from kedro.io import DatasetError
+
+    from cxr_augment.datasets import TorchStateDictDataset
+
+    class FullDisk(TorchStateDictDataset):
+        def save(self, data):
+            raise OSError(28, "No space left on device")
+
+    model = FullDisk(filepath=str(tmp_path / "model.pt"))
+    with pytest.raises((OSError, DatasetError)):
+        _run(tmp_path, model_dataset=model)
+    folder = tmp_path / "exp" / "seed1" / "checkpoints"
+    assert len(list((folder / "stage0").glob("epoch_*.pt"))) == 2
+
+
+def test_the_project_registers_the_checkpoint_hook_and_the_classifier_catalog_uses_it():
+    from pathlib import Path
+
+    import yaml
+
+    from cxr_augment.hooks import CheckpointHooks
+
+    assert any(isinstance(h, CheckpointHooks) for h in HOOKS)
+    root = Path(__file__).resolve().parents[1]
+    catalog = yaml.safe_load((root / "conf/base/catalog_classification.yml").read_text())
+    entry = catalog["{experiment}.seed{seed}.checkpoints"]
+    assert entry["type"] == "cxr_augment.datasets.CheckpointFolderDataset"
+    assert entry["metadata"]["delete_when_trained"] is True

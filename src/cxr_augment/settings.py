@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from cxr_augment.config_loader import CachedConfigLoader
-from cxr_augment.hooks import RunHooks
+from cxr_augment.hooks import CheckpointHooks, RunHooks
 
 
 def package_data(package: str, relative: str) -> str:
@@ -53,4 +53,6 @@ CONFIG_LOADER_ARGS = {
     },
 }
 
-HOOKS = (RunHooks(),)  # gc.freeze() of the start-up objects for the run
+# RunHooks: gc.freeze() of the start-up objects for the run; CheckpointHooks: a finished
+# training's resume checkpoints deleted once its outputs are saved
+HOOKS = (RunHooks(), CheckpointHooks())
