@@ -367,3 +367,31 @@ def test_tables_6_and_7_mark_the_labels_a_policy_maps_away():
         for cell, n in zip(cells, counts, strict=True):
             share = float(cell.split("(")[1].rstrip("%)"))
             assert abs(share - 100 * n / 223414) <= 0.06, (row, cell)
+
+
+def test_the_data_note_states_the_seeds_of_the_table_the_answer_reads():
+    from cxr_augment.pipelines.reporting.nodes import data_note
+    from cxr_augment.report.study_report import sections, seeds_phrase
+
+    one = _group_table({"base": 0.5, "trad": 0.6, "ddim": 0.7}, [("trad", "base", 0.1)])
+    three = one.assign(seeds=np.where(one["row"] == "experiment", 3, np.nan))
+    mixed = three.copy()
+    mixed.loc[0, "seeds"] = 1
+    assert seeds_phrase(one) == "one training seed per classifier"
+    assert seeds_phrase(three).startswith("3 training seeds per classifier")
+    assert seeds_phrase(mixed).startswith("1 to 3 training seeds per classifier")
+    assert seeds_phrase(None) == "the training seeds each table states"
+
+    params = _params()
+    manifest = pd.DataFrame(
+        {"split": ["train", "train", "valid"], "patient_id": ["p1", "p1", "p2"]}
+    )
+    note = data_note(manifest, params)
+    assert "3 images, 2 of them for training, of 2 patients" in note and "{seeds}" in note
+    assert "{size}" not in data_note(None, params)  # no manifest: said, not a raw placeholder
+    for table, words in ((one, "one training seed per classifier"), (three, "3 training seeds")):
+        sources = {"report.table15.table": table}
+        parts, used = sections({**params, "answer": {**SPEC, "groups": ["table15"]}}, sources, note)
+        assert used == "table15"
+        text = " ".join(parts[0].paragraphs)
+        assert words in text and "{seeds}" not in text

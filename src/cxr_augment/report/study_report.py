@@ -675,6 +675,23 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
     return [Table(key=key, title=title, frame=data, asset=asset, digits=int(spec.get("digits", 4)))]
 
 
+def seeds_phrase(table: pd.DataFrame | None) -> str:
+    """How many training seeds each classifier of ``table`` (the answer's) had, in words."""
+    if table is None or table.empty or "seeds" not in table:
+        return "the training seeds each table states"
+    counts = sorted({int(n) for n in _experiment_rows(table)["seeds"].dropna()})
+    if not counts:
+        return "the training seeds each table states"
+    if counts == [1]:
+        return "one training seed per classifier"
+    if len(counts) == 1:
+        return f"{counts[0]} training seeds per classifier (the tables give their mean)"
+    return (
+        f"{counts[0]} to {counts[-1]} training seeds per classifier (each table gives its "
+        "classifiers' count and the mean over them)"
+    )
+
+
 def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section], str | None]:
     """The report's sections: the answer first, then every item of ``params["sections"]``.
 
@@ -684,6 +701,7 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
         g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
     }  # the answer's candidate tables
     paragraphs, used = answer(groups, params["answer"])
+    data_note = data_note.replace("{seeds}", seeds_phrase(groups.get(used) if used else None))
     first = Section(
         key="answer",
         title="The answer on this data",

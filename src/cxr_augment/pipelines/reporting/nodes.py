@@ -41,14 +41,16 @@ def _block(parameters: dict, dotted: str):
 
 
 def data_note(manifest: pd.DataFrame | None, params: dict) -> str:
-    """What the data can and cannot show, with its size."""
+    """What the data can and cannot show, with its size (``{size}``); ``{seeds}`` is left
+    for ``study_report.sections``, which knows the table the answer was read from."""
     if manifest is None:
-        return params.get("data_note", "")
-    size = (
-        f"{len(manifest):,} images, {(manifest['split'] == 'train').sum():,} of them for "
-        f"training, of {manifest['patient_id'].nunique():,} patients"
-    )
-    return params.get("data_note", "").format(size=size).strip()
+        size = "its size unknown: the manifest was not made"
+    else:
+        size = (
+            f"{len(manifest):,} images, {(manifest['split'] == 'train').sum():,} of them for "
+            f"training, of {manifest['patient_id'].nunique():,} patients"
+        )
+    return params.get("data_note", "").format(size=size, seeds="{seeds}").strip()
 
 
 def assemble_report(params: dict, parameters: dict, provenance: dict, **sources) -> str:
