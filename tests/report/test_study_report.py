@@ -395,3 +395,29 @@ def test_the_data_note_states_the_seeds_of_the_table_the_answer_reads():
         assert used == "table15"
         text = " ".join(parts[0].paragraphs)
         assert words in text and "{seeds}" not in text
+
+
+def test_not_run_commands_name_the_environment_the_report_was_made_in():
+    from cxr_augment.report.study_report import in_env, sections
+
+    assert in_env("kedro run --pipeline a && kedro run --pipeline b", "study") == (
+        "kedro run --env study --pipeline a && kedro run --env study --pipeline b"
+    )
+    assert in_env("kedro run", None) == "kedro run"
+    params = _params()
+    assert params["env"] is None  # the default environment: commands as written
+    for env, expected in ((None, "kedro run --pipeline classification"),
+                          ("study", "kedro run --env study --pipeline classification")):  # fmt: skip
+        parts, used = sections({**params, "env": env}, {}, "")
+        assert used is None
+        commands = [i.command for sec in parts[1:] for i in sec.items if hasattr(i, "command")]
+        assert expected in commands and all(("--env" in c) == bool(env) for c in commands)
+        first = " ".join(parts[0].paragraphs)
+        assert ("`kedro run --env study`" in first) == bool(env)
+    # every environment that has parameters names itself
+    for folder in sorted((ROOT / "conf").iterdir()):
+        f = folder / "parameters.yml"
+        if folder.name in ("base", "local") or not f.exists():
+            continue
+        env = (yaml.safe_load(f.read_text()) or {}).get("reporting", {}).get("env")
+        assert env == folder.name, f

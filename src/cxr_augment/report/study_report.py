@@ -198,10 +198,17 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
                 "differences, follow."
             )
             return out, group
+    env = spec.get("env")
+    how = f"`kedro run --env {env}`" if env else "`kedro run` (or `make run`)"
     return [
         "**Not run yet:** neither Table 15 nor the default run's headline table exists. "
-        "`kedro run` (or `make run`) makes the headline table."
+        f"{how} makes the headline table."
     ], None
+
+
+def in_env(command: str, env: str | None) -> str:
+    """``command`` with ``--env env`` after each ``kedro run`` (none for the default env)."""
+    return re.sub(r"\bkedro run\b", f"kedro run --env {env}", command) if env else command
 
 
 def _thesis_frame(thesis: dict | None, experiments: list[str]) -> pd.DataFrame | None:
@@ -600,7 +607,7 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
                 key=key,
                 title=title,
                 asset=asset,
-                command=spec["command"],
+                command=in_env(spec["command"], params.get("env")),
                 reason=f"{asset} has not been made in this project's data/ folder yet.",
             )
         ]
@@ -700,7 +707,7 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
     groups = {
         g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
     }  # the answer's candidate tables
-    paragraphs, used = answer(groups, params["answer"])
+    paragraphs, used = answer(groups, {**params["answer"], "env": params.get("env")})
     data_note = data_note.replace("{seeds}", seeds_phrase(groups.get(used) if used else None))
     first = Section(
         key="answer",
