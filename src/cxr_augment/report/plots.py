@@ -88,9 +88,13 @@ def pca_figure(
     b2: float,
     title: str,
     selected: np.ndarray | None = None,
+    selected_total: int | None = None,
 ) -> plt.Figure:
     """Figure 20: the points by class, misclassified ones hollow, the boundary line, and
-    (``selected``) the images the misclassified strategy augments, ringed in black."""
+    (``selected``) the images the misclassified strategy augments, ringed in black.
+
+    ``selected_total``: how many images the strategy selected in all, when the points are a
+    sample of them; the legend gives both counts."""
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     wrong = pred != y
     for cls, colour in ((0, "tab:blue"), (1, "tab:red")):
@@ -121,7 +125,14 @@ def pca_figure(
             facecolors="none",
             edgecolors="black",
             lw=0.9,
-            label=f"selected for augmentation ({int(selected.sum())})",
+            label=(
+                f"selected for augmentation ({int(selected.sum())}"
+                + (
+                    f" shown of {selected_total})"
+                    if selected_total is not None and selected_total != int(selected.sum())
+                    else ")"
+                )
+            ),
         )
     xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 200)
     if abs(w2[1]) > 1e-12:

@@ -672,9 +672,12 @@ def misclassified_selection(
         idx = np.flatnonzero(y == cls)
         shown.append(np.sort(rng.permutation(idx)[: int(params["per_class"])]))
     s = np.concatenate(shown)
+    title = f"{spec['name']}: penultimate features, PCA ({how} boundary)"
+    if len(s) < len(y):  # a sample of each class: the legend counts the selected shown
+        title += f"; {len(s):,} of the {len(y):,} training images shown"
     fig = plots.pca_figure(
-        z[s], y[s], pred[s], w2, b2,
-        f"{spec['name']}: penultimate features, PCA ({how} boundary)",
+        z[s], y[s], pred[s], w2, b2, title,
         selected=points["selected"].to_numpy()[s],
+        selected_total=int(points["selected"].sum()),
     )  # fmt: skip
     return points, fig, selection, summary
