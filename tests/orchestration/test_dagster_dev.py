@@ -171,3 +171,24 @@ def test_make_dagster_starts_the_daemon_once_the_code_is_loaded(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+
+
+def test_the_webserver_waits_for_the_code_server_to_listen():
+    """``dev.py`` starts ``dagster dev`` beside the code server: its webserver must not read
+    the workspace before the port listens (a refused ``grpc_server`` is a load error)."""
+    import socket
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        started = time.monotonic()
+        threading.Timer(0.6, s.listen).start()  # the code server listens a moment later
+        dagster_dev.wait_for_port(port, timeout=30)
+        assert time.monotonic() - started >= 0.5
+    with socket.socket() as s:  # bound, never listening: a clear error after the timeout
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(SystemExit, match=r"did not listen on 127.0.0.1:\d+ within 0 s"):
+            dagster_dev.wait_for_port(s.getsockname()[1], timeout=0.3)
+    with pytest.raises(SystemExit, match="--after-port needs a port number"):
+        dagster_dev.main(["ready", "--after-port", "-w"])

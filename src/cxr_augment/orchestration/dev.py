@@ -3,18 +3,20 @@
     python -m cxr_augment.orchestration.dev [-m cxr_augment.definitions] [-h 127.0.0.1] [-p 3000]
 
 1. starts ``python -m cxr_augment.orchestration.code_server`` for the module on a free local
-   port and waits until it listens (it answers at once from an earlier start's snapshot
-   files, or else once it has loaded the code; the load goes on while ``dagster dev``
-   starts);
+   port (it answers at once from an earlier start's snapshot files, or else once it has
+   loaded the code; the load goes on while ``dagster dev`` starts);
 2. writes a workspace (``grpc_server`` at that port, the module's name as the location's name)
    into a temporary folder;
 3. runs ``dagster dev -w <workspace> -h HOST -p PORT`` (the webserver and the daemon; the
    daemon starts once the code server has served the loaded code's repository snapshot,
-   ``dagster_dev.py``), and when
-   that ends, for whatever reason, ends the code server too.
+   ``dagster_dev.py``) at once, beside the code server's start, and when that ends, for
+   whatever reason, ends the code server too.
 
-The code server must listen before ``dagster dev`` starts: a workspace's ``grpc_server`` that
-refuses the connection is shown as a load error until the next reload.
+The code server must listen before the webserver reads the workspace: a ``grpc_server`` that
+refuses the connection is shown as a load error until the next reload. So ``dagster_dev.py``
+imports Dagster's command line (about 1 s on 2 cores) while the code server starts (about
+1.5 s), then waits until the port listens before it starts the webserver; this process ends
+both if the code server ends before it listens.
 """
 
 from __future__ import annotations
@@ -98,22 +100,30 @@ def main(argv: list[str] | None = None) -> int:
              "-m", args.module_name, "--port", str(grpc_port), "-d", os.getcwd(),
              "--ready-file", str(ready), "--exit-with-parent"],
         )  # fmt: skip
+        dev = None
         try:
-            wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
             path = Path(tmp) / "workspace.yaml"
             path.write_text(yaml.safe_dump(workspace(grpc_port, args.module_name)))
-            # `dagster dev`, its daemon started once the code is loaded (dagster_dev.py); it
-            # warns that `dg dev` supersedes it (the project has no `dg` project layout): that
-            # one warning is left out of the terminal
+            # `dagster dev`, its webserver started once the code server listens and its daemon
+            # once the code is loaded (dagster_dev.py); it warns that `dg dev` supersedes it
+            # (the project has no `dg` project layout): that one warning is left out of the
+            # terminal
             dev = subprocess.Popen(
                 [sys.executable, "-W", SUPERSEDED, "-m", "cxr_augment.orchestration.dagster_dev",
-                 str(ready), "-w", str(path), "-h", args.host, "-p", str(args.port)],
+                 str(ready), "--after-port", str(grpc_port),
+                 "-w", str(path), "-h", args.host, "-p", str(args.port)],
             )  # fmt: skip
+            wait_for_code_server(code_server, grpc_port, STARTUP_TIMEOUT_S)
             try:
                 return dev.wait()
             except KeyboardInterrupt:
                 dev.send_signal(signal.SIGINT)
                 return dev.wait()
+        except BaseException:
+            if dev is not None and dev.poll() is None:  # the code server never listened
+                dev.terminate()
+                dev.wait(timeout=30)
+            raise
         finally:
             if code_server.poll() is None:
                 code_server.send_signal(signal.SIGTERM)
