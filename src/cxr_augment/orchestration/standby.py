@@ -18,24 +18,25 @@ import threading
 
 
 def main(argv: list[str]) -> int:
-    from dagster._core.origin import RepositoryPythonOrigin
-    from dagster._utils.hosted_user_process import recon_repository_from_origin
-    from dagster_shared.serdes import deserialize_value
-
     nice = int(argv[1]) if len(argv) > 1 else 0
-    origin = deserialize_value(argv[0], RepositoryPythonOrigin)
-    workdir = getattr(origin.code_pointer, "working_directory", None)
-    if workdir and workdir not in sys.path:  # as the code server loads it
-        sys.path.insert(0, workdir)
     failed: list[BaseException] = []
 
     def load() -> None:
         try:
-            # Linux gives each thread its own priority: this one loads at a lower priority, the
-            # run (main thread) keeps the default. Elsewhere the priority is the process's, so
-            # it is left alone rather than slowing the run too.
+            # Linux gives each thread its own priority: this one imports Dagster (about 1 s of
+            # CPU) and loads the code at a lower priority, the run (main thread) keeps the
+            # default. Elsewhere the priority is the process's, so it is left alone rather
+            # than slowing the run too.
             if nice > 0 and sys.platform.startswith("linux"):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            from dagster._core.origin import RepositoryPythonOrigin
+            from dagster._utils.hosted_user_process import recon_repository_from_origin
+            from dagster_shared.serdes import deserialize_value
+
+            origin = deserialize_value(argv[0], RepositoryPythonOrigin)
+            workdir = getattr(origin.code_pointer, "working_directory", None)
+            if workdir and workdir not in sys.path:  # as the code server loads it
+                sys.path.insert(0, workdir)
             recon_repository_from_origin(origin).get_definition()
         except BaseException as err:  # reported below, in the main thread
             failed.append(err)
@@ -53,6 +54,7 @@ def main(argv: list[str]) -> int:
     from dagster._cli.utils import get_instance_for_cli
     from dagster._grpc.types import ExecuteRunArgs
     from dagster._utils.interrupts import capture_interrupts
+    from dagster_shared.serdes import deserialize_value
 
     args = deserialize_value(line.strip(), ExecuteRunArgs)
     with capture_interrupts(), get_instance_for_cli(instance_ref=args.instance_ref) as instance:
