@@ -421,3 +421,31 @@ def test_not_run_commands_name_the_environment_the_report_was_made_in():
             continue
         env = (yaml.safe_load(f.read_text()) or {}).get("reporting", {}).get("env")
         assert env == folder.name, f
+
+
+def test_the_sampler_sweep_reads_in_table_14s_units_with_its_lowest_fd_named():
+    from cxr_augment.report.study_report import fd_sweep_frame
+
+    table = pd.DataFrame(
+        {"model": "cfg", "scheduler": ["ddim", "ddim", "dpmsolver++"], "steps": [10, 20, 10],
+         "guidance": [1.0, 2.0, 1.0], "n_gen": 32, "n_real": 1588,
+         "domain_fd": [257.8118, 335.814, 129.3265], "domain_kid": [0.015793, 0.02408, 0.00558],
+         "domain_kid_ci_low": [0.01081, 0.0179, 0.00265],
+         "domain_kid_ci_high": [0.019985, 0.029153, 0.00823]}
+    )  # fmt: skip
+    frame, meta, notes = fd_sweep_frame(table)
+    assert meta == {"model": "cfg", "generated images per setting (both classes)": "32",
+                    "real images": "1588"}  # fmt: skip
+    assert list(frame.columns) == ["scheduler", "steps", "guidance", "domain FD",
+                                   "domain KID [subsets]"]  # fmt: skip
+    assert frame["domain FD"].tolist() == ["257.81", "335.81", "129.33"]
+    assert frame["domain KID [subsets]"].iloc[0] == "0.0158 [0.0108, 0.0200]"
+    assert frame["guidance"].tolist() == ["1", "2", "1"]
+    assert "Lowest domain FD: scheduler dpmsolver++, steps 10, guidance 1 (129.33)." in notes
+    # as an item of the report: a table with its settings in the header
+    params = _params()
+    spec = next(i for s in params["sections"] for i in s["items"] if i["key"] == "sweep")
+    from cxr_augment.report.study_report import item
+
+    (out,) = item(spec, table, params)
+    assert out.meta["model"] == "cfg" and out.frame.shape == (3, 5)
