@@ -449,3 +449,27 @@ def test_the_sampler_sweep_reads_in_table_14s_units_with_its_lowest_fd_named():
 
     (out,) = item(spec, table, params)
     assert out.meta["model"] == "cfg" and out.frame.shape == (3, 5)
+
+
+def test_a_json_summary_reads_as_flat_fields_not_raw_json():
+    from cxr_augment.report.study_report import _json_frame
+
+    choice = {
+        "experiment": "ptx_misclassified_best",
+        "options": {"ddim": {"experiment": "ptx_ddim_unbalanced", "roc_auc": 0.5542308810700786}},
+        "chosen": "traditional",
+        "set": {"methods": ["rotation", "noise"], "source": "transforms"},
+        "pairs": [{"a": 1}],
+    }
+    frame = _json_frame(choice)
+    rows = dict(zip(frame["field"], frame["value"], strict=True))
+    assert rows == {
+        "experiment": "ptx_misclassified_best",
+        "options.ddim.experiment": "ptx_ddim_unbalanced",
+        "options.ddim.roc_auc": 0.5542308810700786,  # rounded by the table, not here
+        "chosen": "traditional",
+        "set.methods": "rotation, noise",
+        "set.source": "transforms",
+        "pairs": '[{"a": 1}]',
+    }
+    assert html.format_cell(rows["options.ddim.roc_auc"], 4)[0] == "0.5542"

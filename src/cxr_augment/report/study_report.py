@@ -340,15 +340,24 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def _json_frame(data: dict) -> pd.DataFrame:
-    rows = []
-    for k, v in data.items():
-        rows.append(
-            {
-                "field": k,
-                "value": json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v,
-            }
-        )
-    return pd.DataFrame(rows)
+    """A JSON summary as field / value rows: nested objects flattened to dotted fields
+    (``options.ddim.roc_auc``), lists of plain values joined with commas, numbers left for
+    the table's rounding; anything else as compact JSON."""
+    rows: list[dict] = []
+
+    def add(field: str, v) -> None:
+        if isinstance(v, dict) and v:
+            for k, sub in v.items():
+                add(f"{field}.{k}" if field else str(k), sub)
+        elif isinstance(v, list) and all(isinstance(x, str | int | float | bool) for x in v):
+            rows.append({"field": field, "value": ", ".join(str(x) for x in v)})
+        elif isinstance(v, dict | list):
+            rows.append({"field": field, "value": json.dumps(v, sort_keys=True)})
+        else:
+            rows.append({"field": field, "value": v})
+
+    add("", data)
+    return pd.DataFrame(rows, columns=["field", "value"])
 
 
 def split_counts(manifest: pd.DataFrame) -> pd.DataFrame:
