@@ -473,3 +473,16 @@ def test_a_json_summary_reads_as_flat_fields_not_raw_json():
         "pairs": '[{"a": 1}]',
     }
     assert html.format_cell(rows["options.ddim.roc_auc"], 4)[0] == "0.5542"
+
+
+def test_the_json_summaries_say_what_their_fields_mean():
+    from cxr_augment.report.study_report import item
+
+    params = _params()
+    specs = {i["key"]: i for s in params["sections"] for i in s["items"]}
+    (mem,) = item(specs["ddim_memorisation"], {"share": 0.0, "max_share": 0.05}, params)
+    assert "threshold_pixel" in mem.notes[0] and "max_share" in mem.notes[0]
+    (sel,) = item(specs["misclassified_summary"], {"misclassified": 3}, params)
+    assert "misclassified_near" in sel.notes[0] and "balance_target" in sel.notes[0]
+    (choice,) = item(specs["misclassified_choice"], {"chosen": "traditional"}, params)
+    assert choice.notes == []

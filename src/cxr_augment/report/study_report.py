@@ -685,7 +685,8 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
         frame, meta, notes = fd_sweep_frame(data)
         return [Table(key=key, title=title, frame=frame, asset=asset, meta=meta, notes=notes)]
     if kind == "json":
-        return [Table(key=key, title=title, frame=_json_frame(data), asset=asset)]
+        notes = [" ".join(str(spec["note"]).split())] if spec.get("note") else []
+        return [Table(key=key, title=title, frame=_json_frame(data), asset=asset, notes=notes)]
     if kind == "split_counts":
         return [
             Table(
