@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: install run study test lint bench viz dagster clean-data
+.PHONY: install run study study-report test lint bench viz dagster clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ STUDY_PIPELINES := demo_data,preprocessing,generation,classification,augmentatio
 study: $(STAMP)
 	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines $(STUDY_PIPELINES) $(PARALLEL)
 	KEDRO_ENV=study $(BIN)/kedro run --env study --pipeline reporting $(INCREMENTAL)
+
+# The study's report of what has run so far, also while `make study` runs (which holds the
+# records in data/.incremental/nodes.json): the report keeps its own records beside them.
+study-report: $(STAMP)
+	KEDRO_ENV=study $(BIN)/kedro run --env study --pipeline reporting $(INCREMENTAL) \
+		--runner-params state=data/.incremental/study-report.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
