@@ -95,7 +95,7 @@ def _train(checkpoints, fail: bool = False):
     return {"w": torch.ones(4)}, [0.5, 0.7, 0.6]
 
 
-def _run(tmp_path, *, delete=True, fail=False, model_dataset=None):
+def _run(tmp_path, *, delete=True, fail=False, model_dataset=None, history_dataset=None):
     from kedro.framework.hooks.manager import _create_hook_manager
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.pipeline import node, pipeline
@@ -111,7 +111,7 @@ def _run(tmp_path, *, delete=True, fail=False, model_dataset=None):
                 path=str(folder), metadata={"delete_when_trained": delete, "description": "x"}
             ),
             "exp.seed1.model": model_dataset or MemoryDataset(),
-            "exp.seed1.history": MemoryDataset(),
+            "exp.seed1.history": history_dataset or MemoryDataset(),
         }
     )
     pipe = pipeline(
@@ -164,22 +164,59 @@ def test_a_failed_training_keeps_its_checkpoints_to_resume_from(tmp_path):
 
 
 def test_checkpoints_stay_until_every_output_is_saved(tmp_path):
-    """The model's save fails (a full disk, say): the checkpoints are what is left of the
-    training, so they stay."""
+    """The model is saved, then the history's save fails (a full disk, say): the training is
+    not complete on disk, so its checkpoints stay to resume from."""
     import pytest
-    from kedro.io import DatasetError
+    from kedro.io import DatasetError, MemoryDataset
 
-    from cxr_augment.datasets import TorchStateDictDataset
-
-    class FullDisk(TorchStateDictDataset):
+    class FullDisk(MemoryDataset):
         def save(self, data):
             raise OSError(28, "No space left on device")
 
-    model = FullDisk(filepath=str(tmp_path / "model.pt"))
+    model = MemoryDataset()
     with pytest.raises((OSError, DatasetError)):
-        _run(tmp_path, model_dataset=model)
+        _run(tmp_path, model_dataset=model, history_dataset=FullDisk())
+    assert model.load()["w"].tolist() == [1.0] * 4  # the first output was saved
     folder = tmp_path / "exp" / "seed1" / "checkpoints"
     assert len(list((folder / "stage0").glob("epoch_*.pt"))) == 2
+
+
+def test_a_checkpoint_that_cannot_be_deleted_is_a_warning_not_a_failed_run(
+    tmp_path, monkeypatch, caplog
+):
+    import logging
+    from pathlib import Path
+
+    real_unlink = Path.unlink
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "epoch_0002.pt":  # the newest: training never prunes it
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with caplog.at_level(logging.WARNING, logger="cxr_augment.hooks"):
+        _, catalog = _run(tmp_path)
+    assert catalog.load("exp.seed1.history") == [0.5, 0.7, 0.6]  # the run went on
+    assert "could not all be deleted" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_only_the_stores_own_checkpoints_go_not_a_linked_folder_or_a_save_under_way(tmp_path):
+    from cxr_augment.classify.checkpoints import CheckpointStore
+    from cxr_augment.hooks import delete_checkpoints
+
+    folder = tmp_path / "ck"
+    (folder / "stage0").mkdir(parents=True)
+    (folder / "stage0" / "epoch_0001.pt").write_bytes(b"x")
+    partial = folder / "stage0" / ".epoch_0002.partial-ab12cd34.pt"
+    partial.write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "epoch_0001.pt").write_bytes(b"keep")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    assert delete_checkpoints(CheckpointStore(folder)) == 1
+    assert partial.exists() and (elsewhere / "epoch_0001.pt").read_bytes() == b"keep"
+    assert not (folder / "stage0" / "epoch_0001.pt").exists()
 
 
 def test_the_project_registers_the_checkpoint_hook_and_the_classifier_catalog_uses_it():

@@ -58,19 +58,20 @@ def delete_checkpoints(store: Any) -> int:
     """Delete the checkpoint files of ``store`` (a ``CheckpointStore``) and of the stores in
     its subfolders (a training's stages), then the folders left empty; the number of files.
 
-    Only the store's own files go (``<stem>_<n>.pt`` and the partial files of unfinished
-    saves): anything else in the folder stays, and so does the folder that holds it.
+    Only the store's own checkpoints go (``<stem>_<n>.pt``): anything else in the folder
+    stays (a partial file of a save under way, a linked folder), and so does the folder that
+    holds it.
     """
     from cxr_augment.classify.checkpoints import CheckpointStore
 
     root = Path(store.folder)
-    if not root.is_dir():
+    if not root.is_dir() or root.is_symlink():
         return 0
-    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
     deleted = 0
-    for folder in reversed(folders):  # subfolders first, so that an emptied root goes too
+    for folder in [*subfolders, root]:  # subfolders first, so that an emptied root goes too
         sub = CheckpointStore(folder, keep=store.keep, stem=store.stem, digits=store.digits)
-        for f in [*sub.files(), *sub.partial_files()]:
+        for f in sub.files():
             f.unlink(missing_ok=True)
             deleted += 1
         try:
@@ -125,7 +126,17 @@ class CheckpointHooks:
             return
         del self._pending[node.name]
         for store in stores:
-            n = delete_checkpoints(store)
+            try:
+                n = delete_checkpoints(store)
+            except OSError as err:  # the outputs are saved: the run goes on, the files stay
+                log.warning(
+                    "%s: its outputs are saved, but its checkpoints in %s could not all be "
+                    "deleted (%s); delete them by hand",
+                    node.name,
+                    store.folder,
+                    err,
+                )
+                continue
             if n:
                 log.info(
                     "%s: its outputs are saved, so its %d checkpoint file(s) in %s were "
@@ -137,4 +148,6 @@ class CheckpointHooks:
 
     @hook_impl
     def on_node_error(self, node) -> None:
+        # a node that fails never reaches after_node_run; this drops an entry left by an
+        # earlier success of the same node whose outputs were not all saved
         self._pending.pop(node.name, None)

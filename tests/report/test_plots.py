@@ -53,3 +53,6 @@ def test_figure_20_legend_counts_the_selected_shown_and_in_all():
     assert legend(selected_total=20) == ["selected for augmentation (7 shown of 20)"]
     assert legend(selected_total=7) == ["selected for augmentation (7)"]
     assert legend() == ["selected for augmentation (7)"]
+    # none of the selected among those shown: the legend still says how many there are
+    selected[:] = False
+    assert legend(selected_total=5) == ["selected for augmentation (0 shown of 5)"]

@@ -389,6 +389,8 @@ def test_the_data_note_states_the_seeds_of_the_table_the_answer_reads():
     note = data_note(manifest, params)
     assert "3 images, 2 of them for training, of 2 patients" in note and "{seeds}" in note
     assert "{size}" not in data_note(None, params)  # no manifest: said, not a raw placeholder
+    # other braces in a user's note are left as written
+    assert data_note(None, {"data_note": "{size}; {other}"}).endswith("; {other}")
     for table, words in ((one, "one training seed per classifier"), (three, "3 training seeds")):
         sources = {"report.table15.table": table}
         parts, used = sections({**params, "answer": {**SPEC, "groups": ["table15"]}}, sources, note)
@@ -404,6 +406,10 @@ def test_not_run_commands_name_the_environment_the_report_was_made_in():
         "kedro run --env study --pipeline a && kedro run --env study --pipeline b"
     )
     assert in_env("kedro run", None) == "kedro run"
+    # a command that names its environment keeps it
+    assert in_env("kedro run --env gpu --pipeline a && kedro run", "study") == (
+        "kedro run --env gpu --pipeline a && kedro run --env study"
+    )
     params = _params()
     assert params["env"] is None  # the default environment: commands as written
     for env, expected in ((None, "kedro run --pipeline classification"),
@@ -414,11 +420,12 @@ def test_not_run_commands_name_the_environment_the_report_was_made_in():
         assert expected in commands and all(("--env" in c) == bool(env) for c in commands)
         first = " ".join(parts[0].paragraphs)
         assert ("`kedro run --env study`" in first) == bool(env)
-    # every environment that has parameters names itself
-    for folder in sorted((ROOT / "conf").iterdir()):
-        f = folder / "parameters.yml"
-        if folder.name in ("base", "local") or not f.exists():
+    # every environment but the default names itself
+    for folder in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir()):
+        if folder.name in ("base", "local"):
             continue
+        f = folder / "parameters.yml"
+        assert f.exists(), f
         env = (yaml.safe_load(f.read_text()) or {}).get("reporting", {}).get("env")
         assert env == folder.name, f
 
@@ -463,6 +470,7 @@ def test_a_json_summary_reads_as_flat_fields_not_raw_json():
     }
     frame = _json_frame(choice)
     rows = dict(zip(frame["field"], frame["value"], strict=True))
+    assert _json_frame({"methods": []})["value"].tolist() == ["[]"]
     assert rows == {
         "experiment": "ptx_misclassified_best",
         "options.ddim.experiment": "ptx_ddim_unbalanced",

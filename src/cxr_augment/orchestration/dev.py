@@ -120,9 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                 dev.send_signal(signal.SIGINT)
                 return dev.wait()
         except BaseException:
-            if dev is not None and dev.poll() is None:  # the code server never listened
+            # the code server never listened, or a second interrupt came while `dagster dev`
+            # was stopping: it must not outlive this process
+            if dev is not None and dev.poll() is None:
                 dev.terminate()
-                dev.wait(timeout=30)
+                try:
+                    dev.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    dev.kill()
+                    dev.wait()
             raise
         finally:
             if code_server.poll() is None:

@@ -117,7 +117,7 @@ def pca_figure(
             lw=0.8,
             label=f"misclassified {'positive' if cls else 'negative'}",
         )
-    if selected is not None and selected.any():
+    if selected is not None and (selected.any() or selected_total):
         ax.scatter(
             z[selected, 0],
             z[selected, 1],

@@ -207,8 +207,11 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
 
 
 def in_env(command: str, env: str | None) -> str:
-    """``command`` with ``--env env`` after each ``kedro run`` (none for the default env)."""
-    return re.sub(r"\bkedro run\b", f"kedro run --env {env}", command) if env else command
+    """``command`` with ``--env env`` after each ``kedro run`` that names no environment
+    (none for the default environment)."""
+    if not env:
+        return command
+    return re.sub(r"\bkedro run\b(?![^&;|]*--env)", f"kedro run --env {env}", command)
 
 
 def _thesis_frame(thesis: dict | None, experiments: list[str]) -> pd.DataFrame | None:
@@ -349,7 +352,7 @@ def _json_frame(data: dict) -> pd.DataFrame:
         if isinstance(v, dict) and v:
             for k, sub in v.items():
                 add(f"{field}.{k}" if field else str(k), sub)
-        elif isinstance(v, list) and all(isinstance(x, str | int | float | bool) for x in v):
+        elif isinstance(v, list) and v and all(isinstance(x, str | int | float | bool) for x in v):
             rows.append({"field": field, "value": ", ".join(str(x) for x in v)})
         elif isinstance(v, dict | list):
             rows.append({"field": field, "value": json.dumps(v, sort_keys=True)})

@@ -674,7 +674,7 @@ def misclassified_selection(
     s = np.concatenate(shown)
     title = f"{spec['name']}: penultimate features, PCA ({how} boundary)"
     if len(s) < len(y):  # a sample of each class: the legend counts the selected shown
-        title += f"; {len(s):,} of the {len(y):,} training images shown"
+        title += f"; {len(s):,} of the {len(y):,} {'pooled ' if cap else ''}training images shown"
     fig = plots.pca_figure(
         z[s], y[s], pred[s], w2, b2, title,
         selected=points["selected"].to_numpy()[s],

@@ -50,7 +50,7 @@ def data_note(manifest: pd.DataFrame | None, params: dict) -> str:
             f"{len(manifest):,} images, {(manifest['split'] == 'train').sum():,} of them for "
             f"training, of {manifest['patient_id'].nunique():,} patients"
         )
-    return params.get("data_note", "").format(size=size, seeds="{seeds}").strip()
+    return params.get("data_note", "").replace("{size}", size).strip()
 
 
 def assemble_report(params: dict, parameters: dict, provenance: dict, **sources) -> str:
