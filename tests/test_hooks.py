@@ -232,3 +232,21 @@ def test_the_project_registers_the_checkpoint_hook_and_the_classifier_catalog_us
     entry = catalog["{experiment}.seed{seed}.checkpoints"]
     assert entry["type"] == "cxr_augment.datasets.CheckpointFolderDataset"
     assert entry["metadata"]["delete_when_trained"] is True
+
+
+def test_an_emptied_folder_that_cannot_be_removed_is_reported_not_ignored(tmp_path, monkeypatch):
+    import pytest
+
+    from cxr_augment.classify.checkpoints import CheckpointStore
+    from cxr_augment.hooks import delete_checkpoints
+
+    folder = tmp_path / "ck"
+    (folder / "stage0").mkdir(parents=True)
+    (folder / "stage0" / "epoch_0001.pt").write_bytes(b"x")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(folder), "rmdir", refuse)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        delete_checkpoints(CheckpointStore(folder))

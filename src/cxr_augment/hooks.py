@@ -74,10 +74,8 @@ def delete_checkpoints(store: Any) -> int:
         for f in sub.files():
             f.unlink(missing_ok=True)
             deleted += 1
-        try:
-            folder.rmdir()  # only when nothing else is in it
-        except OSError:
-            pass
+        if not any(folder.iterdir()):  # a folder that holds anything else stays
+            folder.rmdir()  # an error here reaches the hook, which warns with the folder
     return deleted
 
 

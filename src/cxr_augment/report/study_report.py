@@ -483,20 +483,20 @@ def fd_sweep_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], l
     settings every row shares in the header, one row per scheduler x steps x guidance, domain
     FD and KID with its subsets' interval (KID unscaled, as the sweep's figure plots it; Table
     14 gives it x 100), and the lowest FD named in a note."""
-    meta = {}
+    meta, shared = {}, set()
     for col, word in (("model", "model"), ("n_gen", "generated images per setting (both classes)"),
                       ("n_real", "real images")):  # fmt: skip
         values = table[col].dropna().unique() if col in table else []
         if len(values) == 1:
             meta[word] = str(values[0])
+            shared.add(col)
     out = pd.DataFrame(
-        {c: table[c].to_numpy() for c in ("model", "scheduler", "steps") if c in table}
-    )
-    if "model" in meta:
-        out = out.drop(columns="model")
+        {c: table[c].to_numpy() for c in ("model", "scheduler", "steps") if c in table
+         and c not in shared}
+    )  # fmt: skip
     if "guidance" in table:
         out["guidance"] = [f"{float(w):g}" for w in table["guidance"]]
-    if "n_gen" in table and "generated images per setting (both classes)" not in meta:
+    if "n_gen" in table and "n_gen" not in shared:
         out["images"] = table["n_gen"].astype("Int64").to_numpy()
     nan = pd.Series(np.nan, index=table.index)
     get = table.get
