@@ -1,6 +1,8 @@
-"""Benchmark: Dagster's multiprocess executor with Dagster's default start of each step process
-against the project's (a forkserver that has loaded the definitions), one after the other in
-one script, on the same job and the same data.
+"""Benchmark: the same experiments on two engines, one after the other in one script, on the
+same data: Dagster's multiprocess executor with Dagster's default start of each step process,
+the project's start (a forkserver that has loaded the definitions), and Kedro's
+``ParallelRunner`` (the project's ``ParallelIncrementalRunner`` with no records, so every node
+runs).
 
     python bench/bench_executor.py [--experiments ptx_densenet121,pe_densenet121]
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -68,9 +71,7 @@ def _digest(paths: list[Path]) -> str:
 def run_job(project: Path, experiments: list[str], forkserver: bool, until: str) -> dict:
     from dagster import DagsterEventType, DagsterInstance
 
-    for exp in experiments:  # trainings from scratch, outputs made anew
-        for folder in ("06_models", "07_model_output"):
-            shutil.rmtree(project / "data" / folder / exp, ignore_errors=True)
+    _fresh(project, experiments)
     home = Path(tempfile.mkdtemp(prefix="dagster_home_"))
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {
@@ -107,7 +108,7 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
             steps += 1
     instance.dispose()
     shutil.rmtree(home, ignore_errors=True)
-    metrics = [p for exp in experiments for p in (project / "data" / "07_model_output" / exp).rglob("*") if p.is_file()]  # fmt: skip
+    metrics = _metrics(project, experiments)
     return {
         "status": run.status.value,
         "wall_s": round(wall, 1),
@@ -118,6 +119,43 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
             "sum": round(sum(worker_start), 1),
         },
         "outputs_digest": _digest(metrics),
+    }
+
+
+def _fresh(project: Path, experiments: list[str]) -> None:
+    """Trainings from scratch: the experiments' models and outputs removed."""
+    for exp in experiments:
+        for folder in ("06_models", "07_model_output"):
+            shutil.rmtree(project / "data" / folder / exp, ignore_errors=True)
+
+
+def _metrics(project: Path, experiments: list[str]) -> list[Path]:
+    return [p for exp in experiments for p in (project / "data" / "07_model_output" / exp).rglob("*") if p.is_file()]  # fmt: skip
+
+
+def run_kedro(project: Path, experiments: list[str], until: str) -> dict:
+    """The same nodes with ``kedro run`` on Kedro's ``ParallelRunner`` (2 processes, one torch
+    thread each), with records of its own that start empty, so every node runs."""
+    _fresh(project, experiments)
+    state = Path(tempfile.mkdtemp(prefix="kedro_state_")) / "nodes.json"
+    env = {**os.environ, "KEDRO_ENV": ENV, "KEDRO_DISABLE_TELEMETRY": "true"}
+    cmd = [str(BIN / "kedro"), "run", "--env", ENV, "--pipeline", "classification",
+           "--to-nodes", ",".join(f"{exp}.{until}" for exp in experiments),
+           "--runner", "cxr_augment.orchestration.runner.ParallelIncrementalRunner",
+           "--runner-params", f"max_workers=2,state={state}"]  # fmt: skip
+    t = time.perf_counter()
+    out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"kedro run failed:\n{(out.stdout + out.stderr)[-4000:]}")
+    records = json.loads(state.read_text())  # the runner's record of each node that succeeded
+    done = len(records)
+    shutil.rmtree(state.parent, ignore_errors=True)
+    return {
+        "status": "SUCCESS",
+        "wall_s": round(wall, 1),
+        "nodes": done,
+        "outputs_digest": _digest(_metrics(project, experiments)),
     }
 
 
@@ -141,12 +179,17 @@ def main() -> None:
         for name, forkserver in (("dagster_default_start", False), ("forkserver_preloaded", True)):
             results[name] = run_job(project, experiments, forkserver, args.until)
             print(name, results[name], flush=True)
+        results["kedro_parallel_runner"] = run_kedro(project, experiments, args.until)
+        print("kedro_parallel_runner", results["kedro_parallel_runner"], flush=True)
     base, ours = results["dagster_default_start"], results["forkserver_preloaded"]
     results["speedup_wall"] = round(base["wall_s"] / ours["wall_s"], 2)
-    results["same_outputs"] = base["outputs_digest"] == ours["outputs_digest"]
+    kedro = results["kedro_parallel_runner"]
+    results["dagster_forkserver_over_kedro_wall"] = round(ours["wall_s"] / kedro["wall_s"], 2)
+    results["same_outputs"] = len({r["outputs_digest"] for r in (base, ours, kedro)}) == 1
     results["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     save_results(results, Path(args.out))
     print(f"wall {base['wall_s']} s -> {ours['wall_s']} s (x{results['speedup_wall']}); "
+          f"Kedro ParallelRunner {kedro['wall_s']} s; "
           f"same outputs: {results['same_outputs']}")  # fmt: skip
 
 
