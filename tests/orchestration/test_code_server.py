@@ -6,6 +6,7 @@ once; and the pieces of ``make dagster`` (orchestration/dev.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from cxr_augment.orchestration import code_server as cs
 from cxr_augment.orchestration import dev
+from cxr_augment.orchestration.zygote import route
 
 TIMEOUT_S = 120
 
@@ -48,7 +50,12 @@ class _Served:
     """A ``WarmProxyApiServicer`` for ``tinydefs`` in ``root`` behind a gRPC server."""
 
     def __init__(
-        self, root: Path, warm: bool = True, snapshots: bool = False, ready: Path | None = None
+        self,
+        root: Path,
+        warm: bool = True,
+        snapshots: bool = False,
+        ready: Path | None = None,
+        zygote: bool = False,
     ) -> None:
         from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
         from dagster._core.utils import FuturesAwareThreadPoolExecutor
@@ -64,6 +71,7 @@ class _Served:
             defer_first_load=snapshots,
             snapshots=cs.SnapshotCache(root / ".cache", "tiny", origin) if snapshots else None,
             ready_file=ready,
+            zygote=zygote,
             loadable_target_origin=origin,
             fixed_server_id=None,
             container_image=None,
@@ -183,6 +191,48 @@ def test_a_reload_takes_the_prepared_server_and_serves_every_edit(tiny, monkeypa
         assert served.assets() == {"four"}
     finally:
         served.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the preloaded process forks")
+def test_with_the_preloaded_process_servers_fork_from_it_and_serve_each_edit(tiny, monkeypatch):
+    """After the first load, a process that has imported the location's libraries starts; the
+    servers after it (a prepared one, a reload's own) are its children and serve the edits."""
+    import dagster._grpc.server as grpc_server
+
+    from cxr_augment.orchestration.zygote import Forked
+
+    forked: dict = {}
+    warned: list[str] = []
+    monkeypatch.setattr(cs, "_FORKED", forked)
+    monkeypatch.setattr(cs, "IDLE_PREPARE_S", 3600.0)  # no prepared server before the edit
+    served = _Served(tiny, zygote=True)
+    monkeypatch.setattr(
+        grpc_server, "open_ipc_subprocess",
+        route(grpc_server.open_ipc_subprocess, lambda: served.servicer.zygote, forked,
+              warned.append),
+    )  # fmt: skip
+    try:
+        assert served.assets() == {"one"}
+        zygote = served.servicer.zygote
+        assert zygote is not None and zygote.ready.wait(TIMEOUT_S), zygote and zygote.failed
+        first = served.servicer._client
+        assert not forked  # the first load started as Dagster starts it
+
+        _write(tiny / "tinydefs.py", _module(["one", "two"]))  # prepared for the edit
+        served.wait_prepared(cs.code_fingerprint([tiny]))
+        assert isinstance(served.servicer._prepared.process.server_process, Forked)
+        served.reload()
+        assert served.servicer.reloads == ["prepared"] and served.servicer._client is not first
+        assert served.assets() == {"one", "two"}
+
+        _write(tiny / "tinydefs.py", _module(["three"]))  # and at once a reload: its own load
+        served.reload()
+        assert served.assets() == {"three"}
+        assert len(forked) >= 2 and not warned
+        assert all(child.poll() is None for child in list(forked.values())[-1:])
+    finally:
+        served.close()
+    assert zygote.process.poll() is not None  # cleanup ended it
 
 
 def test_an_edit_reloaded_at_once_is_loaded_once(tiny, monkeypatch):
