@@ -18,9 +18,11 @@ the worker that loaded the code when the webserver started, the next one in a wo
 loaded it while the first ran) and Dagster's default instance of ``dagster dev`` (queued runs,
 polled by the daemon) for the baseline; the resident memory of all the processes then. For ours
 also a reload 0, 3 and 10 s after an edit (a comment appended to ``report/html.py``, restored
-at the end): at once the reload loads the code as Dagster's does; later it takes (or waits for)
-the server the code server began to prepare when it saw the edit. Prints and saves
-bench/results/dagster.json.
+at the end; each pause three times, in turn, and their median): at once the reload loads the code as Dagster's does; later it takes (or waits for)
+the server the code server began to prepare when it saw the edit. Servers after the first fork
+from the code server's preloaded process (``zygote.py``); ``without_preloaded_process`` is the
+same serving run again with ``CXR_CODE_ZYGOTE=off`` (each server a new process). Prints and
+saves bench/results/dagster.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,9 +51,10 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _env(home: Path) -> dict:
+def _env(home: Path, **extra: str) -> dict:
     return {
         **os.environ,
+        **extra,
         "DAGSTER_HOME": str(home),
         "KEDRO_DISABLE_TELEMETRY": "true",
         "DAGSTER_DISABLE_TELEMETRY": "true",
@@ -80,6 +84,7 @@ RELOAD_QUERY = (
 # restored at the end
 EDITED = ROOT / "src" / "cxr_augment" / "report" / "html.py"
 AFTER_EDIT_S = (0.0, 3.0, 10.0)  # seconds between an edit and the reload
+AFTER_EDIT_REPEATS = 3  # each pause this many times (in turn); the median is reported
 
 
 def _reload(client, name: str, job: str) -> float:
@@ -191,7 +196,7 @@ def first_start(module: str, home: Path) -> float:
     return ready
 
 
-def serve(module: str, home: Path, ours: bool, job: str) -> dict:
+def serve(module: str, home: Path, ours: bool, job: str, **env: str) -> dict:
     """``make dagster``'s command for ours (orchestration/dev.py: ``dagster dev`` over the warm
     code server), ``dagster dev -m`` for the baseline."""
     from dagster_graphql import DagsterGraphQLClient
@@ -205,8 +210,8 @@ def serve(module: str, home: Path, ours: bool, job: str) -> dict:
     log_path = home / "server.log"
     log = open(log_path, "w")  # noqa: SIM115
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home, **env), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=600)
     result: dict = {}
     edited, original = EDITED.stat(), EDITED.read_bytes()
@@ -228,13 +233,15 @@ def serve(module: str, home: Path, ours: bool, job: str) -> dict:
             # an edit (a comment appended to a source file), then a reload after a pause: at
             # once the code loads in a new server as Dagster's reload does; later the server
             # prepared for the edit is (being) loaded
-            after = {}
-            for i, pause in enumerate(AFTER_EDIT_S, start=1):
+            after: dict[str, list[float]] = {f"{pause:g} s": [] for pause in AFTER_EDIT_S}
+            pauses = AFTER_EDIT_S * AFTER_EDIT_REPEATS
+            for i, pause in enumerate(pauses, start=1):
                 EDITED.write_bytes(original + f"# an edit ({i})\n".encode())
                 time.sleep(pause)
-                after[f"{pause:g} s"] = _reload(client, name, job)
+                after[f"{pause:g} s"].append(_reload(client, name, job))
                 time.sleep(SETTLE_S)
-            result["reload_after_an_edit_s"] = after
+            result["reload_after_an_edit_s"] = {k: statistics.median(v) for k, v in after.items()}
+            result["reload_after_an_edit_each_s"] = after
     finally:
         if EDITED.read_bytes() != original:
             EDITED.write_bytes(original)
@@ -278,7 +285,10 @@ def measure(module: str, instance: Path | None, ours: bool, job: str) -> dict:
         out = {"validate": validate(module, home)}
         if ours:
             out["ui_ready_without_snapshots_s"] = first_start(module, home)
-        return {**out, **serve(module, home, ours, job)}
+        out.update(serve(module, home, ours, job))
+        if ours:  # the same, with servers started as new processes instead of forked
+            out["without_preloaded_process"] = serve(module, home, ours, job, CXR_CODE_ZYGOTE="off")
+        return out
 
 
 def main() -> None:
