@@ -23,7 +23,11 @@ def main(argv: list[str]) -> int:
     if not path.exists():
         print(f"{path}: no run log yet (an incremental run writes it)", file=sys.stderr)
         return 1
-    s = time_summary(path)
+    try:
+        s = time_summary(path)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 1
     for r in s["runs"]:
         state = "" if r["ended"] else "  (killed, or still running: to its last node)"
         print(f"{r['start']}  {r.get('runner')} x{r.get('workers')}  env {r.get('env')}  "
@@ -32,6 +36,10 @@ def main(argv: list[str]) -> int:
           f"{s['node_seconds'] / 3600:.2f} node-hours")  # fmt: skip
     for kind, k in s["kinds"].items():
         print(f"  {kind:32s} {k['nodes']:5d} nodes  {k['seconds'] / 3600:7.2f} h")
+    if s["unread_lines"]:
+        print(f"\n{len(s['unread_lines'])} line(s) of {path} are not events and were skipped "
+              f"(lines {', '.join(map(str, s['unread_lines'][:10]))}): a run killed while "
+              "writing one leaves such a line")  # fmt: skip
     return 0
 
 

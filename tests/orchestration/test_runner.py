@@ -407,3 +407,32 @@ def test_the_run_log_gives_each_run_and_node_time_and_sums_runs_in_pieces(tmp_pa
     assert list(s["kinds"])[0] == "train_classifier"  # the most seconds first
     assert _kind("ptx_a.train_classifier_seed12") == "train_classifier"
     assert _kind("pe_x.evaluate") == "evaluate" and _kind("a_seedling") == "a_seedling"
+    assert s["unread_lines"] == []
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_counted_and_a_wrong_file_named(tmp_path):
+    """A run killed while appending leaves half a line; the next run's lines start on a line
+    of their own, and the summary skips the half line, saying which. A file with no event
+    at all (the records, given by mistake) is an error naming it."""
+    import json
+
+    from cxr_augment.orchestration.run_log import log_event, time_summary
+
+    log = tmp_path / "nodes.times.jsonl"
+    log_event(log, {"event": "start", "run": "a", "at": "2026-01-01T10:00:00+00:00"})
+    with open(log, "a") as f:
+        f.write('{"event": "node", "run": "a", "at": "2026-01-01T10:0')  # killed mid-line
+    log_event(log, {"event": "start", "run": "b", "at": "2026-01-01T11:00:00+00:00"})
+    log_event(log, {"event": "node", "run": "b", "at": "2026-01-01T11:02:00+00:00",
+                    "node": "x.train_classifier_seed1", "seconds": 100.0})  # fmt: skip
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[2])["run"] == "b"
+    s = time_summary(log)
+    assert s["unread_lines"] == [2]
+    assert [r["run"] for r in s["runs"]] == ["a", "b"]
+    assert s["runs"][1]["wall_s"] == 120.0 and s["node_seconds"] == 100.0
+
+    records = tmp_path / "nodes.json"
+    records.write_text(json.dumps({"x.train_classifier_seed1": "abc"}, indent=0))
+    with pytest.raises(ValueError, match=r"nodes\.json: no line is a run-log event.*times\.jsonl"):
+        time_summary(records)

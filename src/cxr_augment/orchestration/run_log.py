@@ -24,10 +24,17 @@ def stamp() -> str:
 
 
 def log_event(path: Path, event: dict) -> None:
-    """Append one line to the run log (one writer: the run that holds the records' lock)."""
+    """Append one line to the run log (one writer: the run that holds the records' lock). A
+    last line cut short (a run killed while writing it) is ended first, so that it stays a
+    line of its own, which ``time_summary`` skips and counts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(event, sort_keys=True) + "\n")
+    with open(path, "a+b") as f:
+        end = f.seek(0, 2)
+        torn = False
+        if end:
+            f.seek(end - 1)
+            torn = f.read(1) != b"\n"
+        f.write((b"\n" if torn else b"") + json.dumps(event, sort_keys=True).encode() + b"\n")
 
 
 def _kind(node_name: str) -> str:
@@ -42,26 +49,44 @@ def time_summary(path: Path) -> dict:
     """What the run log says: each run's start, end and wall time (a run that was killed ends
     at its last node), and the nodes' seconds by kind, summed over every run.
 
-    A run's wall time includes any time its processes were stopped (``kill -STOP``)."""
+    A run's wall time includes any time its processes were stopped (``kill -STOP``). A line
+    that is not an event (one cut short by a kill) is skipped, its number listed under
+    ``unread_lines``; a file none of whose lines is an event is an error naming it."""
     runs: dict[str, dict] = {}
     kinds: dict[str, dict] = {}
-    for line in path.read_text().splitlines():
+    unread: list[int] = []
+    first_error = ""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        e = json.loads(line)
-        run = runs.setdefault(e["run"], {"run": e["run"], "nodes_run": 0})
-        at = datetime.fromisoformat(e["at"])
+        try:
+            e = json.loads(line)
+            run_key, at = e["run"], datetime.fromisoformat(e["at"])
+            if e["event"] == "node":
+                node, seconds = e["node"], float(e["seconds"])
+            elif e["event"] == "end":
+                end_wall = float(e["wall_s"])
+        except (ValueError, KeyError, TypeError) as err:
+            unread.append(number)
+            first_error = first_error or f"line {number}: {type(err).__name__}: {err}"
+            continue
+        run = runs.setdefault(run_key, {"run": run_key, "nodes_run": 0})
         if e["event"] == "start":
             run.update(start=at, runner=e.get("runner"), workers=e.get("workers"),
                        env=e.get("env"), to_run=e.get("to_run"))  # fmt: skip
         elif e["event"] == "node":
             run["nodes_run"] += 1
             run["last"] = at
-            k = kinds.setdefault(_kind(e["node"]), {"nodes": 0, "seconds": 0.0})
+            k = kinds.setdefault(_kind(node), {"nodes": 0, "seconds": 0.0})
             k["nodes"] += 1
-            k["seconds"] += float(e["seconds"])
+            k["seconds"] += seconds
         elif e["event"] == "end":
-            run["end"], run["wall"] = at, float(e["wall_s"])
+            run["end"], run["wall"] = at, end_wall
+    if unread and not runs:
+        raise ValueError(
+            f"{path}: no line is a run-log event ({first_error}); the run log is the "
+            "*.times.jsonl file beside the incremental runner's records"
+        )
     out = []
     for run in runs.values():
         start, end, last = run.pop("start", None), run.pop("end", None), run.pop("last", None)
@@ -77,4 +102,5 @@ def time_summary(path: Path) -> dict:
         "wall_s": sum(r["wall_s"] for r in out),
         "node_seconds": sum(k["seconds"] for k in kinds.values()),
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1]["seconds"])),
+        "unread_lines": unread,
     }
