@@ -62,7 +62,10 @@ def test_a_child_is_dagsters_command_line_in_the_directory_and_environment_asked
     directory, and names its asset from the child's environment."""
     here = tmp_path_factory.mktemp("here")
     (here / "defs_here.py").write_text(
-        "import os\nimport dagster as dg\n\n\n"
+        "import os\nimport sys\n\n"
+        "assert 'zylib' in sys.modules, 'not preloaded'  # the zygote imported it, not the child\n"
+        "assert 'zyproj' not in sys.modules, 'the project was preloaded'\n"
+        "import dagster as dg\n\n\n"
         "@dg.asset(name=os.environ['ZY_ASSET'])\ndef a():\n    return 1\n\n\n"
         "defs = dg.Definitions(assets=[a])\n"
     )
@@ -77,7 +80,7 @@ def test_a_child_is_dagsters_command_line_in_the_directory_and_environment_asked
         assert failing.wait(timeout=TIMEOUT_S) not in (0, None)  # the CLI's own error status
     finally:
         zygote.close()
-    assert zygote.process.poll() is not None  # the end of its request pipe ended it
+    assert zygote.process.returncode == 0  # the end of its request pipe ended it
 
 
 def test_a_forked_code_server_answers_and_a_kill_is_its_exit_status(location, tmp_path):
@@ -111,15 +114,33 @@ def test_a_forked_code_server_answers_and_a_kill_is_its_exit_status(location, tm
         zygote.close()
 
 
-def test_with_the_zygote_gone_a_child_is_known_by_its_pid(location):
+def test_a_zygote_that_died_is_known_as_such_and_signals_nothing(location):
+    """Killed: asking it fails, it is no longer ready (no later server is asked of it), a
+    child's pid is then only known to exist or not, and no signal is sent by pid."""
     zygote = _ready(zy.Zygote("zyproj.defs", str(location)))
-    zygote.close()
+    zygote.process.kill()
+    zygote.process.wait()
     assert zygote.exit_status(os.getpid()) is None  # exists
+    assert not zygote.ready.is_set() and zygote.failed  # a broken pipe, or its end
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert zygote.exit_status(dead.pid) == -1
+    assert zygote.signal(os.getpid(), signal.SIGTERM) is False  # this test is still running
     with pytest.raises(OSError):
         zygote.fork(["--version"], ".", dict(os.environ))
+    zygote.close()
+
+
+def test_a_signal_reaches_only_a_running_child_of_the_zygote(location):
+    zygote = _ready(zy.Zygote("zyproj.defs", str(location)))
+    try:
+        assert zygote.signal(os.getpid(), signal.SIGTERM) is False  # not its child
+        child = zygote.fork(["--version"], ".", dict(os.environ))
+        assert child.wait(timeout=TIMEOUT_S) == 0
+        assert zygote.signal(child.pid, signal.SIGTERM) is False  # ended: its pid is free
+        child.kill()  # a no-op, not an error
+    finally:
+        zygote.close()
 
 
 class _FakeZygote:
@@ -151,10 +172,11 @@ def test_route_forks_dagsters_server_starts_and_leaves_the_rest():
 
     open_routed = zy.route(open_process, lambda: fake, forked, warned.append, noted.append)
     server = [sys.executable, "-m", "dagster", "api", "grpc", "--socket", "/tmp/s", "-m", "x"]
+    assert open_routed(server, cwd="/work", env={}, stdout=None) == "popen"  # other options
     child = open_routed(server, cwd="/work", env={"A": "1"})
     assert isinstance(child, zy.Forked) and child.pid == 4242
     assert fake.asked == [(server[3:], "/work", {"A": "1"})]
-    assert forked == {"/tmp/s": child} and len(noted) == 1 and not opened
+    assert forked == {"/tmp/s": child} and len(noted) == 1 and len(opened) == 1
     # another interpreter, or not Dagster: started as before
     assert open_routed(["/other/python", "-m", "dagster", "api", "grpc"]) == "popen"
     assert open_routed([sys.executable, "-m", "other"]) == "popen"
@@ -162,7 +184,7 @@ def test_route_forks_dagsters_server_starts_and_leaves_the_rest():
     assert zy.route(open_process, lambda: None, forked, warned.append)(server) == "popen"
     fake.ready.clear()
     assert open_routed(server) == "popen"
-    assert len(opened) == 4 and not warned
+    assert len(opened) == 5 and not warned
 
 
 def test_route_falls_back_with_a_warning_when_the_fork_fails():
@@ -173,3 +195,24 @@ def test_route_falls_back_with_a_warning_when_the_fork_fails():
     )  # fmt: skip
     assert open_routed([sys.executable, "-m", "dagster", "api", "grpc"]) == "popen"
     assert len(opened) == 1 and "could not start a code server (gone)" in warned[0]
+
+
+def test_the_code_server_routes_dagsters_server_starts_to_its_zygote(monkeypatch):
+    import dagster._grpc.server as grpc_server
+
+    from cxr_augment.orchestration import code_server as cs
+
+    opened = []
+    monkeypatch.setattr(
+        grpc_server, "open_ipc_subprocess", lambda parts, **kw: opened.append(parts)
+    )
+
+    class _Servicer:
+        zygote = _FakeZygote()
+
+    cs.route_server_starts(_Servicer)
+    child = grpc_server.open_ipc_subprocess([sys.executable, "-m", "dagster", "api", "grpc"])
+    assert isinstance(child, zy.Forked) and not opened
+    _Servicer.zygote = None
+    grpc_server.open_ipc_subprocess([sys.executable, "-m", "dagster", "api", "grpc"])
+    assert len(opened) == 1

@@ -94,7 +94,9 @@ def snapshot_cache_enabled() -> bool:
 
 
 def zygote_enabled() -> bool:
-    return _on("CXR_CODE_ZYGOTE") and hasattr(os, "fork")
+    """On Linux (a fork without exec is not safe on macOS, and the lower priority of its
+    preload is Linux's), unless ``CXR_CODE_ZYGOTE=off``."""
+    return _on("CXR_CODE_ZYGOTE") and sys.platform.startswith("linux")
 
 
 _FORKED: dict[str, Forked] = {}  # socket -> a server forked by the zygote (``route``)

@@ -17,19 +17,29 @@ so that standard output and error stay the terminal's, as a server's do):
 
 - ``{"fork": [args], "cwd": str, "env": {...}}`` -> ``{"pid": int}``
 - ``{"poll": pid}`` -> ``{"exit": int or null}`` (the exit status of a child that has ended,
-  as ``subprocess`` gives it: negative for a signal; null while it runs)
+  as ``subprocess`` gives it: negative for a signal; null while it runs; reported once)
+- ``{"signal": pid, "sig": int}`` -> ``{"sent": bool}`` (only to a child that still runs:
+  this process reaps its children, so it alone knows that a pid is still its child's)
+- a request that fails -> ``{"error": str}``
 
 It runs by path, so that the project's package itself is not imported here either. The end
 of the request pipe (the parent ended) ends this process; its children stay until
-their own heartbeats stop, as Dagster's do. Linux and macOS only (``os.fork``).
+their own heartbeats stop, as Dagster's do. The code server uses it on Linux only.
+
+A child differs from a new process in what a fork keeps: its ``__main__`` module is this file,
+and what a library read from the environment at import time was read in this process (the
+code server's environment, as a new server's would be).
 """
 
 from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__" and sys.path and sys.path[0] == __file__.rpartition("/")[0]:
-    sys.path.pop(0)  # run by path: its folder's modules must not shadow anything in a child
+if __name__ == "__main__" and sys.path:
+    import os.path as _p
+
+    if _p.realpath(sys.path[0]) == _p.dirname(_p.realpath(__file__)):
+        sys.path.pop(0)  # run by path: its folder's modules must not shadow anything in a child
 
 import importlib  # noqa: E402
 import json  # noqa: E402
@@ -38,6 +48,7 @@ import signal  # noqa: E402
 
 NICE = 10  # the probe's and the preload's priority: they run beside a UI in use
 SERVER_MODULES = ("dagster._cli", "dagster._grpc.server")  # what `dagster api grpc` runs
+PROBE_TIMEOUT_S = 300.0  # an import that takes longer is not waited for
 _exits: dict[int, int] = {}  # pid -> status, of the children that have ended
 
 
@@ -57,15 +68,26 @@ def _reap(*_args) -> None:
         _exits[pid] = _status(code)
 
 
-def probe(module: str, also: tuple[str, ...] = SERVER_MODULES) -> list[str]:
+def probe(
+    module: str,
+    also: tuple[str, ...] = SERVER_MODULES,
+    close: tuple[int, ...] = (),
+    timeout: float = PROBE_TIMEOUT_S,
+) -> list[str]:
     """The modules that importing ``module`` (from the working directory, as Dagster's server
     imports it) and ``also`` brings in, listed by a forked child, so this process imports none
-    of them to find out. A module that fails to import lists what it imported until then."""
+    of them to find out. A module that fails to import lists what it imported until then; one
+    that takes longer than ``timeout`` lists nothing (the probe is killed). ``close``: the
+    file descriptors the probe must not hold (this process's pipes)."""
+    import select
+    import time
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the probe
         try:
-            os.close(r)
+            for fd in (r, *close):
+                os.close(fd)
             os.nice(NICE)
             before = set(sys.modules)
             sys.path.insert(0, os.getcwd())
@@ -79,10 +101,24 @@ def probe(module: str, also: tuple[str, ...] = SERVER_MODULES) -> list[str]:
         finally:
             os._exit(0)
     os.close(w)
-    with os.fdopen(r) as reply:
-        text = reply.read()
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([r], [], [], left)[0]:
+            os.kill(pid, signal.SIGKILL)  # an import that hangs: nothing to preload
+            chunks = []
+            break
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
     os.waitpid(pid, 0)
-    return json.loads(text) if text else []
+    try:
+        return json.loads(b"".join(chunks)) if chunks else []
+    except ValueError:  # cut short
+        return []
 
 
 def preload(names: list[str], project: str) -> int:
@@ -101,10 +137,31 @@ def preload(names: list[str], project: str) -> int:
     return done
 
 
+def _exit(code: int) -> None:
+    """End a forked child as the interpreter ends: join its threads, run the ``atexit``
+    functions (the project's code-version cache writes its last entries there), flush."""
+    import atexit
+    import threading
+
+    try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed stream: nothing left to write
+                pass
+        os._exit(code)
+
+
 def _child(args: list[str], cwd: str, env: dict[str, str], fds: tuple[int, int]) -> None:
     """In a forked child: become ``python -m dagster ARGS``."""
     code = 1
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         for fd in fds:
             os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -129,31 +186,71 @@ def _child(args: list[str], cwd: str, env: dict[str, str], fds: tuple[int, int])
 
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
+
+
+def _fork(message: dict, fds: tuple[int, int]) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # no reaping between the fork and forgetting an earlier child's status under the same pid
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(message["fork"], message["cwd"], message["env"], fds)
+        _exits.pop(pid, None)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    return pid
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """Send ``sig`` to the child ``pid`` if it still runs (with reaping held off meanwhile, so
+    that the pid cannot be freed and reused between the check and the signal)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        _reap()
+        if pid in _exits:
+            return False  # it has ended
+        try:
+            done, code = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not a child of this process
+            return False
+        if done:
+            _exits[pid] = _status(code)
+            return False
+        os.kill(pid, sig)
+        return True
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def serve(requests, replies, fds: tuple[int, int]) -> None:
     for line in requests:
         message = json.loads(line)
-        if "fork" in message:
-            pid = os.fork()
-            if pid == 0:
-                _child(message["fork"], message["cwd"], message["env"], fds)
-            answer = {"pid": pid}
-        elif "poll" in message:
-            _reap()
-            answer = {"exit": _exits.get(message["poll"])}
-        else:
-            answer = {"error": f"unknown request {sorted(message)}"}
+        try:
+            if "fork" in message:
+                answer = {"pid": _fork(message, fds)}
+            elif "poll" in message:
+                _reap()
+                answer = {"exit": _exits.pop(message["poll"], None)}
+            elif "signal" in message:
+                answer = {"sent": _signal(message["signal"], message["sig"])}
+            else:
+                answer = {"error": f"unknown request {sorted(message)}"}
+        except OSError as err:  # e.g. a fork refused for want of memory or processes
+            answer = {"error": f"{type(err).__name__}: {err}"}
         replies.write(json.dumps(answer) + "\n")
         replies.flush()
 
 
 def _preload_below(names: list[str], project: str) -> None:
     """``preload`` in a thread of lower priority (Linux gives each thread its own), so the
-    children, forked from the main thread, keep the normal one."""
+    children, forked from the main thread, keep the normal one. Then the checks that make
+    forking safe: no other thread runs (a library that started one would leave its locks
+    held in every child), and nothing of the project was imported on the way (an entry
+    point of a library could import it; a child would then serve that old copy): such
+    modules are dropped, so that a child imports them from the files."""
     import threading
 
     def run() -> None:
@@ -161,15 +258,21 @@ def _preload_below(names: list[str], project: str) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         preload(names, project)
 
-    thread = threading.Thread(target=run, name="preload")
+    thread = threading.Thread(target=run, name="preload", daemon=True)
     thread.start()
-    thread.join()  # no thread is left when a child is forked
+    thread.join()
+    if threading.active_count() > 1:
+        names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        raise SystemExit(f"zygote: the preload left threads running ({', '.join(names)}); "
+                         "forking is not safe, so servers start as new processes")  # fmt: skip
+    for name in [m for m in sys.modules if m.split(".")[0] == project]:
+        del sys.modules[name]
 
 
 def main(argv: list[str]) -> int:
     request_fd, reply_fd, module = int(argv[0]), int(argv[1]), argv[2]
     try:
-        _preload_below(probe(module), module.split(".")[0])
+        _preload_below(probe(module, close=(request_fd, reply_fd)), module.split(".")[0])
         signal.signal(signal.SIGCHLD, _reap)
         with os.fdopen(request_fd) as requests, os.fdopen(reply_fd, "w") as replies:
             replies.write(json.dumps({"ready": os.getpid()}) + "\n")
@@ -206,11 +309,10 @@ class Forked:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
+        """Through the zygote, which knows whether the pid is still its running child's; with
+        the zygote gone, not at all (the pid may be another process's)."""
         if self.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:  # it ended meanwhile
-                pass
+            self._zygote.signal(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -250,31 +352,37 @@ class Zygote:
             self.failed = f"it ended with code {self.process.wait()} before it was ready"
 
     def _ask(self, message: dict) -> dict:
-        with self._lock:
-            self._requests.write(json.dumps(message) + "\n")
-            self._requests.flush()
-            line = self._replies.readline()
-        if not line:
-            raise OSError("the preloaded process has ended")
-        return json.loads(line)
+        """One request and its reply; ``OSError`` (and ``ready`` cleared: no later server is
+        asked of it) if the zygote cannot be asked or answers an error."""
+        try:
+            with self._lock:
+                self._requests.write(json.dumps(message) + "\n")
+                self._requests.flush()
+                line = self._replies.readline()
+            if not line:
+                raise OSError("the preloaded process has ended")
+            answer = json.loads(line)
+        except (OSError, ValueError) as err:
+            self.ready.clear()
+            self.failed = self.failed or f"{type(err).__name__}: {err}"
+            raise OSError(self.failed) from err
+        if "error" in answer:
+            raise OSError(f"the preloaded process could not do it: {answer['error']}")
+        return answer
 
     def fork(self, args: list[str], cwd: str, env: dict[str, str]) -> Forked:
         """``python -m dagster ARGS`` in ``cwd`` with ``env``, forked from the preloaded state.
         ``OSError`` if the zygote is not there to ask."""
         if not self.ready.is_set():
-            raise OSError("the preloaded process is not ready")
-        try:
-            pid = self._ask({"fork": args, "cwd": cwd, "env": env})["pid"]
-        except (ValueError, KeyError, BrokenPipeError) as err:
-            raise OSError(f"the preloaded process did not start it ({err!r})") from err
-        return Forked(self, pid, args)
+            raise OSError(self.failed or "the preloaded process is not ready")
+        return Forked(self, self._ask({"fork": args, "cwd": cwd, "env": env})["pid"], args)
 
     def exit_status(self, pid: int) -> int | None:
         """The exit status of the child ``pid``, None while it runs. With the zygote gone
         (its children then belong to the system), whether ``pid`` still exists (-1 if not)."""
         try:
             return self._ask({"poll": pid})["exit"]
-        except (OSError, ValueError, KeyError):
+        except OSError:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
@@ -283,19 +391,32 @@ class Zygote:
                 return -1
             return None
 
+    def signal(self, pid: int, sig: int) -> bool:
+        """Whether ``sig`` was sent to the running child ``pid``."""
+        try:
+            return bool(self._ask({"signal": pid, "sig": int(sig)})["sent"])
+        except OSError:
+            return False
+
     def close(self) -> None:
         """End it (the end of its request pipe); its children are left to their heartbeats."""
         import subprocess
 
-        try:
-            self._requests.close()
-        except OSError:  # a broken pipe: it has ended already
-            pass
-        try:
-            self.process.wait(timeout=10)
+        self.ready.clear()
+        with self._lock:
+            try:
+                self._requests.close()
+            except OSError:  # a broken pipe: it has ended already
+                pass
+        try:  # serving, it ends at the end of its input; while it preloads, it is stopped
+            self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def route(open_process, zygote_of, forked: dict[str, Forked], warn, note=None):
@@ -311,20 +432,22 @@ def route(open_process, zygote_of, forked: dict[str, Forked], warn, note=None):
             zygote is not None
             and zygote.ready.is_set()
             and parts[1:3] == ["-m", "dagster"]
-            and os.path.realpath(parts[0]) == os.path.realpath(sys.executable)
+            and os.path.abspath(parts[0]) == os.path.abspath(sys.executable)
+            and set(kwargs) <= {"cwd", "env"}  # what Dagster passes; anything else: as before
         ):
+            env = kwargs.get("env")
             try:
                 child = zygote.fork(
                     parts[3:],
                     str(kwargs.get("cwd") or os.getcwd()),
-                    dict(kwargs.get("env") or os.environ),
+                    dict(os.environ if env is None else env),
                 )
             except OSError as err:
                 warn(f"the preloaded process could not start a code server ({err}); it "
                      "starts as a new process")  # fmt: skip
             else:
-                for ended in [k for k, c in forked.items() if c.returncode is not None]:
-                    del forked[ended]  # known to have ended: no longer to be found by socket
+                for ended in [k for k, c in list(forked.items()) if c.returncode is not None]:
+                    forked.pop(ended, None)  # ended: no longer to be found by its socket
                 if "--socket" in parts[:-1]:
                     forked[parts[parts.index("--socket") + 1]] = child
                 if note is not None:
