@@ -216,3 +216,13 @@ def test_the_code_server_routes_dagsters_server_starts_to_its_zygote(monkeypatch
     _Servicer.zygote = None
     grpc_server.open_ipc_subprocess([sys.executable, "-m", "dagster", "api", "grpc"])
     assert len(opened) == 1
+
+
+def test_a_probe_whose_import_fails_says_so_and_lists_what_came_before(location, capfd):
+    (location / "zyproj" / "broken.py").write_text(
+        "import zylib\nraise RuntimeError('a broken edit')\n"
+    )
+    names = zy.probe("zyproj.broken")
+    assert "zylib" in names and "zyproj.broken" not in names
+    err = capfd.readouterr().err
+    assert "importing zyproj.broken failed (RuntimeError: a broken edit)" in err

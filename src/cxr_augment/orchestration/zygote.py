@@ -94,7 +94,9 @@ def probe(
             for name in (*also, module):
                 try:
                     importlib.import_module(name)
-                except BaseException:  # noqa: BLE001 - a broken edit: the child reports it
+                except BaseException as err:  # noqa: BLE001 - a broken edit: said here
+                    print(f"zygote probe: importing {name} failed ({type(err).__name__}: "
+                          f"{err}); what it imported until then is preloaded", file=sys.stderr)  # fmt: skip
                     break
             with os.fdopen(w, "w") as out:
                 json.dump(sorted(set(sys.modules) - before), out)
@@ -106,9 +108,11 @@ def probe(
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([r], [], [], left)[0]:
-            os.kill(pid, signal.SIGKILL)  # an import that hangs: nothing to preload
-            chunks = []
-            break
+            os.kill(pid, signal.SIGKILL)
+            os.close(r)
+            os.waitpid(pid, 0)
+            raise SystemExit(f"zygote: importing {module} took over {timeout:.0f} s; the probe "
+                             "was stopped and servers start as new processes")  # fmt: skip
         chunk = os.read(r, 1 << 16)
         if not chunk:
             break
@@ -116,9 +120,10 @@ def probe(
     os.close(r)
     os.waitpid(pid, 0)
     try:
-        return json.loads(b"".join(chunks)) if chunks else []
-    except ValueError:  # cut short
-        return []
+        return json.loads(b"".join(chunks))
+    except ValueError as err:
+        raise SystemExit(f"zygote: the probe of {module} ended without its list of modules "
+                         f"({err}); servers start as new processes") from err  # fmt: skip
 
 
 def preload(names: list[str], project: str) -> int:
@@ -152,8 +157,8 @@ def _exit(code: int) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except (OSError, ValueError):  # a closed stream: nothing left to write
-                pass
+            except (OSError, ValueError) as err:  # reported on the descriptor itself
+                os.write(2, f"zygote child: could not flush {stream.name}: {err}\n".encode())
         os._exit(code)
 
 
@@ -278,8 +283,12 @@ def main(argv: list[str]) -> int:
             replies.write(json.dumps({"ready": os.getpid()}) + "\n")
             replies.flush()
             serve(requests, replies, (request_fd, reply_fd))
-    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C in the terminal, or the parent gone
-        pass
+    except KeyboardInterrupt:  # Ctrl-C in the terminal: the code server stops too
+        print("zygote: interrupted; ending", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        print("zygote: the code server is gone (its pipe closed); ending", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -406,8 +415,12 @@ class Zygote:
         with self._lock:
             try:
                 self._requests.close()
-            except OSError:  # a broken pipe: it has ended already
-                pass
+            except OSError as err:  # a broken pipe: it had ended already
+                import logging
+
+                logging.getLogger("cxr_augment.code_server").info(
+                    "the preloaded process had already ended (%s)", err
+                )
         try:  # serving, it ends at the end of its input; while it preloads, it is stopped
             self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
