@@ -16,6 +16,14 @@ at one thread); the best of ``--repeats`` timings. Three implementations:
 - ``reference``: the libraries the tests compare with, called plainly (cv2 warps, blur and
   resize, PIL ImageEnhance, scikit-image's random_noise).
 - ``cxr_augment``: ``transforms.py``.
+- ``floor`` (cropping, blurring, colouring): only the work ``transforms.py`` must do for one
+  image, with fixed parameters and nothing drawn: a crop and ``cv2.resize``;
+  ``cv2.sepFilter2D`` with the cached kernel; for the PIL-exact colouring its two 256-entry
+  tables (NumPy, float32 as Pillow computes them), the two lookups and the byte sum between
+  them. ``floor_ratio`` is its rate over the baseline's: the most a per-image wrapper of that
+  work can reach. Where it is under 1.5 the target cannot be met by calling these routines:
+  albumentations calls the same OpenCV resize, its Gaussian blur is the same separable
+  filter, and its colouring is one lookup with no statistic of the image.
 
 "All eight" runs every method on every image (albumentations' ``p=1``, the composition's
 ``p: 1``), and "all eight, p 0.5" each method with probability 0.5 (albumentations draws no
@@ -162,6 +170,33 @@ def ours_pipelines(seed: int = 0) -> dict:
     return out
 
 
+def floor_pipelines() -> dict:
+    """The work of ``transforms.py`` alone, with fixed parameters (nothing drawn, no Python
+    around it but the calls): what a per-image wrapper of it cannot beat."""
+    import cv2
+    import stringzilla as sz
+
+    from cxr_augment.augment import transforms as tf
+
+    h, w = SIZE
+    kernel = cv2.getGaussianKernel(11, 10.0).astype(np.float32)
+
+    def cropping(img):
+        return cv2.resize(img[60 : 60 + 256, 30 : 30 + 256], (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def blurring(img):
+        return cv2.sepFilter2D(img, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+    def colouring(img):
+        out = np.empty_like(img)
+        sz.translate(memoryview(img), memoryview(tf._blend_lut(0, 1.5)), out=memoryview(out))
+        mean = int(sz.bytesum(memoryview(out)) / out.size + 0.5)
+        sz.translate(memoryview(out), memoryview(tf._blend_lut(mean, 1.5)), inplace=True)
+        return out
+
+    return {"cropping": cropping, "blurring": blurring, "colouring": colouring}
+
+
 def rates(fns: dict, imgs, repeats: int) -> dict:
     """Images/s of each implementation, the best of ``repeats`` passes over ``imgs``; the
     implementations take turns within each repeat, so a slower spell of the machine falls
@@ -221,6 +256,7 @@ def main() -> None:
     baseline = "albumentations" if impls["albumentations"] is not None else "reference"
     impls = {k: v for k, v in impls.items() if v is not None}
     impls["cxr_augment"] = ours_pipelines()
+    floors = floor_pipelines()
     versions = {"opencv": cv2.__version__, "numpy": np.__version__}
     if "albumentations" in impls:
         import albumentations
@@ -238,7 +274,10 @@ def main() -> None:
         "per_core_images_per_s": {},
     }
     for name in [*EIGHT, "all eight", "all eight, p 0.5"]:
-        measured = rates({k: fns[name] for k, fns in impls.items()}, imgs, args.repeats)
+        calls = {k: impl[name] for k, impl in impls.items()}
+        if name in floors:
+            calls["floor"] = floors[name]
+        measured = rates(calls, imgs, args.repeats)
         ours = measured["cxr_augment"]
         # the p 0.5 row is for information: the target is for every method in a row
         target = {"all eight": TARGETS["all eight"], "all eight, p 0.5": None}.get(
@@ -247,6 +286,8 @@ def main() -> None:
         row = {k: round(v, 1) for k, v in measured.items()}
         row["ratio"] = round(ours / measured[baseline], 2)
         row["ratio_to_reference"] = round(ours / measured["reference"], 2)
+        if "floor" in measured:
+            row["floor_ratio"] = round(measured["floor"] / measured[baseline], 2)
         row["target"] = target
         row["target_met"] = None if target is None else ours / measured[baseline] >= target
         results["per_core_images_per_s"][name] = row
