@@ -34,7 +34,7 @@ INCREMENTAL := --runner cxr_augment.orchestration.runner.IncrementalRunner
 
 run: $(STAMP)
 	$(BIN)/kedro run $(INCREMENTAL)
-	$(BIN)/kedro run --pipeline reporting $(INCREMENTAL)
+	$(BIN)/kedro run --pipelines reporting $(INCREMENTAL)
 
 # The study profile (conf/study: every experiment over three seeds; hours on a CPU), its
 # independent nodes two at a time in worker processes; an interrupted `make study` goes on
@@ -44,12 +44,12 @@ STUDY_PIPELINES := demo_data,preprocessing,generation,classification,augmentatio
 
 study: $(STAMP)
 	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines $(STUDY_PIPELINES) $(PARALLEL)
-	KEDRO_ENV=study $(BIN)/kedro run --env study --pipeline reporting $(INCREMENTAL)
+	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines reporting $(INCREMENTAL)
 
 # The study's report of what has run so far, also while `make study` runs (which holds the
 # records in data/.incremental/nodes.json): the report keeps its own records beside them.
 study-report: $(STAMP)
-	KEDRO_ENV=study $(BIN)/kedro run --env study --pipeline reporting $(INCREMENTAL) \
+	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines reporting $(INCREMENTAL) \
 		--runner-params state=data/.incremental/study-report.json
 
 test: $(STAMP)

@@ -131,6 +131,23 @@ def test_loss_falls(prediction_type, snr_gamma):
     assert last < 0.7 * first, (first, last)
 
 
+def test_read_only_labels_train_without_a_warning():
+    """The catalog may hand the labels as a read-only array: training copies them (a shared
+    read-only buffer makes torch warn, once per process, of undefined behaviour)."""
+    import warnings
+
+    x, y = two_class_images(16)
+    y = np.asarray(y, dtype=np.int64)
+    y.setflags(write=False)
+    data = ImageSet(ArrayStore(x), np.arange(16), 16)
+    cfg = DiffusionTrainConfig(**{**TRAIN, "epochs": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, history = train_unet(build_unet(TINY, "grey", 2), data, y, ScheduleConfig(), cfg)
+    assert len(history) == cfg.total_steps(16)
+    assert np.isfinite(history["loss"]).all()
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     x, y = two_class_images(40)
     data = ImageSet(ArrayStore(x), np.arange(40), 16)

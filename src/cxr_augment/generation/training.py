@@ -359,7 +359,8 @@ def train_unet(
             )
         if config.compile and device.type == "cuda":
             model = torch.compile(model)
-        y_all = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        # a copy: the labels may be a read-only view of the catalog's table
+        y_all = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
         null = None if labels is None else null_class(unet)
         sampler = _MicroBatches(
             len(data),
