@@ -412,8 +412,8 @@ def test_not_run_commands_name_the_environment_the_report_was_made_in():
     )
     params = _params()
     assert params["env"] is None  # the default environment: commands as written
-    for env, expected in ((None, "kedro run --pipeline classification"),
-                          ("study", "kedro run --env study --pipeline classification")):  # fmt: skip
+    for env, expected in ((None, "kedro run --pipelines classification"),
+                          ("study", "kedro run --env study --pipelines classification")):  # fmt: skip
         parts, used = sections({**params, "env": env}, {}, "")
         assert used is None
         commands = [i.command for sec in parts[1:] for i in sec.items if hasattr(i, "command")]

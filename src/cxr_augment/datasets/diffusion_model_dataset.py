@@ -55,7 +55,7 @@ class DiffusionModelDataset(AbstractDataset["DiffusionModel", "DiffusionModel"])
         if not meta_path.is_file():
             raise DatasetError(
                 f"no diffusion model at {self._path} (model.json missing): run "
-                "`kedro run --pipeline generation` first"
+                "`kedro run --pipelines generation` first"
             )
         meta = json.loads(meta_path.read_text())
         unets = {}
