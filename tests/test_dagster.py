@@ -105,7 +105,7 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
     ]
     result = dg.materialize(
         [*selected, *asset_checks("local")],
-        resources={**location.named_resources, "io_manager": dg.fs_io_manager},
+        resources={**location.named_resources, "io_manager": dg.FilesystemIOManager()},
     )
     assert result.success
     data = tiny_project / "data" / "01_raw" / "chexpert_demo"

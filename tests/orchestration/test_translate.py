@@ -109,7 +109,7 @@ def test_jobs_are_asset_jobs_that_carry_their_checks(translated):
     defs = dg.Definitions(
         assets=list(location.named_assets.values()),
         asset_checks=asset_checks("local"),
-        resources={**location.named_resources, "io_manager": dg.fs_io_manager},
+        resources={**location.named_resources, "io_manager": dg.FilesystemIOManager()},
         jobs=list(location.named_jobs.values()),
     )
     job = defs.resolve_job_def("preprocessing")
@@ -215,6 +215,14 @@ def test_assets_carry_only_their_io_managers(translated):
     for asset in job.asset_layer.asset_graph.assets_defs:
         assert asset.required_resource_keys <= set(job.resource_defs), asset
     assert {"io_manager", "kedro_run"} <= set(repo.get_top_level_resources())
+    # the default IO manager starts in a run without a warning (Dagster's function-style
+    # fs_io_manager warns "superseded" in every run's log)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with dg.build_resources({"io_manager": job.resource_defs["io_manager"]}) as res:
+            assert isinstance(res.io_manager, dg.UPathIOManager)
 
 
 def _executor_config(executor) -> dict:

@@ -518,7 +518,7 @@ def definitions(location, checks: list, default_executor=None):
     # object in each
     resources = wrap_resources_for_execution(location.named_resources)
     shared = {k: v for k, v in resources.items() if not k.endswith("_io_manager")}
-    shared["io_manager"] = dg.fs_io_manager
+    shared["io_manager"] = dg.FilesystemIOManager()
 
     def bind(asset):
         if isinstance(asset, dg.AssetSpec):
