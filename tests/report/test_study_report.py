@@ -72,6 +72,22 @@ def test_the_answer_reads_table_15_first_and_names_every_step():
     assert used is None and "Not run yet" in paragraphs[0]
 
 
+def test_the_answer_says_where_delong_and_the_patient_bootstrap_disagree():
+    t15 = _group_table(
+        {"base": 0.55, "trad": 0.62, "ddim": 0.70},
+        [("trad", "base", 0.001), ("ddim", "base", 0.03), ("ddim", "trad", 0.4)],
+    )  # fmt: skip
+    # the bootstrap's Holm p: agrees on trad (both below 0.05), not on ddim against base
+    # (DeLong Holm 0.09, bootstrap 0.01), agrees on ddim against trad (both above)
+    t15["diff_roc_auc_p_holm"] = [np.nan] * 3 + [0.02, 0.01, 0.9]
+    text = " ".join(answer({"table15": t15}, SPEC)[0])
+    (sentence,) = [s for s in text.split(". ") if "reads otherwise" in s]
+    assert "ddim against base (DeLong Holm 0.09, bootstrap Holm 0.01" in sentence
+    assert "trad against base" not in sentence and "ddim against trad" not in sentence
+    t15["diff_roc_auc_p_holm"] = [np.nan] * 3 + [0.02, 0.2, 0.9]  # they agree everywhere
+    assert "reads otherwise" not in " ".join(answer({"table15": t15}, SPEC)[0])
+
+
 def _params() -> dict:
     from tests.conftest import project_parameters
 

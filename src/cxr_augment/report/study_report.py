@@ -123,6 +123,31 @@ def verdict(aucs: tuple[float, float, float], ps: tuple[float, float, float], al
     return "holds in direction, but not every step is significant"
 
 
+def disagreements(rows: list[pd.Series], alpha: float) -> str:
+    """A sentence naming the comparisons whose two tests of the AUC difference read
+    differently at ``alpha`` after Holm's adjustment: the clustered DeLong test (which the
+    verdict uses) and the patient bootstrap of the same difference. Empty when they agree."""
+    odd = []
+    for r in rows:
+        if r is None or "diff_roc_auc_p_holm" not in r:
+            continue
+        d, b = float(r["delong_p_holm"]), float(r["diff_roc_auc_p_holm"])
+        if np.isfinite(d) and np.isfinite(b) and (d < alpha) != (b < alpha):
+            ci = r.get("diff_roc_auc_ci", "")
+            odd.append(
+                f"{r['experiment']} against {r['reference']} (DeLong Holm {_p(d)}, bootstrap "
+                f"Holm {_p(b)}{', difference CI ' + ci if isinstance(ci, str) and ci else ''})"
+            )
+    if not odd:
+        return ""
+    return (
+        "The patient bootstrap of the same AUC difference reads otherwise for "
+        + "; ".join(odd)
+        + ": the two tests disagree there, so read that step as uncertain (the verdict uses "
+        "DeLong's; the tables show both)."
+    )
+
+
 def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str], str | None]:
     """The report's first paragraphs: the thesis's question answered on this data."""
     baseline = spec["baseline"]
@@ -188,6 +213,11 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
                     f"baseline; p = {_p(float(r['delong_p']))}, Holm "
                     f"{_p(float(r['delong_p_holm']))})."
                 )
+            read = [_pair(table, split, a, b) for t, d in pairs
+                    for a, b in ((t, baseline), (d, baseline), (d, t))]  # fmt: skip
+            odd = disagreements(read + [r for _, r in others.iterrows()], alpha)
+            if odd:
+                words.append(odd)
             out.append(" ".join(words))
         if out:
             out.append(
