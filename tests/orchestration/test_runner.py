@@ -14,6 +14,7 @@ from cxr_augment.datasets import ProcessMemoryDataset
 from cxr_augment.orchestration.runner import (
     IncrementalRunner,
     ParallelIncrementalRunner,
+    carry_from,
     fingerprints,
 )
 
@@ -119,6 +120,24 @@ def test_fingerprints_follow_code_and_parameters(tmp_path):
     assert a["double"] != b["double"] and a["final"] != b["final"]
     assert fingerprints(pipe, catalog) == a  # stable
     assert len(set(a.values())) == 4
+
+
+def test_records_of_an_earlier_code_carry_over_only_where_they_match_it(tmp_path):
+    _run(tmp_path)  # records under the "earlier" fingerprints (factor 2)
+    earlier = fingerprints(*_setup(tmp_path))
+    current = fingerprints(*_setup(tmp_path, factor=3))  # every node's fingerprint moves
+    state = tmp_path / "state.json"
+    recorded = json.loads(state.read_text())
+    other = {**recorded, "final": "0123456789abcdef"}  # a record of some other code
+    records, moved = carry_from(other, earlier, current)
+    assert moved == ["double", "in_memory", "plus_one"]
+    assert all(records[n] == current[n] for n in moved)
+    assert records["final"] == "0123456789abcdef"  # neither earlier nor current: stays
+    assert carry_from(records, earlier, current)[1] == []  # already current: nothing moves
+    # carried over, the run under the new fingerprints redoes only the node whose record
+    # matched neither code (and the in-memory node it reads)
+    state.write_text(json.dumps(records))
+    assert _run(tmp_path, factor=3) == ["in_memory", "final"]
 
 
 def test_unreadable_records_are_an_error_saying_what_to_do(tmp_path):

@@ -172,6 +172,23 @@ def carry_over(pipeline: Pipeline, catalog, current: dict[str, str], recorded: d
     return {**recorded, **carried}
 
 
+def carry_from(
+    recorded: dict[str, str], earlier: dict[str, str], current: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The records, with each one made under an earlier code (``earlier``: every node's
+    fingerprint under that code, on the same data and pipeline) moved to its fingerprint under
+    the current code; and the names of the nodes moved. Only a record equal to the earlier
+    fingerprint and not to the current one moves: a record of any other code, or of other
+    inputs, stays as it is. For when the change between the two codes cannot change these
+    nodes' results (a message, a comment the code versions still see), which the person who
+    carries them over decides (``scripts/carry_records.py``)."""
+    moved = sorted(
+        n for n, fp in recorded.items()
+        if n in earlier and n in current and fp == earlier[n] and fp != current[n]
+    )  # fmt: skip
+    return {**recorded, **{n: current[n] for n in moved}}, moved
+
+
 def _persisted(catalog, name: str) -> bool:
     return not isinstance(_dataset(catalog, name), MemoryDataset)
 
