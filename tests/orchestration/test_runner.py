@@ -140,6 +140,34 @@ def test_records_of_an_earlier_code_carry_over_only_where_they_match_it(tmp_path
     assert _run(tmp_path, factor=3) == ["in_memory", "final"]
 
 
+def test_a_part_of_the_project_finds_the_fingerprints_the_whole_project_recorded(
+    tmp_path, monkeypatch
+):
+    from cxr_augment.orchestration import runner as runner_module
+
+    def part(factor=2):  # every node but the first, as `kedro run --pipelines <part>` runs
+        pipe, catalog = _setup(tmp_path, factor=factor)
+        monkeypatch.setattr(
+            runner_module, "_project_nodes", lambda: list(pipe.nodes), raising=False
+        )
+        return Pipeline([n for n in pipe.nodes if n.name != "double"]), catalog
+
+    def run(pipe, catalog):
+        CALLS.clear()
+        IncrementalRunner(state=tmp_path / "state.json").run(pipe, catalog, _create_hook_manager())
+        return list(CALLS)
+
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    # the part reads `mid` as its maker made it, up to date: the same fingerprints, no rerun
+    assert run(*part()) == []
+    # the maker's parameter changed and it has not run again: its output counts by its file
+    # (as it did before), so the part reruns what reads it ...
+    assert run(*part(factor=3)) == ["plus_one", "in_memory", "final"]
+    # ... and once the maker has run, what read its old output runs again
+    assert _run(tmp_path, factor=3) == ["double", "plus_one", "in_memory", "final"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": (3 * 3 + 1) * 10}
+
+
 def test_unreadable_records_are_an_error_saying_what_to_do(tmp_path):
     _run(tmp_path)
     (tmp_path / "state.json").write_text("{not json")

@@ -11,6 +11,11 @@ so a second run with nothing changed only checks. A node is up to date when
   size and modification time, and the code of its dataset class where that is the project's;
   and the code of its outputs' dataset classes where they are the project's.
 
+An input made by a node outside the pipeline being run (``kedro run --pipelines
+classification`` after ``make study``) carries its maker's fingerprint, as in a run of the
+whole project, when the maker's record says it is up to date (``made_outside``), so a node's
+fingerprint does not depend on which pipeline runs it.
+
 A node whose outputs live only in memory runs when a node that reads them runs. A node runs
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
 that read it and everything downstream. The records are ``data/.incremental/nodes.json``
@@ -122,10 +127,15 @@ def _dataset(catalog, name: str):
         return catalog.get(name)
 
 
-def fingerprints(pipeline: Pipeline, catalog, legacy: bool = False) -> dict[str, str]:
+def fingerprints(
+    pipeline: Pipeline, catalog, legacy: bool = False, made: dict[str, str] | None = None
+) -> dict[str, str]:
     """Every node's fingerprint, in topological order (see the module docstring); ``legacy``:
-    under the module-level code versions (``versions.py``)."""
-    produced: dict[str, str] = {}  # dataset -> fingerprint of the node that makes it
+    under the module-level code versions (``versions.py``). ``made``: datasets that nodes
+    outside ``pipeline`` make and have made as their code now says, each with its maker's
+    fingerprint (``made_outside``); such an input carries that fingerprint, as it does when its
+    maker is in the pipeline, rather than its file's size and modification time."""
+    produced: dict[str, str] = dict(made or {})  # dataset -> fingerprint of its maker
     result: dict[str, str] = {}
     for node in pipeline.nodes:  # topologically sorted
         params = {n: catalog.load(n) for n in node.inputs if is_parameter(n)}
@@ -152,6 +162,51 @@ def fingerprints(pipeline: Pipeline, catalog, legacy: bool = False) -> dict[str,
         for out in node.outputs:
             produced[out] = fp
     return result
+
+
+def _project_nodes() -> list:
+    """Every node of the project's registered pipelines (none outside a Kedro project)."""
+    try:
+        from kedro.framework.project import pipelines as registry
+
+        found = {}
+        for name in list(registry):
+            for node in registry[name].nodes:
+                found.setdefault(node.name, node)
+        return list(found.values())
+    except Exception:  # no project configured (a bare runner, as in a test)
+        return []
+
+
+def made_outside(
+    pipeline: Pipeline, catalog, recorded: dict[str, str], project_nodes: list | None = None
+) -> dict[str, str]:
+    """The inputs of ``pipeline`` that nodes outside it make and are up to date for: each
+    with its maker's fingerprint, computed with everything upstream of it as in a run of the
+    whole project (``project_nodes``: the registered pipelines' nodes).
+
+    So a node's fingerprint does not depend on which pipeline runs it: after ``make study``,
+    ``kedro run --pipelines classification`` finds the same fingerprints and skips what the
+    study did. A maker whose record differs from its fingerprint (its code changed, or it
+    never ran) is left out, and its output counts by its file as before: a node that reads it
+    runs again once the maker has."""
+    nodes = project_nodes if project_nodes is not None else _project_nodes()
+    inside = {n.name for n in pipeline.nodes}
+    makers = {o: n for n in nodes if n.name not in inside for o in n.outputs}
+    wanted = {makers[i].name for i in pipeline.inputs() if i in makers}
+    if not wanted:
+        return {}
+    try:  # the makers and everything upstream of them, as the whole project runs them
+        upstream = Pipeline(nodes).to_nodes(*wanted)
+    except Exception as err:  # pipelines that cannot be joined (two makers of a dataset)
+        log.info("Incremental run: inputs made outside the pipeline count by their files (%s)", err)
+        return {}
+    fps = fingerprints(upstream, catalog)
+    return {
+        i: fps[makers[i].name]
+        for i in pipeline.inputs()
+        if i in makers and recorded.get(makers[i].name) == fps[makers[i].name]
+    }
 
 
 def carry_over(pipeline: Pipeline, catalog, current: dict[str, str], recorded: dict[str, str]):
@@ -231,8 +286,8 @@ class _Incremental:
             return self._run_incremental(pipeline, catalog, hook_manager, run_id, **kwargs)
 
     def _run_incremental(self, pipeline, catalog, hook_manager, run_id, **kwargs):
-        current = fingerprints(pipeline, catalog)
         read = _read(self._state)
+        current = fingerprints(pipeline, catalog, made=made_outside(pipeline, catalog, read))
         recorded = carry_over(pipeline, catalog, current, read)
         if recorded != read:
             _write(self._state, recorded)
