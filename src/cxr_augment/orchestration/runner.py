@@ -165,16 +165,27 @@ def fingerprints(
 
 
 def _project_nodes() -> list:
-    """Every node of the project's registered pipelines (none outside a Kedro project)."""
-    try:
-        from kedro.framework.project import pipelines as registry
+    """Every node of the project's pipelines (none outside a Kedro project). Each pipeline
+    folder's ``create_pipeline``, as ``find_pipelines`` finds them: Kedro's own registry holds
+    only the pipelines a run asked for."""
+    import importlib
+    import pkgutil
 
-        found = {}
-        for name in list(registry):
-            for node in registry[name].nodes:
+    try:
+        from kedro.framework.project import PACKAGE_NAME
+
+        if not PACKAGE_NAME:
+            return []
+        package = importlib.import_module(f"{PACKAGE_NAME}.pipelines")
+        found: dict = {}
+        for info in pkgutil.iter_modules(package.__path__):
+            create = getattr(importlib.import_module(f"{package.__name__}.{info.name}"),
+                             "create_pipeline", None)  # fmt: skip
+            for node in create().nodes if create is not None else ():
                 found.setdefault(node.name, node)
         return list(found.values())
-    except Exception:  # no project configured (a bare runner, as in a test)
+    except Exception as err:  # no project configured (a bare runner, as in a test)
+        log.debug("no project pipelines: %s", err)
         return []
 
 
