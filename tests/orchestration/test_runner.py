@@ -168,6 +168,23 @@ def test_a_part_of_the_project_finds_the_fingerprints_the_whole_project_recorded
     assert json.loads((tmp_path / "end.json").read_text()) == {"v": (3 * 3 + 1) * 10}
 
 
+def test_the_project_nodes_are_every_pipelines_also_when_a_run_asked_for_one():
+    from kedro.framework.project import configure_project, pipelines
+
+    from cxr_augment.orchestration import runner as runner_module
+
+    configure_project("cxr_augment")
+    pipelines.set_requested(["preprocessing"])  # as `kedro run --pipelines preprocessing` does
+    try:
+        assert set(pipelines) == {"preprocessing"}  # Kedro's registry: what the run asked for
+        names = {n.name for n in runner_module._project_nodes()}
+        # the makers of what other pipelines read, and what reads it
+        assert {"build_tensor_store", "generation.train_grey"} <= names
+        assert "ptx_densenet121.train_classifier_seed1" in names
+    finally:
+        pipelines.set_requested(None)
+
+
 def test_unreadable_records_are_an_error_saying_what_to_do(tmp_path):
     _run(tmp_path)
     (tmp_path / "state.json").write_text("{not json")
