@@ -587,8 +587,10 @@ def group_report_with_truth(
     else:
         for c in cols.values():
             table[c] = np.nan
-    show = table[
+    rows = table[table["row"] == "experiment"] if "row" in table else table
+    show = rows[
         [
+            "split",
             "experiment",
             "observation",
             "policy",
