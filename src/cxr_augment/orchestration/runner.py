@@ -194,7 +194,7 @@ def made_outside(
 ) -> dict[str, str]:
     """The inputs of ``pipeline`` that nodes outside it make and are up to date for: each
     with its maker's fingerprint, computed with everything upstream of it as in a run of the
-    whole project (``project_nodes``: the registered pipelines' nodes).
+    whole project (``project_nodes``: every pipeline's nodes, ``_project_nodes``).
 
     So a node's fingerprint does not depend on which pipeline runs it: after ``make study``,
     ``kedro run --pipelines classification`` finds the same fingerprints and skips what the
