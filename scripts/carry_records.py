@@ -106,14 +106,15 @@ def main(argv: list[str]) -> int:
     with _exclusive(state):  # no run may write the records meanwhile
         earlier = earlier_fingerprints(args.rev, args.env, args.pipelines)
         current = fingerprints_at(ROOT, args.env, args.pipelines, ROOT / "src")
-        records, moved = carry_from(_read(state), earlier, current)
+        before = _read(state)
+        records, moved = carry_from(before, earlier, current)
         changed = subprocess.run(
             ["git", "diff", "--stat", args.rev, "--", "src", "conf"],
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         print(f"code and configuration changed since {args.rev}:\n{changed or '  nothing'}")
         kinds = collections.Counter(n.rsplit(".", 1)[-1] for n in moved)
-        print(f"{len(moved)} of {len(_read(state))} records in {state} were made under "
+        print(f"{len(moved)} of {len(before)} records in {state} were made under "
               f"{args.rev}'s code and are stale under the current code:")  # fmt: skip
         for kind, k in kinds.most_common():
             print(f"  {kind:32s} {k:5d}")
