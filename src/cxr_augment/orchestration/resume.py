@@ -18,9 +18,9 @@ Each pass
   materialised again makes it stale, which Dagster says only once that has happened), and the
   assets that must be materialised with them (the other outputs of the same Kedro node);
 - runs, for each job in turn, the selected assets of that job whose selected upstream assets
-  are in the same job (the rest wait for the next pass: a job reads another job's assets, and
-  the study's jobs read each other's both ways). An asset in no named job runs in Dagster's
-  implicit asset job, as the UI runs it.
+  are in the same job (the rest wait for a later pass: ``generation`` reads a
+  ``classification`` model, ``augmentation`` assets of both). An asset in no named job runs
+  in Dagster's implicit asset job, as the UI runs it.
 
 Each run is a normal Dagster run on the job's own executor (``dagster.yml``), recorded in the
 instance and tagged ``cxr_augment/resume``. A failed run stops the loop with its job and id.
