@@ -189,3 +189,45 @@ def test_the_dry_run_lists_the_first_pass_and_runs_nothing(tmp_path, instance):
     assert _calls(tmp_path) == []
     assert said[0] == "resume: first: 2 assets missing or unsynced"
     assert said[1:3] == ["  first  a", "  first  b"]
+
+
+def test_a_run_whose_process_is_gone_is_marked_failed(tmp_path, instance):
+    import os
+    import subprocess
+
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from cxr_augment.orchestration.resume import PID_TAG, TAG, mark_orphans
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = os.uname().nodename
+
+    def started(pid_tag: str) -> str:
+        tags = {TAG: "1", PID_TAG: pid_tag}
+        run = create_run_for_test(instance, status=DagsterRunStatus.STARTED, tags=tags)
+        return run.run_id
+
+    dead = started(f"{gone.pid}@{host}")
+    alive = started(f"{os.getpid()}@{host}")  # still running, here
+    elsewhere = started(f"{gone.pid}@another-host")  # not this machine's to judge
+    assert mark_orphans(instance) == [dead]
+    assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
+    for run_id in (alive, elsewhere):
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
+    assert mark_orphans(instance) == []
+
+
+def test_run_times_lists_each_resumed_run(tmp_path, instance):
+    from cxr_augment.orchestration.resume import resume, run_times
+
+    module, repo = _load(tmp_path, "defs_times")
+    runs = resume(module.defs, repo, instance, say=lambda _: None)
+    rows = run_times(instance)
+    assert [(r[0], r[1]) for r in rows] == [(run_id, job) for job, _, run_id in runs]
+    for run_id, _, start, seconds in rows:
+        record = instance.get_run_record_by_id(run_id)
+        assert start == record.start_time
+        assert seconds == pytest.approx(record.end_time - record.start_time)
+        assert seconds > 0

@@ -32,10 +32,12 @@ import argparse
 import graphlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 IMPLICIT_JOB = "__ASSET_JOB"
 TAG = "cxr_augment/resume"
+PID_TAG = "cxr_augment/resume_pid"  # the process that runs it (runs execute in this process)
 
 
 def statuses(instance, asset_graph) -> dict:
@@ -127,6 +129,52 @@ def plan(defs, status: dict, jobs: Sequence[str] | None = None) -> dict[str, lis
     }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_orphans(instance, host: str | None = None) -> list[str]:
+    """The ids of this module's runs that still say they are running although the process that
+    ran them (on this machine) is gone, each now marked failed: a killed resume left them so,
+    and the UI would show them running for ever."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    host = host or os.uname().nodename
+    running = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED)
+    orphans = []
+    for run in instance.get_runs(RunsFilter(tags={TAG: "1"}, statuses=list(running))):
+        pid_tag = run.tags.get(PID_TAG, "")
+        at = pid_tag.split("@")
+        if len(at) != 2 or at[1] != host or not at[0].isdigit() or _alive(int(at[0])):
+            continue
+        instance.report_run_failed(run, f"its process ({pid_tag}) ended before the run did")
+        orphans.append(run.run_id)
+    return orphans
+
+
+def run_times(instance) -> list[tuple[str, str, float, float]]:
+    """This module's runs, oldest first, as (run id, job, start, seconds): a run that was
+    killed ends at its last event."""
+    from dagster import RunsFilter
+
+    rows = []
+    for rec in instance.get_run_records(RunsFilter(tags={TAG: "1"}), ascending=True):
+        start, end = rec.start_time, rec.end_time
+        if start is None:
+            continue
+        if end is None:
+            last = instance.get_records_for_run(rec.dagster_run.run_id, limit=1, ascending=False)
+            end = last.records[0].timestamp if last.records else start
+        rows.append((rec.dagster_run.run_id, rec.dagster_run.job_name, start, end - start))
+    return rows
+
+
 def resume(
     defs,
     recon_repo,
@@ -142,6 +190,8 @@ def resume(
     from dagster import execute_job
 
     runs: list[tuple[str, int, str]] = []
+    for run_id in mark_orphans(instance):
+        say(f"resume: run {run_id} had lost its process; marked failed")
     graph = defs.resolve_asset_graph()
     for _ in range(max_passes):
         work = plan(defs, statuses(instance, graph), jobs)
@@ -161,7 +211,7 @@ def resume(
                 recon_repo.get_reconstructable_job(name),
                 instance=instance,
                 asset_selection=keys,
-                tags={TAG: "1"},
+                tags={TAG: "1", PID_TAG: f"{os.getpid()}@{os.uname().nodename}"},
             )
             runs.append((name, len(keys), result.run_id))
             if not result.success:
@@ -178,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("jobs", nargs="*", help="the jobs whose assets to bring up to date (all)")
     ap.add_argument("--dry-run", action="store_true", help="list the first pass, run nothing")
+    ap.add_argument(
+        "--times", action="store_true", help="list this module's runs and their time, run nothing"
+    )
     ap.add_argument("-m", "--module", default="cxr_augment.definitions")
     ap.add_argument("-a", "--attribute", default="defs")
     args = ap.parse_args(argv)
@@ -189,6 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dagster import DagsterInstance
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+    if args.times:
+        with DagsterInstance.get() as instance:
+            rows = run_times(instance)
+        for run_id, job, start, seconds in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
+            print(f"{when}  {seconds:9.1f} s  {job}  {run_id}")
+        total = sum(r[3] for r in rows)
+        print(f"{len(rows)} runs, {total:.0f} s ({total / 3600:.2f} h) of wall time in all")
+        return 0
     defs = getattr(importlib.import_module(args.module), args.attribute)
     known = named_jobs(defs)
     unknown = [j for j in args.jobs if j not in known]
