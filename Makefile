@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: install run study study-report test lint bench viz dagster clean-data
+.PHONY: install run study study-dagster study-report test lint bench viz dagster clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ STUDY_PIPELINES := demo_data,preprocessing,generation,classification,augmentatio
 study: $(STAMP)
 	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines $(STUDY_PIPELINES) $(PARALLEL)
 	KEDRO_ENV=study $(BIN)/kedro run --env study --pipelines reporting $(INCREMENTAL)
+
+# The study profile on Dagster (conf/study/dagster.yml: every job on the multiprocess
+# executor), in the instance `make dagster` shows: materialises what is missing or unsynced,
+# pass after pass, until every asset is up to date; stopped, it goes on
+# (cxr_augment/orchestration/resume.py). `--times` sums its runs' wall time.
+study-dagster: $(STAMP)
+	mkdir -p .dagster_home
+	cp deploy/dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home KEDRO_ENV=study \
+		$(BIN)/python -m cxr_augment.orchestration.resume
 
 # The study's report of what has run so far, also while `make study` runs (which holds the
 # records in data/.incremental/nodes.json): the report keeps its own records beside them.

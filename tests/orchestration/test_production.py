@@ -47,6 +47,16 @@ def test_production_jobs_name_spanning_executors(monkeypatch):
     assert {j.executor for j in _config("local", monkeypatch).jobs.values()} == {"sequential"}
 
 
+def test_the_study_runs_every_job_on_the_multiprocess_executor(monkeypatch):
+    study, local = _config("study", monkeypatch), _config("local", monkeypatch)
+    # the same jobs over the same pipelines as the base's, each on two step processes
+    assert set(study.jobs) == set(local.jobs)
+    for name, job in study.jobs.items():
+        assert job.pipeline == local.jobs[name].pipeline
+        assert job.executor == "multiprocess"
+    assert study.executors["multiprocess"] == local.executors["multiprocess"]
+
+
 def test_production_executors_are_created(monkeypatch):
     _production_extra_installed()
     from kedro_dagster.dagster import ExecutorCreator
