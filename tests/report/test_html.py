@@ -69,7 +69,9 @@ def _sections(png: bytes) -> list[report.Section]:
     )
     return [
         report.Section("results", "Results", ["First **paragraph**."], [table, figure]),
-        report.Section("more", "More results", [], [small, not_run]),
+        report.Section(
+            "more", "More results", ["Lead <i>.\n- one **a**\n- two < three"], [small, not_run]
+        ),
     ]
 
 
@@ -193,6 +195,15 @@ def test_text_is_escaped_and_bold_supported(built):
     assert "&lt;b&gt;diffusion&lt;/b&gt;" in page
     assert "<strong>bold</strong>" in page and "<strong>paragraph</strong>" in page
     assert "<title>Report &lt;test&gt;</title>" in page
+
+
+def test_lines_starting_with_a_dash_are_a_list_under_their_paragraph(built):
+    page, _ = built
+    assert (
+        "<p>Lead &lt;i&gt;.</p><ul><li>one <strong>a</strong></li><li>two &lt; three</li></ul>"
+        in page
+    )
+    assert "<p>First <strong>paragraph</strong>.</p>" in page  # no dash, no list
 
 
 def test_not_run_box_and_provenance(built):

@@ -65,6 +65,12 @@ def test_the_answer_reads_table_15_first_and_names_every_step():
     assert "**holds, every step significant**" in text  # Holm: 0.003, 0.0003, 0.03
     assert "cfg: AUC 0.580 (+0.030" in text and "Holm 0.9" in text
     assert "300 images of 150 patients, 37 positive" in text
+    # each split: its numbers first, then one list item per strategy's triple and per other
+    # comparison with the baseline
+    lead, *items = paragraphs[0].split("\n- ")
+    assert lead.startswith("**On ") and "baseline (base) has AUC 0.550" in lead
+    assert [i.split(" ")[0] for i in items[:2]] == ["Traditional", "cfg:"]
+    assert all(i.startswith("The patient bootstrap") for i in items[2:])
     # without Table 15 the headline answers; with neither, it says how to make one
     _, used = answer({"table15": None, "headline": head}, SPEC)
     assert used == "headline"

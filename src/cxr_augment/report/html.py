@@ -172,6 +172,15 @@ def _prose(text: str) -> str:
     return _BOLD.sub(r"<strong>\1</strong>", _e(text))
 
 
+def _paragraph(text: str) -> str:
+    """A paragraph: its lines that start with "- " are a list under the text before them."""
+    lead, *items = text.split("\n- ")
+    out = f"<p>{_prose(lead)}</p>" if lead.strip() else ""
+    if items:
+        out += "<ul>" + "".join(f"<li>{_prose(i)}</li>" for i in items) + "</ul>"
+    return out
+
+
 def _frame_html(
     frame: pd.DataFrame, digits: int, attrs: str, cell_attr: str, caption: str, table_id: str
 ) -> str:
@@ -367,7 +376,7 @@ def render(title: str, sections: list[Section], provenance: dict[str, object]) -
     body = []
     for section in sections:
         body.append(f'<section id="{_e(section.key)}"><h2>{_e(section.title)}</h2>')
-        body.extend(f"<p>{_prose(p)}</p>" for p in section.paragraphs)
+        body.extend(_paragraph(p) for p in section.paragraphs)
         body.extend(_item_html(i) for i in section.items)
         body.append("</section>")
     body.append(

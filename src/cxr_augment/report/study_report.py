@@ -172,11 +172,12 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             b_auc = _value(table, split, baseline, "roc_auc")
             b_ci = base["roc_auc_ci"].iloc[0] if "roc_auc_ci" in base else ""
             n_seeds = int(base["seeds"].iloc[0])
-            words = [
+            lead = (
                 f"**On {SPLIT_WORDS.get(split, split)}**: {size}; {n_seeds} "
                 f"seed{'s' if n_seeds > 1 else ''}. The {spec['observation']} baseline "
                 f"({baseline}) has AUC {_fmt(b_auc)} {b_ci if isinstance(b_ci, str) else ''}."
-            ]
+            )
+            words = []  # one list item per strategy (traditional and diffusion), then the rest
             for t, d in pairs:
                 t_auc, d_auc = (
                     _value(table, split, t, "roc_auc"),
@@ -218,7 +219,7 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             odd = disagreements(read + [r for _, r in others.iterrows()], alpha)
             if odd:
                 words.append(odd)
-            out.append(" ".join(words))
+            out.append("\n- ".join([lead.rstrip(), *words]))
         if out:
             out.append(
                 f"The table read here is **{group}** (source: report.{group}.table). p-values "
