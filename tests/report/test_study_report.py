@@ -452,6 +452,35 @@ def test_not_run_commands_name_the_environment_the_report_was_made_in():
         assert env == folder.name, f
 
 
+def test_the_default_runs_headline_gives_way_to_table_15_when_only_table_15_was_made():
+    from cxr_augment.report.study_report import NotRun, sections
+
+    params = {**_params(), "env": "study"}
+    t15 = _group_table({"base": 0.55, "trad": 0.62, "ddim": 0.70}, [("trad", "base", 0.001)])
+
+    def comparison(sources):
+        parts, _ = sections(params, sources, "")
+        (sec,) = [p for p in parts if p.key == "comparison"]
+        return sec, {i.key: i for i in sec.items}
+
+    # the study made Table 15 and its ROC, not the default run's headline: no "not run" boxes
+    # for the headline, a sentence that says so with the command that makes it
+    import matplotlib.pyplot as plt
+
+    from cxr_augment.report.html import figure_png
+
+    roc = figure_png(plt.figure(figsize=(2, 2)))
+    sec, items = comparison({"report.table15.table": t15, "report.table15.roc": roc})
+    assert "headline" not in items and "headline_roc" not in items
+    assert "table15" not in items and any(k.startswith("table15-") for k in items)
+    (note, roc_note) = sec.paragraphs
+    assert "report.headline.table" in note and "report.table15.table below" in note
+    assert "(kedro run --env study makes it)" in note and "report.table15.roc below" in roc_note
+    # neither made: the headline shows as not run, as before
+    sec, items = comparison({})
+    assert isinstance(items["headline"], NotRun) and sec.paragraphs == []
+
+
 def test_the_sampler_sweep_reads_in_table_14s_units_with_its_lowest_fd_named():
     from cxr_augment.report.study_report import fd_sweep_frame
 

@@ -813,10 +813,18 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
     )
     out = [first]
     for sec in params["sections"]:
-        items = []
+        items, notes = [], []
         for spec in sec["items"]:
+            by = spec.get("superseded_by")  # a fuller asset that takes its place when made
+            if sources.get(spec["asset"]) is None and by and sources.get(by) is not None:
+                command = in_env(spec["command"], params.get("env"))
+                notes.append(
+                    f"**{spec['title']}** ({spec['asset']}) was not made in this run; the fuller "
+                    f"{by} below takes its place ({command} makes it)."
+                )
+                continue
             items += item(spec, sources.get(spec["asset"]), params)
-        out.append(Section(key=sec["key"], title=sec["title"], items=items))
+        out.append(Section(key=sec["key"], title=sec["title"], paragraphs=notes, items=items))
     return out, used
 
 
