@@ -242,10 +242,19 @@ def test_the_next_standby_starts_once_the_launched_run_started(tmp_path, status,
 
 
 def test_termination_signals_only_a_standby_process(tmp_path):
+    import psutil
+
     from cxr_augment.orchestration.launcher import _is_standby
 
     standby = _Standby(_origin(tmp_path), ("key",), [tmp_path])
     try:
+        # between its fork and its exec the child still shows this process's command line:
+        # wait for the exec (on a loaded machine it can take a moment), not for the load
+        mine = psutil.Process().cmdline()
+        for _ in range(600):
+            if psutil.Process(standby.process.pid).cmdline() != mine:
+                break
+            time.sleep(0.05)
         assert _is_standby(standby.process.pid)
         assert not _is_standby(os.getpid())  # a reused process number is left alone
     finally:
