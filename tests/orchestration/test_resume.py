@@ -60,6 +60,10 @@ defs = dg.Definitions(
 """
 
 
+# a resume from nothing: first (a, b), second (c, d), first (e), then f in the implicit asset job
+EVERY_PASS = [("first", 2), ("second", 2), ("first", 1), ("__ASSET_JOB", 1)]
+
+
 def _load(tmp_path, name: str, va: str = "1", fail: str = ""):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
@@ -114,13 +118,7 @@ def test_resume_goes_on_across_jobs_until_everything_is_fresh(tmp_path, instance
     module, repo = _load(tmp_path, "defs_all")
     said: list[str] = []
     runs = resume(module.defs, repo, instance, say=said.append)
-    # first (a, b), second (c, d), first (e), then f in the implicit asset job
-    assert [(j, n) for j, n, _ in runs] == [
-        ("first", 2),
-        ("second", 2),
-        ("first", 1),
-        ("__ASSET_JOB", 1),
-    ]
+    assert [(j, n) for j, n, _ in runs] == EVERY_PASS
     assert _calls(tmp_path) == ["a", "b", "cd", "e", "f"]
     status = statuses(instance, module.defs.resolve_asset_graph())
     assert set(status.values()) == {StaleStatus.FRESH}
@@ -162,12 +160,7 @@ def test_a_code_change_reruns_the_asset_and_everything_downstream(tmp_path, inst
     # Dagster itself calls only `a` stale until it is materialised again; b follows with it
     assert {j: _keys(k) for j, k in work.items()} == {"first": ["a", "b"]}
     runs = resume(changed.defs, repo2, instance, say=lambda _: None)
-    assert [(j, n) for j, n, _ in runs] == [
-        ("first", 2),
-        ("second", 2),
-        ("first", 1),
-        ("__ASSET_JOB", 1),
-    ]
+    assert [(j, n) for j, n, _ in runs] == EVERY_PASS
     assert _calls(tmp_path) == ["a", "b", "cd", "e", "f"]
 
 
