@@ -115,11 +115,55 @@ def test_delong_with_one_image_per_patient_matches_the_direct_formula():
     pb = 0.2 * y + rng.random(150)
     a1, a2, z, p = _delong_direct(y, pa, pb)
     for clusters in (None, np.arange(150)):
-        res = stats.delong(y, pa, pb, clusters)
+        res = stats.delong(y, pa, pb, clusters, reference="normal")
         assert res["auc_a"] == pytest.approx(a1)
         assert res["auc_b"] == pytest.approx(a2)
         assert res["z"] == pytest.approx(z)
         assert res["p_value"] == pytest.approx(p)
+        # the default reads the same statistic against t (about 150 patients: df over 100)
+        t_ref = stats.delong(y, pa, pb, clusters)
+        assert t_ref["z"] == pytest.approx(z)
+        assert t_ref["p_value"] > p and 100 < t_ref["df"] < 150
+
+
+def test_delong_t_reference_uses_satterthwaite_degrees_of_freedom():
+    rng = np.random.default_rng(12)
+    clusters = np.repeat(np.arange(30), rng.integers(1, 4, 30))
+    y = (rng.random(30) < 0.3).astype(int)[clusters]  # a label per patient
+    pa, pb = y + rng.normal(0, 1, len(y)), y + rng.normal(0, 1.3, len(y))
+    theta, cov = _obuchowski_direct(y, np.vstack([pa, pb]), clusters)
+    # the covariance's parts, written out: per patient, placement sums less their expectation
+    pos, neg = y == 1, y == 0
+    m, n = pos.sum(), neg.sum()
+    ids = np.unique(clusters)
+    parts = []
+    for group, other, size in ((pos, neg, m), (neg, pos, n)):
+        r = []
+        for s, th in zip((pa, pb), theta, strict=True):
+            if group is pos:
+                place = np.array([(s[other] < v).mean() + 0.5 * (s[other] == v).mean()
+                                  for v in s[group]])  # fmt: skip
+            else:
+                place = np.array([(s[other] > v).mean() + 0.5 * (s[other] == v).mean()
+                                  for v in s[group]])  # fmt: skip
+            sums = np.array([place[clusters[group] == i].sum() for i in ids])
+            counts = np.array([(clusters[group] == i).sum() for i in ids])
+            r.append(sums - counts * th)
+        d = r[0] - r[1]
+        i_g = len(np.unique(clusters[group]))
+        parts.append((i_g / ((i_g - 1) * size) * (d @ d) / size, i_g))
+    (v10, i10), (v01, i01) = parts
+    df = (v10 + v01) ** 2 / (v10**2 / (i10 - 1) + v01**2 / (i01 - 1))
+    var = np.array([1, -1]) @ cov @ np.array([1, -1])
+    z = (theta[0] - theta[1]) / np.sqrt(var)
+    res = stats.delong(y, pa, pb, clusters)
+    from scipy.stats import t
+
+    assert res["df"] == pytest.approx(df, rel=1e-10)
+    assert min(i10, i01) - 1 <= res["df"] <= i10 + i01 - 2  # Satterthwaite's bounds
+    assert res["p_value"] == pytest.approx(2 * t.sf(abs(z), df), rel=1e-10)
+    with pytest.raises(ValueError, match="reference"):
+        stats.delong(y, pa, pb, clusters, reference="z")
 
 
 def test_clustered_auc_covariance_matches_obuchowski_written_out():
@@ -201,6 +245,21 @@ def test_clustered_tests_hold_their_level_where_image_level_tests_do_not(structu
     assert rate["delong"] >= 0.03 and rate["mcnemar"] >= 0.03, rate  # not merely conservative
     # the same data read image by image reject far too often: the simulation can tell
     assert rate["delong_images"] > 0.09 and rate["mcnemar_images"] > 0.08, rate
+
+
+def test_delong_holds_its_level_with_few_positive_patients():
+    # 30 patients with the official test's structure: about 20 positive images in about 10
+    # patients, as the demo's validation split has; the normal reference is liberal there
+    rng = np.random.default_rng(31)
+    runs = 3000
+    reject = {"t": 0, "normal": 0}
+    for _ in range(runs):
+        y, sa, sb, pid = simulate(rng, "official", patients=30)
+        for ref in reject:
+            reject[ref] += stats.delong(y, sa, sb, pid, reference=ref)["p_value"] < 0.05
+    rate = {k: v / runs for k, v in reject.items()}
+    assert 0.03 <= rate["t"] <= 0.055, rate
+    assert rate["normal"] > 0.055, rate  # what the t reference corrects
 
 
 def test_patient_bootstrap_of_differences_holds_its_level():

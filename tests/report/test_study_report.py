@@ -78,6 +78,22 @@ def test_the_answer_reads_table_15_first_and_names_every_step():
     assert used is None and "Not run yet" in paragraphs[0]
 
 
+def test_the_answer_says_how_delong_was_read():
+    pairs = [("trad", "base", 0.01), ("ddim", "base", 0.2)]
+    old = _group_table({"base": 0.55, "trad": 0.62, "ddim": 0.60}, pairs)
+    text = " ".join(answer({"table15": old, "headline": None}, SPEC)[0])
+    assert "clustered by patient (normal reference)" in text  # a table made before the t
+    for dfs, words in (
+        ([31.6, 42.2], "(t reference, Satterthwaite's degrees of freedom 32-42)"),
+        ([17.0, 17.2], "(t reference, Satterthwaite's degrees of freedom 17)"),
+        ([np.inf, np.inf], "(normal reference)"),  # delong_reference: normal
+    ):
+        t15 = old.copy()
+        t15.loc[t15["row"] == "comparison", "delong_df"] = dfs
+        text = " ".join(answer({"table15": t15, "headline": None}, SPEC)[0])
+        assert f"DeLong's test clustered by patient {words}" in text, text
+
+
 def test_the_answer_says_where_delong_and_the_patient_bootstrap_disagree():
     t15 = _group_table(
         {"base": 0.55, "trad": 0.62, "ddim": 0.70},

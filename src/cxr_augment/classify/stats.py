@@ -6,9 +6,14 @@ liberal. Every test here takes the patient of each image:
 
 - ``delong``: DeLong's test of two correlated ROC AUCs (DeLong et al., 1988), with the
   structural components summed per patient and the variance of Obuchowski (1997) for clustered
-  data. With one image per patient it is DeLong's test exactly. Several score vectors per
-  classifier (one per training seed) are compared through the mean AUC of each classifier, the
-  variance coming from the joint covariance of all of them.
+  data. Several score vectors per classifier (one per training seed) are compared through the
+  mean AUC of each classifier, the variance coming from the joint covariance of all of them.
+  The statistic is read against a t distribution whose degrees of freedom are Satterthwaite's
+  for the variance's two parts (the positives' and the negatives' patients; ``reference="t"``,
+  the default): with 15-60 positive images the normal reference rejects 5.7-6 % of the time
+  under the null, the t reference 4-5 % (``tests/classify/test_stats.py``). With many patients
+  the two agree; ``reference="normal"`` is the published test, and with one image per
+  patient DeLong's test exactly.
 - ``mcnemar_clustered``: McNemar's test on the thresholded decisions, adjusted for clustering
   (Durkalski et al., 2003): per patient the difference between the images classifier A gets
   right and B gets wrong and the reverse (averaged over seeds); the statistic
@@ -103,8 +108,8 @@ def mcnemar_clustered(
 
 
 def auc_components(
-    y: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    y: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None, parts: bool = False
+) -> tuple:
     """AUCs of several score vectors and their covariance, clustered by patient.
 
     Args:
@@ -117,6 +122,8 @@ def auc_components(
         placement values of the positives (fraction of negatives scored lower, ties half) and
         of the negatives are summed per patient, and the covariance of those sums gives the
         AUCs' covariance. NaN when a class has fewer than two images (or two patients).
+        ``parts``: also the covariance's positive and negative parts (``S10 / m``,
+        ``S01 / n``) and the number of patients with a positive and with a negative image.
     """
     y = np.asarray(y, dtype=int)
     scores = _as_2d(scores)
@@ -128,7 +135,8 @@ def auc_components(
     i10 = len(np.unique(inv[pos]))
     i01 = len(np.unique(inv[neg]))
     if m < 2 or n < 2 or i10 < 2 or i01 < 2:
-        return np.full(k, np.nan), np.full((k, k), np.nan)
+        nan = np.full(k, np.nan), np.full((k, k), np.nan)
+        return (*nan, (np.full((k, k), np.nan),) * 2 + (i10, i01)) if parts else nan
     from scipy.stats import rankdata
 
     ranks_all = np.vstack([rankdata(s) for s in scores])
@@ -147,35 +155,61 @@ def auc_components(
     S01 = i01 / ((i01 - 1) * n) * (r01 @ r01.T)
     S11 = n_clusters / (n_clusters - 1) * (r10 @ r01.T)
     cov = S10 / m + S01 / n + (S11 + S11.T) / (m * n)
+    if parts:
+        return aucs, cov, (S10 / m, S01 / n, i10, i01)
     return aucs, cov
 
 
+def satterthwaite_df(v10: float, v01: float, i10: int, i01: int) -> float:
+    """Satterthwaite's degrees of freedom of a variance ``v10 + v01`` whose parts are
+    estimated from ``i10`` and ``i01`` independent patients: ``(v10 + v01)^2 / (v10^2 /
+    (i10 - 1) + v01^2 / (i01 - 1))``; infinite when both parts are zero."""
+    denom = v10**2 / (i10 - 1) + v01**2 / (i01 - 1)
+    return float((v10 + v01) ** 2 / denom) if denom > 0 else float("inf")
+
+
 def delong(
-    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, clusters: np.ndarray | None = None
+    y: np.ndarray,
+    p_a: np.ndarray,
+    p_b: np.ndarray,
+    clusters: np.ndarray | None = None,
+    reference: str = "t",
 ) -> dict:
     """Are the (mean) AUCs of classifiers A and B on the same images equal?
 
     ``p_a`` / ``p_b`` are scores per image, or (seeds, images) for several seeds of a
     classifier: the test is then of the seed-mean AUCs. ``clusters`` gives each image's
     patient (Obuchowski's clustered variance); None takes images as independent (DeLong).
+    ``reference``: ``"t"`` (Satterthwaite's degrees of freedom, ``df`` in the result) or
+    ``"normal"`` (the published test; ``df`` infinite).
     """
+    if reference not in ("t", "normal"):
+        raise ValueError(f"delong: reference must be 't' or 'normal', got {reference!r}")
     a, b = _as_2d(p_a), _as_2d(p_b)
-    aucs, cov = auc_components(y, np.vstack([a, b]), clusters)
+    aucs, cov, (v10, v01, i10, i01) = auc_components(y, np.vstack([a, b]), clusters, parts=True)
     c = np.concatenate([np.full(len(a), 1 / len(a)), np.full(len(b), -1 / len(b))])
     auc_a, auc_b = float(aucs[: len(a)].mean()), float(aucs[len(a) :].mean())
     out = {"auc_a": auc_a, "auc_b": auc_b}
+    undefined = {"z": float("nan"), "df": float("nan"), "p_value": float("nan")}
     if np.isnan(aucs).any():
-        return {**out, "z": float("nan"), "p_value": float("nan"),
+        return {**out, **undefined,
                 "note": "fewer than two positive or negative images (or patients)"}  # fmt: skip
     var = float(c @ cov @ c)
     if not var > 1e-14:
-        return {**out, "z": float("nan"), "p_value": float("nan"),
+        return {**out, **undefined,
                 "note": "zero variance of the AUC difference (e.g. both AUCs 0 or 1, or "
                 "identical scores): the test is undefined"}  # fmt: skip
-    from scipy.stats import norm
-
     z = (auc_a - auc_b) / np.sqrt(var)
-    return {**out, "z": float(z), "p_value": float(2 * norm.sf(abs(z))), "note": ""}
+    if reference == "t":
+        from scipy.stats import t
+
+        df = satterthwaite_df(float(c @ v10 @ c), float(c @ v01 @ c), i10, i01)
+        p = 2 * t.sf(abs(z), df)
+    else:
+        from scipy.stats import norm
+
+        df, p = float("inf"), 2 * norm.sf(abs(z))
+    return {**out, "z": float(z), "df": df, "p_value": float(p), "note": ""}
 
 
 def holm(p_values) -> np.ndarray:

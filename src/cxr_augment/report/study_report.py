@@ -223,7 +223,8 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
         if out:
             out.append(
                 f"The table read here is **{group}** (source: report.{group}.table). p-values "
-                "are DeLong's test clustered by patient, Holm-adjusted within the table's "
+                f"are DeLong's test clustered by patient ({_delong_reference(table)}), "
+                "Holm-adjusted within the table's "
                 f"comparisons on that split; significance at {alpha}. The full tables, with "
                 "F1, Cohen's kappa, the clustered McNemar test and patient-bootstrap "
                 "differences, follow."
@@ -307,13 +308,25 @@ def group_tables(
                         "split": SPLIT_WORDS.get(split, split),
                         **paired,
                         "test family": f"the {len(tpart)} comparisons on this split; Holm per test",
-                        "tests": "DeLong clustered by patient (Obuchowski 1997); McNemar "
+                        "tests": f"DeLong clustered by patient (Obuchowski 1997; "
+                        f"{_delong_reference(tpart)}); McNemar "
                         "adjusted for clustering (Durkalski et al. 2003); patient-bootstrap "
                         "differences of the seed means with 95 % CIs (p: bootstrap, Holm-adjusted)",
                     },
                 )
             )
     return out
+
+
+def _delong_reference(tests: pd.DataFrame) -> str:
+    """How the DeLong p-values of ``tests`` were read: the degrees of freedom of the t
+    reference per row (infinite for the normal reference; absent in tables made before it)."""
+    df = tests["delong_df"].dropna() if "delong_df" in tests else pd.Series(dtype=float)
+    finite = df[np.isfinite(df)]
+    if not len(finite):
+        return "normal reference"
+    lo, hi = f"{finite.min():.0f}", f"{finite.max():.0f}"
+    return f"t reference, Satterthwaite's degrees of freedom {lo if lo == hi else f'{lo}-{hi}'}"
 
 
 DIFF_WORDS = {"roc_auc": "ΔAUC", "f1": "ΔF1", "kappa": "Δkappa"}

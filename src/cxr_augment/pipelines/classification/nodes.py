@@ -372,7 +372,7 @@ def _compare(a_pred, b_pred, split: str, compare: dict) -> dict:
     keys = pd.Index(np.intersect1d(ka, kb))
     a = evaluation(a_pred, split, keys)
     b = evaluation(b_pred, split, keys)
-    dl = stats.delong(a.y, a.probs, b.probs, a.patients)
+    dl = stats.delong(a.y, a.probs, b.probs, a.patients, compare.get("delong_reference", "t"))
     dec_a = (a.probs >= a.thresholds[:, None]).astype(int)
     dec_b = (b.probs >= b.thresholds[:, None]).astype(int)
     mc = stats.mcnemar_clustered(a.y, dec_a, dec_b, a.patients)
@@ -384,6 +384,7 @@ def _compare(a_pred, b_pred, split: str, compare: dict) -> dict:
         "paired_images": len(keys),
         "paired_patients": len(np.unique(a.patients)),
         "delong_z": dl["z"],
+        "delong_df": dl["df"],
         "delong_p": dl["p_value"],
         "mcnemar_stat": mc["statistic"],
         "mcnemar_p": mc["p_value"],
@@ -399,6 +400,10 @@ def _compare(a_pred, b_pred, split: str, compare: dict) -> dict:
 
 
 P_COLUMNS = ("delong_p", "mcnemar_p")
+_DELONG_REFERENCE = {
+    "t": "read against a t distribution with Satterthwaite's degrees of freedom",
+    "normal": "read against the normal distribution",
+}
 
 
 def group_report(
@@ -537,7 +542,8 @@ def group_markdown(group: dict, compare: dict, table: pd.DataFrame, splits: list
         "the seed mean (resamples without a positive or a negative are dropped for every "
         "metric; `used` counts the rest). Each experiment is compared with its reference on "
         "the images both were read on: DeLong's test clustered by patient (Obuchowski 1997) "
-        "on the seed-mean AUC, McNemar's test adjusted for clustering (Durkalski et al. 2003) "
+        f"on the seed-mean AUC ({_DELONG_REFERENCE[compare.get('delong_reference', 't')]}), "
+        "McNemar's test adjusted for clustering (Durkalski et al. 2003) "
         "on the seed-averaged decisions, and a patient bootstrap of the seed-mean F1 "
         f"difference ({int(compare['bootstrap'])} resamples). p-values are raw (Holm-adjusted "
         "within the table's comparisons on that split, per test).\n\n",
