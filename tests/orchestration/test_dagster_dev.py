@@ -58,13 +58,28 @@ def test_the_waiter_gives_up_on_the_shutdown_message(tmp_path):
     assert not out.exists()
 
 
+def _catches_sigint(pid: int) -> bool:
+    """Whether ``pid`` has a handler of its own for SIGINT (``SigCgt`` in /proc)."""
+    import signal
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    return False
+
+
 def test_the_waiter_interrupted_says_so_and_ends_as_ctrl_c_does(tmp_path):
     import signal
 
     out = tmp_path / "out"
+    # as from a terminal, whatever this test's own process inherited: a background job of a
+    # non-interactive shell ignores SIGINT, and a process started so would never see Ctrl-C
     proc = subprocess.Popen([*WAITER, str(tmp_path / "never"), "60", "--", *_marker_command(out)],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(0.5)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not _catches_sigint(proc.pid) and time.monotonic() < deadline:  # Python has started
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted before the code loaded" in err
