@@ -97,7 +97,27 @@ def test_the_translation_leaves_kedro_and_kedro_dagster_as_they_were(translated)
     assert catalog.is_nothing_asset_name is utils.is_nothing_asset_name
     assert nodes.is_nothing_asset_name is utils.is_nothing_asset_name
     assert catalog.format_node_name is utils.format_node_name
+    assert nodes._get_node_group_name is utils._get_node_group_name
     assert not hasattr(catalog, "sum")
+
+
+def test_the_memoised_group_of_a_node_is_kedro_dagsters(translated):
+    """Within a translation a node's group comes from one scan of the pipelines; it is the
+    group kedro-dagster's own scan gives, for every node of every pipeline."""
+    from kedro.framework.project import pipelines
+    from kedro_dagster import nodes, utils
+
+    from cxr_augment.orchestration.translate import _memoised
+
+    every = {n.name: n for pipe in pipelines.values() for n in pipe.nodes}
+    expected = {name: utils._get_node_group_name(n) for name, n in every.items()}
+    with _memoised():
+        assert nodes._get_node_group_name is not utils._get_node_group_name
+        got = {name: nodes._get_node_group_name(n) for name, n in every.items()}
+    assert got == expected
+    # both kinds: a pipeline's name, and a namespace's for a namespaced node
+    assert len(every) > 400 and {"demo_data", "preprocessing"} <= set(expected.values())
+    assert expected["ptx_densenet121.evaluate"] not in pipelines
 
 
 def test_jobs_are_asset_jobs_that_carry_their_checks(translated):

@@ -159,6 +159,30 @@ def _memoised() -> Iterator[None]:
         return nothing[key]
 
     cached_format = functools.lru_cache(maxsize=None)(kd_utils.format_node_name)
+    # and, for each output of each node, it looks for the node's first pipeline by scanning
+    # every pipeline's nodes (about 380,000 name comparisons per load): one scan per translation
+    group_of = kd_nodes._get_node_group_name
+    first_pipeline: dict[int, tuple[object, dict[str, str]]] = {}
+
+    def cached_group(node):
+        try:
+            pipes = kedro_project.find_pipelines()
+        except Exception:
+            return group_of(node)  # kedro-dagster's warning and "__none__"
+        held = first_pipeline.get(id(pipes))
+        if held is None or held[0] is not pipes:
+            first: dict[str, str] = {}
+            for name, pipe in pipes.items():
+                if name != "__default__":
+                    for n in pipe.nodes:
+                        first.setdefault(n.name, name)
+            held = first_pipeline[id(pipes)] = (pipes, first)
+        if node.name not in held[1]:
+            return group_of(node)  # in no pipeline: kedro-dagster's warning and "__none__"
+        if "." in node.name:  # namespaced: the namespace's hierarchy, whatever the pipeline
+            return kd_utils._normalize_group_name(node.name.split(".")[:-1])
+        return held[1][node.name]
+
     # each such lookup matches the name against every catalog pattern with `parse.parse`,
     # which compiles the pattern anew on every call: compile each pattern once
     import parse as parse_lib
@@ -190,6 +214,7 @@ def _memoised() -> Iterator[None]:
     kd_dagster.ExecutorCreator._resolve_executors = declared_only(resolve_executors)
 
     kedro_project.find_pipelines = cached_find
+    kd_nodes._get_node_group_name = cached_group
     kd_catalog.sum = cached_sum
     translator._get_node_parameters_config = flat_config
     kd_pipelines.PipelineTranslator.to_dagster = asset_jobs
@@ -197,6 +222,7 @@ def _memoised() -> Iterator[None]:
         yield
     finally:
         kd_dagster.ExecutorCreator._resolve_executors = resolve_executors
+        kd_nodes._get_node_group_name = group_of
         _NODE_MAPS.clear()
         inference.parse = parse_docstring
         kedro_io_core._load_obj = load_obj
