@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro.io.core import AbstractDataset, DatasetError
+
+from cxr_augment.datasets.atomic import owned_name, remove_leftovers
 
 if TYPE_CHECKING:  # torch and diffusers are imported on first load or save
     from cxr_augment.generation.models import DiffusionModel
@@ -82,7 +83,8 @@ class DiffusionModelDataset(AbstractDataset["DiffusionModel", "DiffusionModel"])
         from diffusers import DDPMPipeline
 
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self._path.with_name(f".{self._path.name}.staging-{uuid.uuid4().hex[:8]}")
+        remove_leftovers(self._path.parent, self._path.name, ("staging", "old"))
+        staging = self._path.with_name(owned_name(self._path.name, "staging"))
         try:
             for name, unet in data.unets.items():
                 pipe = DDPMPipeline(unet=unet, scheduler=data.schedule.scheduler())
@@ -98,7 +100,7 @@ class DiffusionModelDataset(AbstractDataset["DiffusionModel", "DiffusionModel"])
             (staging / "model.json").write_text(json.dumps(meta, indent=2, default=str))
             old = None
             if self._path.exists():
-                old = self._path.with_name(f".{self._path.name}.old-{uuid.uuid4().hex[:8]}")
+                old = self._path.with_name(owned_name(self._path.name, "old"))
                 self._path.rename(old)
             staging.rename(self._path)
             if old is not None:

@@ -5,7 +5,8 @@ Saving takes a mapping ``relative path -> image`` where an image is a uint8 arra
 zero-argument callable returning one (lazy: rendered only when written, so memory stays
 bounded at any dataset size). Files are encoded by ``workers`` forked processes into a staging
 folder beside the target; only when every file is written are the top-level subtrees swapped
-into place, so a failed run leaves the previous tree intact and nothing half-written.
+into place, so a failed run leaves the previous tree intact and nothing half-written (a run
+killed mid-save leaves its staging folder, which the next save removes).
 Loading returns ``relative path -> callable`` that decodes the file on demand.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,9 +23,11 @@ import cv2
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
+from cxr_augment.datasets.atomic import owned_name, remove_leftovers
 from cxr_augment.parallel import fork_map
 
 _JOBS: dict[str, Any] = {}  # set before forking: workers read the mapping from here
+_STAGING = "images"  # the staging folder: .images.staging-<machine>p<pid>-<id> in the root
 
 
 def _encode(image: np.ndarray, suffix: str, quality: int) -> bytes:
@@ -105,7 +107,8 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], "ImageFolder"]):
         pathlib costs seconds on a CheXpert-size tree)."""
         root = str(self._root)
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".staging-", ".old-")))
+            # hidden folders: a save's staging folder, a subtree moved aside (and .cache, .git)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
             prefix = "" if rel == "." else rel + "/"
             for name in sorted(filenames):
@@ -130,7 +133,8 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], "ImageFolder"]):
                     f"swap_depth={self._swap_depth}"
                 )
         self._root.mkdir(parents=True, exist_ok=True)
-        staging = self._root / f".staging-{uuid.uuid4().hex[:8]}"
+        remove_leftovers(self._root, _STAGING, ("staging",))
+        staging = self._root / owned_name(_STAGING, "staging")
         staging.mkdir()
         try:
             self._write_all(data, keys, staging)
@@ -141,8 +145,9 @@ class ImageFolderDataset(AbstractDataset[Mapping[str, Any], "ImageFolder"]):
                 final = self._root / sub
                 final.parent.mkdir(parents=True, exist_ok=True)
                 old = None
+                remove_leftovers(final.parent, final.name, ("old",))
                 if final.exists():
-                    old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+                    old = final.with_name(owned_name(final.name, "old"))
                     final.rename(old)
                 (staging / sub).rename(final)
                 if old is not None:

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import os
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
+from cxr_augment.datasets.atomic import fsync_file, fsync_folder, partial_path, remove_leftovers
+
 if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
     from cxr_augment.classify.checkpoints import CheckpointStore
+
+
+def _replace_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a hidden partial file beside ``final``, flush it and rename it over ``final``;
+    a failed write removes it, and a partial file a killed save left is removed first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final.parent, final.stem, ("partial",), final.suffix)
+    tmp = Path(partial_path(final))
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_folder(final.parent)
 
 
 class TorchStateDictDataset(AbstractDataset[dict, dict]):
@@ -45,12 +62,9 @@ class TorchStateDictDataset(AbstractDataset[dict, dict]):
         return torch.load(self._filepath, map_location="cpu", weights_only=True)
 
     def save(self, data: dict) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex[:8]}")
         import torch
 
-        torch.save(data, tmp)
-        os.replace(tmp, self._filepath)
+        _replace_atomically(self._filepath, lambda tmp: torch.save(data, tmp))
 
 
 class CheckpointFolderDataset(AbstractDataset[None, "CheckpointStore"]):
@@ -114,7 +128,5 @@ class SafetensorsDataset(AbstractDataset[dict, dict]):
     def save(self, data: dict) -> None:
         from safetensors.torch import save_file
 
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex[:8]}")
-        save_file({k: v.detach().cpu().contiguous() for k, v in data.items()}, str(tmp))
-        os.replace(tmp, self._filepath)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in data.items()}
+        _replace_atomically(self._filepath, lambda tmp: save_file(tensors, str(tmp)))

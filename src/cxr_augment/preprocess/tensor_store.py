@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_augment.datasets.atomic import owned_name, remove_leftovers
 from cxr_augment.parallel import fork_map
 from cxr_augment.preprocess.imaging import DecodeError
 
@@ -100,7 +100,8 @@ def write_store(
         workers = min(workers, job.max_workers)
     n = len(job.keys)
     h, w = job.shape
-    staging = folder.with_name(f".{folder.name}.staging-{uuid.uuid4().hex[:8]}")
+    remove_leftovers(folder.parent, folder.name, ("staging", "old"))
+    staging = folder.with_name(owned_name(folder.name, "staging"))
     staging.mkdir(parents=True)
     try:
         data_offsets = []
@@ -152,7 +153,7 @@ def write_store(
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+            old = folder.with_name(owned_name(folder.name, "old"))
             folder.rename(old)
         staging.rename(folder)
         if old is not None:
