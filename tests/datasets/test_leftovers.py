@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxr_augment import leftovers
 from cxr_augment.datasets import ImageFolderDataset, TensorStoreDataset, atomic
 from cxr_augment.preprocess.tensor_store import StoreWrite
 
@@ -38,16 +39,16 @@ def alive():
 
 
 def _name(base: str, kind: str, pid: int, host: str | None = None, suffix: str = "") -> str:
-    return f".{base}.{kind}-{host or atomic._HOST}p{pid}-0123abcd{suffix}"
+    return f".{base}.{kind}-{host or leftovers._HOST}p{pid}-0123abcd{suffix}"
 
 
 def test_owned_names_say_the_machine_and_process(tmp_path):
-    name = atomic.owned_name("table", "partial", ".csv")
-    assert name.startswith(f".table.partial-{atomic._HOST}p{os.getpid()}-") and name.endswith(
+    name = leftovers.owned_name("table", "partial", ".csv")
+    assert name.startswith(f".table.partial-{leftovers._HOST}p{os.getpid()}-") and name.endswith(
         ".csv"
     )
-    assert atomic._OWNED.fullmatch(name[len(".table") : -len(".csv")])
-    assert atomic.partial_path(Path("/a/t.csv")).name.startswith(f".t.partial-{atomic._HOST}p")
+    assert leftovers._OWNED.fullmatch(name[len(".table") : -len(".csv")])
+    assert atomic.partial_path(Path("/a/t.csv")).name.startswith(f".t.partial-{leftovers._HOST}p")
 
 
 def test_only_the_leftovers_of_ended_writers_of_that_target_go(tmp_path, alive):
@@ -64,12 +65,12 @@ def test_only_the_leftovers_of_ended_writers_of_that_target_go(tmp_path, alive):
     }
     for n in names.values():
         (tmp_path / n).write_text("half")
-    removed = atomic.remove_leftovers(tmp_path, "t", ("partial",), ".csv")
+    removed = leftovers.remove_leftovers(tmp_path, "t", ("partial",), ".csv")
     assert [p.name for p in removed] == [names["dead"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         v for k, v in names.items() if k != "dead"
     )
-    assert atomic.remove_leftovers(tmp_path / "missing", "t", ("partial",)) == []
+    assert leftovers.remove_leftovers(tmp_path / "missing", "t", ("partial",)) == []
 
 
 def test_a_csv_save_removes_a_killed_saves_partial_file(tmp_path, alive):
@@ -158,3 +159,13 @@ def test_a_model_save_removes_a_killed_saves_partial_file_and_its_own_on_failure
         ds.save({"w": lambda: 0})  # a failing serialiser: the previous model stays, nothing else
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
     assert torch.equal(ds.load()["w"], torch.arange(3.0))
+
+
+@pytest.mark.parametrize(
+    "module", ["cxr_augment.preprocess.tensor_store", "cxr_augment.pipelines.generation"]
+)
+def test_the_writers_import_first_in_a_fresh_interpreter(module):
+    """The stores and the datasets share the leftover rules without importing each other."""
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.datasets.atomic import owned_name, remove_leftovers
+from cxr_augment.leftovers import owned_name, remove_leftovers
 
 if TYPE_CHECKING:  # torch and diffusers are imported on first load or save
     from cxr_augment.generation.models import DiffusionModel

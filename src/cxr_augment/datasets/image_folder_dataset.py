@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.datasets.atomic import owned_name, remove_leftovers
+from cxr_augment.leftovers import owned_name, remove_leftovers
 from cxr_augment.parallel import fork_map
 
 _JOBS: dict[str, Any] = {}  # set before forking: workers read the mapping from here

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.datasets.atomic import fsync_file, fsync_folder, partial_path, remove_leftovers
+from cxr_augment.datasets.atomic import fsync_file, fsync_folder, partial_path
+from cxr_augment.leftovers import remove_leftovers
 
 if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
     from cxr_augment.classify.checkpoints import CheckpointStore

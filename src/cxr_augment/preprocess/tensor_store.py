@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_augment.datasets.atomic import owned_name, remove_leftovers
+from cxr_augment.leftovers import owned_name, remove_leftovers
 from cxr_augment.parallel import fork_map
 from cxr_augment.preprocess.imaging import DecodeError
 
