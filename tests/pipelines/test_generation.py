@@ -80,7 +80,8 @@ def run(tmp_path_factory, parameters):
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         "params:generation": MemoryDataset(gen),
-        "params:study": MemoryDataset(study),
+        "params:study.defaults": MemoryDataset(study["defaults"]),
+        "params:study.experiments.feat": MemoryDataset(study["experiments"]["feat"]),
         "feat.seed1.model": MemoryDataset(feature),
     }
     for m in gen["models"]:

@@ -313,11 +313,14 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, para
 # --- metrics ----------------------------------------------------------------------------------
 
 
-def _feature_spec(study: dict, params: dict) -> dict:
+def _feature_spec(defaults: dict, experiment: dict, params: dict) -> dict:
+    """The spec of ``metrics.feature_experiment``, from the study's defaults and its entry
+    (the node reads those two, not the whole study: another experiment's change, or a new
+    setting of the study's comparisons, leaves the generation's metrics up to date)."""
     from cxr_augment.classify.experiments import experiment_spec
 
     name = params["metrics"]["feature_experiment"]
-    return experiment_spec(study["defaults"], study["experiments"][name], name)
+    return experiment_spec(defaults, experiment, name)
 
 
 def _domain_features(store, keys, state_dict: dict, spec: dict) -> np.ndarray:
@@ -355,7 +358,12 @@ def _inception(params: dict):
 
 
 def reference_set(
-    rows: pd.DataFrame, store: TensorStore, feature_model: dict, study: dict, params: dict
+    rows: pd.DataFrame,
+    store: TensorStore,
+    feature_model: dict,
+    feature_defaults: dict,
+    feature_experiment: dict,
+    params: dict,
 ) -> dict:
     """The real side of every comparison: the training images of both classes (at most
     ``metrics.max_reference`` per class, drawn with the seed), their classes, and their
@@ -369,7 +377,7 @@ def reference_set(
             part = part.iloc[np.sort(rng.choice(len(part), int(cap), replace=False))]
         picks.append(part)
     ref = pd.concat(picks, ignore_index=True)
-    spec = _feature_spec(study, params)
+    spec = _feature_spec(feature_defaults, feature_experiment, params)
     out = {
         "keys": ref["key"].tolist(),
         "target": ref["target"].to_numpy(int),
@@ -401,7 +409,8 @@ def evaluate_generator(
     reference: dict,
     store: TensorStore,
     feature_model: dict,
-    study: dict,
+    feature_defaults: dict,
+    feature_experiment: dict,
     params: dict,
     status: dict | None = None,
     *,
@@ -426,7 +435,7 @@ def evaluate_generator(
     gen = np.stack([samples.get(k) for k in keys])
     gen_y = samples_manifest["target"].to_numpy(int)
     real = np.stack([store.get(k) for k in reference["keys"]])
-    spec = _feature_spec(study, params)
+    spec = _feature_spec(feature_defaults, feature_experiment, params)
     gen_feats = _domain_features(samples, keys, feature_model, spec)
     domain = {
         "gen": gen_feats,
@@ -691,7 +700,13 @@ def memorisation_figure(store: TensorStore, params: dict, *sets):
 
 
 def sampler_sweep(
-    model, reference: dict, store: TensorStore, feature_model: dict, study: dict, params: dict
+    model,
+    reference: dict,
+    store: TensorStore,
+    feature_model: dict,
+    feature_defaults: dict,
+    feature_experiment: dict,
+    params: dict,
 ):
     """Sampler x steps x guidance weight of one model, scored by the domain FD and KID against
     the real training images (pooled over both classes).
@@ -704,7 +719,7 @@ def sampler_sweep(
     from cxr_augment.generation.sets import to_store_shape
 
     sw = params["sweep"]
-    spec = _feature_spec(study, params)
+    spec = _feature_spec(feature_defaults, feature_experiment, params)
     n = int(sw["n_per_class"])
     rows = []
     base = {**params.get("sampling", {}), "device": params.get("device") or "auto"}

@@ -16,7 +16,8 @@ from cxr_augment.pipelines.named import named
 from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
-STUDY = "params:study"
+# the feature extractor's spec: the study's defaults and its experiment's entry (_with_features)
+FEATURE = ["params:study.defaults", "params:feature_experiment"]
 
 
 def _model_nodes(name: str) -> list[Node]:
@@ -71,7 +72,7 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
             "generation.reference",
             "tensor_store",
             "feature_model",
-            STUDY,
+            *FEATURE,
             P,
             *([status] if status else []),
         ],
@@ -97,7 +98,7 @@ def _common(gen: dict) -> list[Node]:
         ),
         Node(
             nodes.reference_set,
-            ["generation.training_rows", "tensor_store", "feature_model", STUDY, P],
+            ["generation.training_rows", "tensor_store", "feature_model", *FEATURE, P],
             "generation.reference",
             name="reference_set",
             namespace="generation",
@@ -175,7 +176,7 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     "generation.reference",
                     "tensor_store",
                     "feature_model",
-                    STUDY,
+                    *FEATURE,
                     P,
                 ],
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
@@ -199,9 +200,17 @@ def _cached(headline: bool) -> Pipeline:
 
 def _with_features(p: Pipeline, gen: dict, model: str | None = None) -> Pipeline:
     """``feature_model`` is the weights of ``metrics.feature_experiment`` (the classifier of
-    its first seed; ``model`` names the dataset directly)."""
-    model = model or model_dataset(gen["metrics"]["feature_experiment"])
-    return Pipeline(p, inputs={"feature_model": model}) if "feature_model" in p.inputs() else p
+    its first seed; ``model`` names the dataset directly), ``params:feature_experiment`` its
+    entry in the study's parameters."""
+    name = gen["metrics"]["feature_experiment"]
+    model = model or model_dataset(name)
+    if "feature_model" not in p.inputs():
+        return p
+    return Pipeline(
+        p,
+        inputs={"feature_model": model},
+        parameters={"params:feature_experiment": f"params:study.experiments.{name}"},
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
