@@ -16,6 +16,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _kedro_env_as_it_was():
+    """A Kedro session in a test names its environment in ``KEDRO_ENV`` for the process
+    (``hooks.RunHooks``, as a run needs); each test starts with the value the suite began with."""
+    before = os.environ.get("KEDRO_ENV")
+    yield
+    if before is None:
+        os.environ.pop("KEDRO_ENV", None)
+    else:
+        os.environ["KEDRO_ENV"] = before
+
+
 def project_parameters() -> dict:
     """conf/base parameters, resolved as Kedro would."""
     from cxr_augment.settings import CONFIG_LOADER_ARGS
