@@ -80,6 +80,7 @@ def run(tmp_path_factory, parameters):
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         "params:generation": MemoryDataset(gen),
+        **{f"params:generation.{k}": MemoryDataset(v) for k, v in gen.items()},
         "params:study.defaults": MemoryDataset(study["defaults"]),
         "params:study.experiments.feat": MemoryDataset(study["experiments"]["feat"]),
         "feat.seed1.model": MemoryDataset(feature),
@@ -168,7 +169,7 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
     data = {
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        "params:generation": MemoryDataset(gen),
+        **{f"params:generation.{k}": MemoryDataset(v) for k, v in gen.items()},
         "params:study.defaults": MemoryDataset(DEFAULTS),
         "params:study.experiments.d": MemoryDataset(exp),
         "params:preprocessing.masks": MemoryDataset({}),

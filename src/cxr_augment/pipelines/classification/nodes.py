@@ -156,19 +156,25 @@ def augmented_set(
     spec: dict,
     chosen: dict | None = None,
     misclassified: pd.DataFrame | None = None,
-    generation: dict | None = None,
     **generators,
 ):
     """The experiment's synthetic training images (thesis 4.4-4.6): its strategy's selection
     (drawn from the training labels, or the misclassified strategy's), made by its source:
     the traditional transforms, or a diffusion generator (``model__<generator>`` and
-    ``memorisation__<generator>`` among ``generators``).
+    ``memorisation__<generator>`` among ``generators``, with the generation settings it is
+    sampled with as ``generation__<setting>``: each its own parameter input, so a change to
+    the generation's tables and figures leaves the set up to date).
 
     Returns:
         The lazy store of generated images, their manifest (source, method or sampler, what
         was drawn, parent), the selection (which training images, how many copies) and the
         counts of thesis Tables 4 / 5.
     """
+    generation = {
+        k.removeprefix("generation__"): v
+        for k, v in generators.items()
+        if k.startswith("generation__")
+    }
     spec = with_methods(spec, chosen)
     a = spec["augmentation"]
     source = a.get("source", "transforms")

@@ -16,6 +16,15 @@ from cxr_augment.pipelines.classification.nodes import choose_rules
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
 
+SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
+
+
+def _generation_settings() -> dict[str, str]:
+    from cxr_augment.pipelines.generation.pipeline import settings
+    from cxr_augment.study import generation_config
+
+    return settings(generation_config())
+
 
 def experiment_pipeline(
     name: str, wiring: dict | None = None, seeds: tuple[int, ...] = (1,)
@@ -55,8 +64,8 @@ def experiment_pipeline(
             inputs["misclassified"] = "misclassified_selection"
             outside.add("misclassified_selection")
         generators = wiring.get("generators") or {}
-        if generators:
-            inputs["generation"] = "params:generation"
+        if generators:  # the generation settings a set is sampled with, each its own input
+            inputs |= {f"{SETTING}{k}": v for k, v in _generation_settings().items()}
         for gen, model in generators.items():
             inputs[f"model__{gen}"] = f"generation.{model}.model"
             inputs[f"memorisation__{gen}"] = f"generation.{gen}.memorisation_summary"
@@ -141,7 +150,7 @@ def experiment_pipeline(
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
             **(
-                {"params:generation": "params:generation"}
+                {v: v for v in _generation_settings().values()}
                 if augmented and wiring.get("generators")
                 else {}
             ),

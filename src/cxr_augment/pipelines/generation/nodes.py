@@ -2,6 +2,9 @@
 Tables 13 and 14, Figure 23, the memorisation check and the sampler sweep.
 
 Every node is ``f(data, params) -> data``; the domain code is in ``cxr_augment.generation``.
+The nodes that compute (train, sample, evaluate) take the ``generation`` settings they read as
+keyword arguments, each its own parameter input (``pipeline.settings``), so a change to the
+tables' and figures' settings leaves them up to date; the tables and figures take the block.
 torch and diffusers are imported when a node first runs, not when the pipeline is loaded.
 """
 
@@ -23,7 +26,7 @@ CLASS_NAMES = {0: "negative", 1: "positive"}
 # --- data -------------------------------------------------------------------------------------
 
 
-def training_rows(manifest: pd.DataFrame, params: dict) -> pd.DataFrame:
+def training_rows(manifest: pd.DataFrame, **params) -> pd.DataFrame:
     """The generators' training images: the ``split`` (train) rows of the observation's two
     classes under the label policy (images without a target are left out).
 
@@ -59,7 +62,7 @@ def _model_settings(params: dict, name: str):
 # --- training ---------------------------------------------------------------------------------
 
 
-def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, params: dict, name: str):
+def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, name: str, **params):
     """Train generator model ``name`` of ``generation.models`` (resuming from its checkpoints).
 
     ``per_class``: one unconditional UNet per class on that class's images (the thesis's way);
@@ -163,7 +166,7 @@ def sampler_config(params: dict, generator: str, **changes):
     return SamplerConfig(**{**s, **changes})
 
 
-def sample_set(model, store: TensorStore, params: dict, generator: str):
+def sample_set(model, store: TensorStore, generator: str, **params):
     """The evaluation set of a diffusion generator: ``metrics.n_per_class`` images of each
     class, at the classifier's image size."""
     from cxr_augment.generation.sets import generated_set
@@ -182,7 +185,7 @@ def sample_set(model, store: TensorStore, params: dict, generator: str):
     )
 
 
-def traditional_set(rows: pd.DataFrame, store: TensorStore, params: dict):
+def traditional_set(rows: pd.DataFrame, store: TensorStore, **params):
     """Table 14's "traditional augmentation" row: ``n_per_class`` training images of each class
     (drawn with the seed) under the combined traditional methods."""
     from cxr_augment.augment import sets as augment
@@ -221,7 +224,7 @@ def _empty_set(shape, generator: str):
     )
 
 
-def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, params, generator):
+def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, generator, **params):
     """Thesis Stable Models 1 (prompt only) and 2 (LoRA fine-tuned) from a local base model.
 
     Without ``stable_diffusion.base_model`` the set is empty and its status says it was skipped
@@ -363,7 +366,7 @@ def reference_set(
     feature_model: dict,
     feature_defaults: dict,
     feature_experiment: dict,
-    params: dict,
+    **params,
 ) -> dict:
     """The real side of every comparison: the training images of both classes (at most
     ``metrics.max_reference`` per class, drawn with the seed), their classes, and their
@@ -411,10 +414,10 @@ def evaluate_generator(
     feature_model: dict,
     feature_defaults: dict,
     feature_experiment: dict,
-    params: dict,
     status: dict | None = None,
     *,
     generator: str,
+    **params,
 ):
     """Every metric of one generated set against the real training images, and the
     memorisation check (nearest real training image of every generated image).

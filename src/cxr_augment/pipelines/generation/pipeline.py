@@ -16,15 +16,46 @@ from cxr_augment.pipelines.named import named
 from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
-# the feature extractor's spec: the study's defaults and its experiment's entry (_with_features)
-FEATURE = ["params:study.defaults", "params:feature_experiment"]
+# what only the tables and figures read: a change to these leaves the models, sets and metrics
+PRESENTATION = ("tables", "figure", "sweep", "headline")
+# what a model's training reads (nodes.train_model)
+TRAIN = ("observation", "policy", "device", "preload_bytes", "schedule", "presets", "train",
+         "models")  # fmt: skip
+ROWS = ("observation", "policy", "split")  # nodes.training_rows
 
 
-def _model_nodes(name: str) -> list[Node]:
+def settings(gen: dict, keys: tuple[str, ...] | None = None, data: tuple[str, ...] = ()) -> dict:
+    """The parameter inputs of a node that takes the ``generation`` settings ``keys`` as
+    keyword arguments (default: every setting but ``PRESENTATION``), each from its own
+    ``params:generation.<key>``: a change elsewhere in the block leaves the node up to date.
+    ``data``: the node's other argument names, which a setting must not take."""
+    keys = tuple(k for k in gen if k not in PRESENTATION) if keys is None else keys
+    clash = sorted(set(keys) & set(data))
+    if clash:
+        raise ValueError(f"generation.{clash[0]}: a setting may not be named like an input of "
+                         f"the node that reads it ({', '.join(data)})")  # fmt: skip
+    return {k: f"{P}.{k}" for k in keys if k in gen}
+
+
+# the feature extractor: its weights and its spec, from the study's defaults and its
+# experiment's entry (_with_features)
+FEATURE = {
+    "feature_model": "feature_model",
+    "feature_defaults": "params:study.defaults",
+    "feature_experiment": "params:feature_experiment",
+}
+
+
+def _model_nodes(name: str, gen: dict) -> list[Node]:
+    data = {
+        "rows": "generation.training_rows",
+        "store": "tensor_store",
+        "checkpoints": f"generation.{name}.checkpoints",
+    }
     return [
         Node(
             named(nodes.train_model, name=name),
-            ["generation.training_rows", "tensor_store", f"generation.{name}.checkpoints", P],
+            {**data, **settings(gen, TRAIN, tuple(data))},
             [
                 f"generation.{name}.model",
                 f"generation.{name}.history",
@@ -36,21 +67,23 @@ def _model_nodes(name: str) -> list[Node]:
     ]
 
 
-def _generator_nodes(name: str, spec: dict) -> list[Node]:
+def _generator_nodes(name: str, spec: dict, gen: dict) -> list[Node]:
     out = [f"generation.{name}.samples", f"generation.{name}.samples_manifest"]
     if "model" in spec:
+        data = {"model": f"generation.{spec['model']}.model", "store": "tensor_store"}
         make = Node(
             named(nodes.sample_set, generator=name),
-            [f"generation.{spec['model']}.model", "tensor_store", P],
+            {**data, **settings(gen, data=(*data, "generator"))},
             out,
             name=f"sample_{name}",
             namespace="generation",
         )
         status = None
     elif name == "traditional":
+        data = {"rows": "generation.training_rows", "store": "tensor_store"}
         make = Node(
             nodes.traditional_set,
-            ["generation.training_rows", "tensor_store", P],
+            {**data, **settings(gen, data=tuple(data))},
             out,
             name="sample_traditional",
             namespace="generation",
@@ -58,24 +91,25 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
         status = None
     else:  # Stable Diffusion
         status = f"generation.{name}.status"
+        data = {"rows": "generation.training_rows", "manifest": "manifest", "store": "tensor_store"}
         make = Node(
             named(nodes.stable_diffusion_set, generator=name),
-            ["generation.training_rows", "manifest", "tensor_store", P],
+            {**data, **settings(gen, data=(*data, "generator"))},
             [*out, status, f"generation.{name}.lora"],
             name=f"sample_{name}",
             namespace="generation",
         )
+    data = {
+        "samples": out[0],
+        "samples_manifest": out[1],
+        "reference": "generation.reference",
+        "store": "tensor_store",
+        **FEATURE,
+        **({"status": status} if status else {}),
+    }
     evaluate = Node(
         named(nodes.evaluate_generator, generator=name),
-        [
-            *out,
-            "generation.reference",
-            "tensor_store",
-            "feature_model",
-            *FEATURE,
-            P,
-            *([status] if status else []),
-        ],
+        {**data, **settings(gen, data=(*data, "status", "generator"))},
         [
             f"generation.{name}.metrics",
             f"generation.{name}.memorisation",
@@ -88,17 +122,18 @@ def _generator_nodes(name: str, spec: dict) -> list[Node]:
 
 
 def _common(gen: dict) -> list[Node]:
+    rows = {"rows": "generation.training_rows", "store": "tensor_store", **FEATURE}
     return [
         Node(
             nodes.training_rows,
-            ["manifest", P],
+            {"manifest": "manifest", **settings(gen, ROWS, ("manifest",))},
             "generation.training_rows",
             name="select_training_rows",
             namespace="generation",
         ),
         Node(
             nodes.reference_set,
-            ["generation.training_rows", "tensor_store", "feature_model", *FEATURE, P],
+            {**rows, **settings(gen, data=tuple(rows))},
             "generation.reference",
             name="reference_set",
             namespace="generation",
@@ -117,9 +152,9 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
     models = list(dict.fromkeys(s["model"] for s in generators.values() if "model" in s))
     parts = _common(gen)
     for m in models:
-        parts += _model_nodes(m)
+        parts += _model_nodes(m, gen)
     for g, spec in generators.items():
-        parts += _generator_nodes(g, spec)
+        parts += _generator_nodes(g, spec, gen)
     if not headline:
         for t, table in gen["tables"].items():
             parts.append(
@@ -175,8 +210,7 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
                     f"generation.{sw}.model",
                     "generation.reference",
                     "tensor_store",
-                    "feature_model",
-                    *FEATURE,
+                    *FEATURE.values(),
                     P,
                 ],
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
