@@ -709,7 +709,7 @@ def sampler_sweep(
     feature_model: dict,
     feature_defaults: dict,
     feature_experiment: dict,
-    params: dict,
+    **params,
 ):
     """Sampler x steps x guidance weight of one model, scored by the domain FD and KID against
     the real training images (pooled over both classes).

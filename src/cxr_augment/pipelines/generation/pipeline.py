@@ -203,16 +203,18 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
             )
         )
         sw = gen["sweep"]["model"]
+        data = {
+            "model": f"generation.{sw}.model",
+            "reference": "generation.reference",
+            "store": "tensor_store",
+            **FEATURE,
+        }
+        # the sweep samples: it reads every setting but the tables', figure's and headline's
+        swept = tuple(k for k in gen if k not in ("tables", "figure", "headline"))
         parts.append(
             Node(
                 nodes.sampler_sweep,
-                [
-                    f"generation.{sw}.model",
-                    "generation.reference",
-                    "tensor_store",
-                    *FEATURE.values(),
-                    P,
-                ],
+                {**data, **settings(gen, swept, tuple(data))},
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
                 name="sampler_sweep",
                 namespace="generation",
