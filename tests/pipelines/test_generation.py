@@ -204,3 +204,30 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
     )
     with pytest.raises(Exception, match="memorisation check"):
         SequentialRunner().run(pipe, c)
+
+
+def test_each_node_reads_the_generation_settings_it_uses(parameters):
+    """A table's or figure's setting reaches only the tables and figures; a sampler's does not
+    reach a model's training (each setting is its own parameter input)."""
+    from cxr_augment.pipelines.generation import pipeline as gp
+
+    gen = parameters["generation"]
+    everything = gp.settings(gen)
+    assert set(everything) == set(gen) - set(gp.PRESENTATION)
+    assert everything["train"] == "params:generation.train"
+    assert set(gp.settings(gen, gp.TRAIN)) == set(gp.TRAIN) & set(gen)
+    assert gp.settings({"train": {}}, ("train", "absent")) == {"train": "params:generation.train"}
+    with pytest.raises(ValueError, match="generation.store: a setting may not be named like"):
+        gp.settings({"store": 1}, data=("store",))
+    pipe = _with_features(build(gen), gen, "feat.seed1.model")
+    for node in pipe.nodes:
+        params = {i for i in node.inputs if i.startswith("params:generation")}
+        short = node.name.split(".")[-1]
+        if short.startswith("train_"):
+            assert params == {f"params:generation.{k}" for k in gp.TRAIN}, node.name
+        elif short in ("figure23", "memorisation_figure") or short.startswith("report_"):
+            assert params <= {"params:generation"}, node.name  # the block, or nothing
+        else:
+            assert "params:generation" not in params, node.name
+            assert not params & {f"params:generation.{k}" for k in ("tables", "figure")}, node.name
+            assert ("params:generation.sweep" in params) == (short == "sampler_sweep"), node.name
