@@ -68,6 +68,15 @@ def tiny_generation(parameters: dict) -> dict:
     return g
 
 
+def _params(name: str, value) -> dict:
+    """A parameter and every nested one, as Kedro's catalog holds them (``params:a.b.c``)."""
+    out = {name: MemoryDataset(value)}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out |= _params(f"{name}.{k}", v)
+    return out
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, parameters):
     tmp = tmp_path_factory.mktemp("gen")
@@ -80,7 +89,7 @@ def run(tmp_path_factory, parameters):
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         "params:generation": MemoryDataset(gen),
-        **{f"params:generation.{k}": MemoryDataset(v) for k, v in gen.items()},
+        **_params("params:generation", gen),
         "params:study.defaults": MemoryDataset(study["defaults"]),
         "params:study.experiments.feat": MemoryDataset(study["experiments"]["feat"]),
         "feat.seed1.model": MemoryDataset(feature),
@@ -169,7 +178,7 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
     data = {
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        **{f"params:generation.{k}": MemoryDataset(v) for k, v in gen.items()},
+        **_params("params:generation", gen),
         "params:study.defaults": MemoryDataset(DEFAULTS),
         "params:study.experiments.d": MemoryDataset(exp),
         "params:preprocessing.masks": MemoryDataset({}),
@@ -207,8 +216,10 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
 
 
 def test_each_node_reads_the_generation_settings_it_uses(parameters):
-    """A table's or figure's setting reaches only the tables and figures; a sampler's does not
-    reach a model's training (each setting is its own parameter input)."""
+    """A table's or figure's setting reaches only the tables and figures; a sampler's only its
+    generator's set and what is made from it, not a model's training (each setting, or one
+    generator's entry, is its own parameter input)."""
+    from cxr_augment.pipelines.generation import nodes as gn
     from cxr_augment.pipelines.generation import pipeline as gp
 
     gen = parameters["generation"]
@@ -216,18 +227,50 @@ def test_each_node_reads_the_generation_settings_it_uses(parameters):
     assert set(everything) == set(gen) - set(gp.PRESENTATION)
     assert everything["train"] == "params:generation.train"
     assert set(gp.settings(gen, gp.TRAIN)) == set(gp.TRAIN) & set(gen)
-    assert gp.settings({"train": {}}, ("train", "absent")) == {"train": "params:generation.train"}
+    assert gp.settings(gen, ("generators.ddim", "generators.absent", "absent")) == {
+        "generators__ddim": "params:generation.generators.ddim"
+    }
     with pytest.raises(ValueError, match="generation.store: a setting may not be named like"):
         gp.settings({"store": 1}, data=("store",))
+    # the node rebuilds the block's shape
+    assert gn.nested({"generators__ddim": 1, "metrics": 2}) == {
+        "generators": {"ddim": 1},
+        "metrics": 2,
+    }
     pipe = _with_features(build(gen), gen, "feat.seed1.model")
+    p = "params:generation"
     for node in pipe.nodes:
-        params = {i for i in node.inputs if i.startswith("params:generation")}
+        params = {i for i in node.inputs if i.startswith(p)}
         short = node.name.split(".")[-1]
         if short.startswith("train_"):
-            assert params == {f"params:generation.{k}" for k in gp.TRAIN}, node.name
+            assert params == {f"{p}.{k}" for k in gp.TRAIN}, node.name
         elif short in ("figure23", "memorisation_figure") or short.startswith("report_"):
-            assert params <= {"params:generation"}, node.name  # the block, or nothing
+            assert params <= {p}, node.name  # the block, or nothing
+        elif short.startswith(("sample_", "evaluate_")) or short == "reference_set":
+            g = short.split("_", 1)[1]
+            if short.startswith("evaluate_") or short == "reference_set":
+                want = {f"{p}.{k}" for k in gp.METRICS}
+            elif g == "traditional":
+                want = {f"{p}.{k}" for k in gp.TRADITIONAL}
+            else:  # its own generator's entry, no other generator's
+                want = {
+                    f"{p}.{k}" for k in (gp.stable(g) if g.startswith("sd_") else gp.sampled(g))
+                }
+            assert params == want, node.name
+        elif short == "sampler_sweep":
+            assert f"{p}.sweep" in params and f"{p}.tables" not in params, node.name
         else:
-            assert "params:generation" not in params, node.name
-            assert not params & {f"params:generation.{k}" for k in ("tables", "figure")}, node.name
-            assert ("params:generation.sweep" in params) == (short == "sampler_sweep"), node.name
+            assert not params or params == {f"{p}.{k}" for k in gp.ROWS}, node.name
+
+
+def test_an_augmented_set_reads_only_its_generators_settings():
+    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
+
+    pipe = experiment_pipeline("d", {"generators": {"ddim": "grey"}})
+    (node,) = [n for n in pipe.nodes if n.name.endswith("generate_images")]
+    params = {i for i in node.inputs if i.startswith("params:generation")}
+    assert params == {
+        "params:generation.device",
+        "params:generation.sampling",
+        "params:generation.generators.ddim",
+    }

@@ -162,7 +162,8 @@ def augmented_set(
     (drawn from the training labels, or the misclassified strategy's), made by its source:
     the traditional transforms, or a diffusion generator (``model__<generator>`` and
     ``memorisation__<generator>`` among ``generators``, with the generation settings it is
-    sampled with as ``generation__<setting>``: each its own parameter input, so a change to
+    sampled with as ``generation__<setting>`` (``generation__generators__ddim``: one
+    generator's entry), each its own parameter input, so a change to another generator or to
     the generation's tables and figures leaves the set up to date).
 
     Returns:
@@ -170,11 +171,10 @@ def augmented_set(
         was drawn, parent), the selection (which training images, how many copies) and the
         counts of thesis Tables 4 / 5.
     """
-    generation = {
-        k.removeprefix("generation__"): v
-        for k, v in generators.items()
-        if k.startswith("generation__")
-    }
+    from cxr_augment.pipelines.generation.nodes import nested
+
+    generation = nested({k: v for k, v in generators.items() if k.startswith("generation__")})
+    generation = generation.get("generation", {})
     spec = with_methods(spec, chosen)
     a = spec["augmentation"]
     source = a.get("source", "transforms")

@@ -19,11 +19,15 @@ from cxr_augment.study import repeats, study_config
 SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
 
 
-def _generation_settings() -> dict[str, str]:
+def _generation_settings(generators) -> dict[str, str]:
+    """What an augmented set sampled from ``generators`` reads of the ``generation`` settings
+    (``classify.experiments.generation_plan``): the sampling defaults, the device and those
+    generators' entries."""
     from cxr_augment.pipelines.generation.pipeline import settings
     from cxr_augment.study import generation_config
 
-    return settings(generation_config())
+    keys = ("device", "sampling", *(f"generators.{g}" for g in generators))
+    return settings(generation_config(), keys)
 
 
 def experiment_pipeline(
@@ -65,7 +69,7 @@ def experiment_pipeline(
             outside.add("misclassified_selection")
         generators = wiring.get("generators") or {}
         if generators:  # the generation settings a set is sampled with, each its own input
-            inputs |= {f"{SETTING}{k}": v for k, v in _generation_settings().items()}
+            inputs |= {f"{SETTING}{k}": v for k, v in _generation_settings(generators).items()}
         for gen, model in generators.items():
             inputs[f"model__{gen}"] = f"generation.{model}.model"
             inputs[f"memorisation__{gen}"] = f"generation.{gen}.memorisation_summary"
@@ -150,7 +154,7 @@ def experiment_pipeline(
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
             **(
-                {v: v for v in _generation_settings().values()}
+                {v: v for v in _generation_settings(wiring["generators"]).values()}
                 if augmented and wiring.get("generators")
                 else {}
             ),

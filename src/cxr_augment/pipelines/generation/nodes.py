@@ -33,6 +33,7 @@ def training_rows(manifest: pd.DataFrame, **params) -> pd.DataFrame:
     Returns:
         key, patient_id, view, store_row, target (0 / 1).
     """
+    params = nested(params)
     policy = labels.parse_policy(params["policy"])
     target = labels.impute(manifest[params["observation"]], policy)
     keep = (manifest["split"] == params["split"]).to_numpy() & ~np.isnan(target)
@@ -59,6 +60,23 @@ def _model_settings(params: dict, name: str):
     return spec, UNetConfig(**preset), schedule, DiffusionTrainConfig(**train)
 
 
+SEP = "__"  # a keyword argument ``generators__ddim`` is the setting ``generators.ddim``
+
+
+def nested(settings: dict) -> dict:
+    """Keyword arguments of ``generation`` settings back into the block's shape:
+    ``{"generators__ddim": x, "metrics": m}`` -> ``{"generators": {"ddim": x}, "metrics": m}``
+    (``pipeline.settings`` passes an entry of a setting on its own)."""
+    out: dict = {}
+    for key, value in settings.items():
+        *path, last = key.split(SEP)
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -71,6 +89,7 @@ def train_model(rows: pd.DataFrame, store: TensorStore, checkpoints, name: str, 
     Returns:
         The ``DiffusionModel`` (EMA weights), the training history and the loss-curve figure.
     """
+    params = nested(params)
     import torch
 
     from cxr_augment.classify.checkpoints import CheckpointStore
@@ -169,6 +188,7 @@ def sampler_config(params: dict, generator: str, **changes):
 def sample_set(model, store: TensorStore, generator: str, **params):
     """The evaluation set of a diffusion generator: ``metrics.n_per_class`` images of each
     class, at the classifier's image size."""
+    params = nested(params)
     from cxr_augment.generation.sets import generated_set
 
     spec = params["generators"][generator]
@@ -188,6 +208,7 @@ def sample_set(model, store: TensorStore, generator: str, **params):
 def traditional_set(rows: pd.DataFrame, store: TensorStore, **params):
     """Table 14's "traditional augmentation" row: ``n_per_class`` training images of each class
     (drawn with the seed) under the combined traditional methods."""
+    params = nested(params)
     from cxr_augment.augment import sets as augment
 
     t = params["traditional"]
@@ -233,6 +254,7 @@ def stable_diffusion_set(rows: pd.DataFrame, manifest: pd.DataFrame, store, gene
     Returns:
         The store write, the manifest, the status and the LoRA weights (empty when none).
     """
+    params = nested(params)
     from cxr_augment.generation import stable_diffusion as sd
 
     cfg = params["stable_diffusion"]
@@ -371,6 +393,7 @@ def reference_set(
     """The real side of every comparison: the training images of both classes (at most
     ``metrics.max_reference`` per class, drawn with the seed), their classes, and their
     domain (and, with its weights, Inception) features."""
+    params = nested(params)
     cap = params["metrics"].get("max_reference")
     rng = np.random.default_rng(int(params["metrics"]["seed"]))
     picks = []
@@ -426,6 +449,7 @@ def evaluate_generator(
         The metric rows (per class and pooled), the per-image memorisation table and its
         summary (the share closer than the real-to-real nearest-neighbour percentile).
     """
+    params = nested(params)
     from cxr_augment.generation import metrics as gm
     from cxr_augment.generation.evaluate import EvalConfig, evaluate_set
 
@@ -717,6 +741,7 @@ def sampler_sweep(
     Returns:
         The sweep table and its figure.
     """
+    params = nested(params)
     from cxr_augment.generation import metrics as gm
     from cxr_augment.generation.sampling import SamplerConfig, sample_class
     from cxr_augment.generation.sets import to_store_shape

@@ -12,29 +12,63 @@ from functools import lru_cache
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.generation import nodes
+from cxr_augment.pipelines.generation.nodes import SEP
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
 # what only the tables and figures read: a change to these leaves the models, sets and metrics
 PRESENTATION = ("tables", "figure", "sweep", "headline")
-# what a model's training reads (nodes.train_model)
-TRAIN = ("observation", "policy", "device", "preload_bytes", "schedule", "presets", "train",
-         "models")  # fmt: skip
+# the settings each computing node reads (a dotted key: one entry of a setting)
+TRAIN = (
+    "observation",
+    "policy",
+    "device",
+    "preload_bytes",
+    "schedule",
+    "presets",
+    "train",
+    "models",
+)  # fmt: skip  (nodes.train_model)
 ROWS = ("observation", "policy", "split")  # nodes.training_rows
+METRICS = ("device", "metrics")  # nodes.reference_set, nodes.evaluate_generator
+TRADITIONAL = ("metrics", "traditional")  # nodes.traditional_set
+
+
+def sampled(generator: str) -> tuple[str, ...]:
+    """What a generator's set is sampled with (nodes.sample_set, sampler_config): the sampling
+    defaults, the device, the set sizes and seed, and that generator's own entry only."""
+    return ("device", "sampling", "metrics", f"generators.{generator}")
+
+
+def stable(generator: str) -> tuple[str, ...]:
+    """nodes.stable_diffusion_set's settings."""
+    return ("device", "metrics", "observation", "stable_diffusion", f"generators.{generator}")
+
+
+def _has(gen: dict, key: str) -> bool:
+    node = gen
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def settings(gen: dict, keys: tuple[str, ...] | None = None, data: tuple[str, ...] = ()) -> dict:
     """The parameter inputs of a node that takes the ``generation`` settings ``keys`` as
     keyword arguments (default: every setting but ``PRESENTATION``), each from its own
     ``params:generation.<key>``: a change elsewhere in the block leaves the node up to date.
-    ``data``: the node's other argument names, which a setting must not take."""
+    A dotted key (``generators.ddim``) is one entry of a setting, passed as
+    ``generators__ddim``; the node rebuilds the block with ``nodes.nested``. ``data``: the
+    node's other argument names, which a setting must not take."""
     keys = tuple(k for k in gen if k not in PRESENTATION) if keys is None else keys
-    clash = sorted(set(keys) & set(data))
+    names = {k: k.replace(".", SEP) for k in keys}
+    clash = sorted(k for k, name in names.items() if name in data)
     if clash:
         raise ValueError(f"generation.{clash[0]}: a setting may not be named like an input of "
                          f"the node that reads it ({', '.join(data)})")  # fmt: skip
-    return {k: f"{P}.{k}" for k in keys if k in gen}
+    return {names[k]: f"{P}.{k}" for k in keys if _has(gen, k)}
 
 
 # the feature extractor: its weights and its spec, from the study's defaults and its
@@ -73,7 +107,7 @@ def _generator_nodes(name: str, spec: dict, gen: dict) -> list[Node]:
         data = {"model": f"generation.{spec['model']}.model", "store": "tensor_store"}
         make = Node(
             named(nodes.sample_set, generator=name),
-            {**data, **settings(gen, data=(*data, "generator"))},
+            {**data, **settings(gen, sampled(name), (*data, "generator"))},
             out,
             name=f"sample_{name}",
             namespace="generation",
@@ -83,7 +117,7 @@ def _generator_nodes(name: str, spec: dict, gen: dict) -> list[Node]:
         data = {"rows": "generation.training_rows", "store": "tensor_store"}
         make = Node(
             nodes.traditional_set,
-            {**data, **settings(gen, data=tuple(data))},
+            {**data, **settings(gen, TRADITIONAL, tuple(data))},
             out,
             name="sample_traditional",
             namespace="generation",
@@ -94,7 +128,7 @@ def _generator_nodes(name: str, spec: dict, gen: dict) -> list[Node]:
         data = {"rows": "generation.training_rows", "manifest": "manifest", "store": "tensor_store"}
         make = Node(
             named(nodes.stable_diffusion_set, generator=name),
-            {**data, **settings(gen, data=(*data, "generator"))},
+            {**data, **settings(gen, stable(name), (*data, "generator"))},
             [*out, status, f"generation.{name}.lora"],
             name=f"sample_{name}",
             namespace="generation",
@@ -109,7 +143,7 @@ def _generator_nodes(name: str, spec: dict, gen: dict) -> list[Node]:
     }
     evaluate = Node(
         named(nodes.evaluate_generator, generator=name),
-        {**data, **settings(gen, data=(*data, "status", "generator"))},
+        {**data, **settings(gen, METRICS, (*data, "status", "generator"))},
         [
             f"generation.{name}.metrics",
             f"generation.{name}.memorisation",
@@ -133,7 +167,7 @@ def _common(gen: dict) -> list[Node]:
         ),
         Node(
             nodes.reference_set,
-            {**rows, **settings(gen, data=tuple(rows))},
+            {**rows, **settings(gen, METRICS, tuple(rows))},
             "generation.reference",
             name="reference_set",
             namespace="generation",
