@@ -33,6 +33,7 @@ TRAIN = (
 ROWS = ("observation", "policy", "split")  # nodes.training_rows
 METRICS = ("device", "metrics")  # nodes.reference_set, nodes.evaluate_generator
 TRADITIONAL = ("metrics", "traditional")  # nodes.traditional_set
+SWEEP = ("device", "sampling", "metrics", "sweep")  # nodes.sampler_sweep
 
 
 def sampled(generator: str) -> tuple[str, ...]:
@@ -243,12 +244,10 @@ def build(gen: dict, headline: bool = False) -> Pipeline:
             "store": "tensor_store",
             **FEATURE,
         }
-        # the sweep samples: it reads every setting but the tables', figure's and headline's
-        swept = tuple(k for k in gen if k not in ("tables", "figure", "headline"))
         parts.append(
             Node(
                 nodes.sampler_sweep,
-                {**data, **settings(gen, swept, tuple(data))},
+                {**data, **settings(gen, SWEEP, tuple(data))},
                 ["generation.report.sweep.table", "generation.report.sweep.figure"],
                 name="sampler_sweep",
                 namespace="generation",
