@@ -250,3 +250,38 @@ def test_an_emptied_folder_that_cannot_be_removed_is_reported_not_ignored(tmp_pa
     monkeypatch.setattr(type(folder), "rmdir", refuse)
     with pytest.raises(PermissionError, match="Permission denied"):
         delete_checkpoints(CheckpointStore(folder))
+
+
+def test_on_dagster_a_finished_trainings_checkpoints_go_once_its_assets_are_saved(tmp_path):
+    """The same through Dagster's path: kedro-dagster runs the node's ``after_node_run`` in
+    the asset's op (``<node>_asset``), then each output's IO manager saves it with the
+    dataset hooks; the checkpoints go after the second save, not after the first."""
+    from types import SimpleNamespace
+
+    from kedro.framework.hooks.manager import _create_hook_manager
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import node
+    from kedro_dagster.utils import format_node_name
+
+    from cxr_augment.datasets import CheckpointFolderDataset
+    from cxr_augment.hooks import CheckpointHooks
+    from cxr_augment.orchestration.io_managers import DatasetIOManager
+
+    folder = tmp_path / "exp" / "seed1" / "checkpoints"
+    ck = CheckpointFolderDataset(path=str(folder), metadata={"delete_when_trained": True})
+    outputs = {"exp.seed1.model": MemoryDataset(), "exp.seed1.history": MemoryDataset()}
+    catalog = DataCatalog({"exp.seed1.checkpoints": ck, **outputs})
+    n = node(_train, "exp.seed1.checkpoints", list(outputs), name="exp.train_classifier_seed1")
+    manager = _create_hook_manager()
+    manager.register(CheckpointHooks())
+    store = ck.load()
+    model, history = n.run({"exp.seed1.checkpoints": store}).values()
+    manager.hook.after_node_run(node=n, catalog=catalog, inputs={"exp.seed1.checkpoints": store},
+                                outputs={}, is_async=False, run_id="r")  # fmt: skip
+    nodes = {format_node_name(n.name): n}
+    op = SimpleNamespace(op_def=SimpleNamespace(name=f"{format_node_name(n.name)}_asset", tags={}))
+    saved = list(zip(outputs, (model, history), strict=True))
+    for i, (name, data) in enumerate(saved):
+        DatasetIOManager(outputs[name], name, nodes, manager).handle_output(op, data)
+        assert (folder / "stage0").exists() == (i == 0)  # gone once both are saved
+    assert not folder.exists()

@@ -63,6 +63,17 @@ def test_a_nodes_output_is_saved_with_hooks_and_metadata_then_loaded(csv, tmp_pa
     pd.testing.assert_frame_equal(loaded, frame)
     assert [c[0] for c in hooks.calls] == ["before_dataset_loaded", "after_dataset_loaded"]
 
+    # an asset's op (kedro-dagster names it <node>_asset) is the same node: the same hooks
+    hooks.calls.clear()
+    manager.handle_output(_context("make_table_asset"), frame)
+    manager.load_input(_context("make_table_asset"))
+    assert hooks.calls == [
+        ("before_dataset_saved", "exp.table", node),
+        ("after_dataset_saved", "exp.table", node),
+        ("before_dataset_loaded", "exp.table", node),
+        ("after_dataset_loaded", "exp.table", node),
+    ]
+
     # an op that is not a Kedro node (an asset check, say): no hooks
     hooks.calls.clear()
     pd.testing.assert_frame_equal(manager.load_input(_context("a_check")), frame)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from kedro_dagster.utils import format_dataset_name
 
+ASSET_OP_SUFFIX = "_asset"  # kedro-dagster's name of a node's multi-asset op: <node>_asset
+
 
 class DatasetIOManager(dg.IOManager):
     """Reads and writes one Kedro dataset, with Kedro's dataset hooks around each load and save
@@ -24,6 +26,17 @@ class DatasetIOManager(dg.IOManager):
         self.named_nodes = named_nodes
         self.hook_manager = hook_manager
 
+    def _node(self, context):
+        """The Kedro node whose op this is: a job's op is named as the node, an asset's op
+        (kedro-dagster's multi-asset) with ``_asset`` after it; None for any other op (an
+        asset check). kedro-dagster looks up the bare name only, so its dataset hooks never
+        ran for an asset's op: a Dagster materialisation kept every training's checkpoints."""
+        name = context.op_def.name
+        node = self.named_nodes.get(name)
+        if node is None and name.endswith(ASSET_OP_SUFFIX):
+            node = self.named_nodes.get(name[: -len(ASSET_OP_SUFFIX)])
+        return node
+
     def _partition(self, context, tag: str) -> str | None:
         if tag in context.op_def.tags:  # fanned-out ops carry theirs in a tag
             name, _, key = context.op_def.tags[tag].partition("|")
@@ -37,7 +50,7 @@ class DatasetIOManager(dg.IOManager):
     def handle_output(self, context, obj) -> None:
         from kedro_dagster import catalog as kd_catalog
 
-        node = self.named_nodes.get(context.op_def.name)
+        node = self._node(context)
         hooks = self.hook_manager.hook
         if node is not None:
             hooks.before_dataset_saved(dataset_name=self.dataset_name, data=obj, node=node)
@@ -59,7 +72,7 @@ class DatasetIOManager(dg.IOManager):
             hooks.after_dataset_saved(dataset_name=self.dataset_name, data=obj, node=node)
 
     def load_input(self, context):
-        node = self.named_nodes.get(context.op_def.name)
+        node = self._node(context)
         hooks = self.hook_manager.hook
         if node is not None:
             hooks.before_dataset_loaded(dataset_name=self.dataset_name, node=node)
