@@ -48,12 +48,9 @@ def stable(generator: str) -> tuple[str, ...]:
 
 
 def _has(gen: dict, key: str) -> bool:
-    node = gen
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+    """Whether the dotted ``key`` names a setting (or an entry of one) of ``gen``."""
+    head, _, rest = key.partition(".")
+    return head in gen and (not rest or isinstance(gen[head], dict) and _has(gen[head], rest))
 
 
 def settings(gen: dict, keys: tuple[str, ...] | None = None, data: tuple[str, ...] = ()) -> dict:
