@@ -253,9 +253,10 @@ def test_an_emptied_folder_that_cannot_be_removed_is_reported_not_ignored(tmp_pa
 
 
 def test_on_dagster_a_finished_trainings_checkpoints_go_once_its_assets_are_saved(tmp_path):
-    """The same through Dagster's path: kedro-dagster runs the node's ``after_node_run`` in
-    the asset's op (``<node>_asset``), then each output's IO manager saves it with the
-    dataset hooks; the checkpoints go after the second save, not after the first."""
+    """The same through Dagster's path: the asset's op (``<node>_asset``) loads the input
+    through its IO manager and runs the node's function with no node hook (kedro-dagster's
+    asset), then each output's IO manager saves it with the dataset hooks; the checkpoints go
+    after the second save, not after the first."""
     from types import SimpleNamespace
 
     from kedro.framework.hooks.manager import _create_hook_manager
@@ -274,12 +275,13 @@ def test_on_dagster_a_finished_trainings_checkpoints_go_once_its_assets_are_save
     n = node(_train, "exp.seed1.checkpoints", list(outputs), name="exp.train_classifier_seed1")
     manager = _create_hook_manager()
     manager.register(CheckpointHooks())
-    store = ck.load()
-    model, history = n.run({"exp.seed1.checkpoints": store}).values()
-    manager.hook.after_node_run(node=n, catalog=catalog, inputs={"exp.seed1.checkpoints": store},
-                                outputs={}, is_async=False, run_id="r")  # fmt: skip
+    manager.hook.after_catalog_created(catalog=catalog, conf_catalog={}, conf_creds={},
+                                       save_version=None, load_versions={})  # fmt: skip
     nodes = {format_node_name(n.name): n}
     op = SimpleNamespace(op_def=SimpleNamespace(name=f"{format_node_name(n.name)}_asset", tags={}))
+    # the asset's op: the input through its IO manager, the node's function alone (no hooks)
+    store = DatasetIOManager(ck, "exp.seed1.checkpoints", nodes, manager).load_input(op)
+    model, history = n.run({"exp.seed1.checkpoints": store}).values()
     saved = list(zip(outputs, (model, history), strict=True))
     for i, (name, data) in enumerate(saved):
         DatasetIOManager(outputs[name], name, nodes, manager).handle_output(op, data)

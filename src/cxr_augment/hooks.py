@@ -84,9 +84,10 @@ class CheckpointHooks:
 
     A checkpoint folder whose catalog entry says ``metadata: {delete_when_trained: true}``
     (a ``CheckpointFolderDataset``) is watched from ``after_node_run`` of the node that reads
-    it; when the last of that node's outputs has been saved (``after_dataset_saved``, in
-    Kedro's runners and in Dagster's IO managers alike), the store's checkpoint files are
-    deleted. They exist so that an interrupted training resumes; a finished one has its model,
+    it (Kedro's runners) or from the load of that input (``after_dataset_loaded``: Dagster's
+    asset ops run no node hooks, its IO managers the dataset hooks); when the last of that
+    node's outputs has been saved (``after_dataset_saved``, in Kedro's runners and in
+    Dagster's IO managers alike), the store's checkpoint files are deleted. They exist so that an interrupted training resumes; a finished one has its model,
     and a classifier's two epoch checkpoints (weights, optimiser state, history) are about
     eight times the size of its model: kept, 116 of the demo study's 201 trainings held 38 GB
     of them. A node that fails, or whose outputs are not all saved (a Dagster subset), keeps
@@ -95,21 +96,39 @@ class CheckpointHooks:
 
     def __init__(self) -> None:
         self._pending: dict[str, tuple[set[str], list[Any]]] = {}
+        self._catalog = None
 
-    @hook_impl
-    def after_node_run(self, node, catalog, inputs: dict[str, Any]) -> None:
+    @staticmethod
+    def _watched(catalog, name: str) -> bool:
         from cxr_augment.datasets import CheckpointFolderDataset
         from cxr_augment.orchestration.runner import _dataset
 
-        stores = []
-        for name in node.inputs:
-            if name not in inputs or name.startswith("params:") or name == "parameters":
-                continue
-            dataset = _dataset(catalog, name)
-            if isinstance(dataset, CheckpointFolderDataset) and (
-                (getattr(dataset, "metadata", None) or {}).get("delete_when_trained") is True
-            ):
-                stores.append(inputs[name])
+        if name.startswith("params:") or name == "parameters":
+            return False
+        dataset = _dataset(catalog, name)
+        return isinstance(dataset, CheckpointFolderDataset) and (
+            (getattr(dataset, "metadata", None) or {}).get("delete_when_trained") is True
+        )
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any, node) -> None:
+        # Dagster's asset ops run no node hooks (kedro-dagster calls the node's function
+        # alone): the store is noted when its input is loaded, through the IO manager
+        if node is None or self._catalog is None or not node.outputs:
+            return
+        if not self._watched(self._catalog, dataset_name):
+            return
+        unsaved, stores = self._pending.setdefault(node.name, (set(node.outputs), []))
+        if all(s is not data for s in stores):
+            stores.append(data)
+
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs: dict[str, Any]) -> None:
+        stores = [inputs[n] for n in node.inputs if n in inputs and self._watched(catalog, n)]
         if stores and node.outputs:
             self._pending[node.name] = (set(node.outputs), stores)
 
