@@ -58,12 +58,10 @@ def remove_leftovers(
     A save still going on, in this process, another live one or on another machine, is left
     alone. Returns the paths removed."""
     folder = Path(folder)
-    try:
-        names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
+    if not folder.is_dir():  # a first save into a folder not made yet: nothing was left there
         return []
     head, removed = f".{base}", []
-    for name in names:
+    for name in os.listdir(folder):
         if not name.startswith(head) or (suffix and not name.endswith(suffix)):
             continue
         m = _OWNED.fullmatch(name[len(head) : len(name) - len(suffix)])

@@ -41,6 +41,9 @@ def two_runs(tmp_path):
            {**meta, "fingerprint": "f-b", "nested": {"store_fingerprint": "s-b"}})  # fmt: skip
     _write(a, "08_reporting/metrics.json", {"auc": [0.81, 0.7], "n": 10, "fingerprint": "x"})
     _write(b, "08_reporting/metrics.json", {"auc": [0.81, 0.71], "n": 10, "fingerprint": "y"})
+    # a JSON file cut short in one run: a difference that says why, not taken as equal
+    _write(a, "08_reporting/cut.json", {"n": 1})
+    _write(b, "08_reporting/cut.json", b'{"n": ')
     _write(a, "05_model_input/other/shard_00000.npy", shard)
     _write(b, "05_model_input/other/shard_00000.npy", bytes(flipped))
     # a training's resumable state differs between runs and is not an output
@@ -63,6 +66,9 @@ def test_each_file_is_classified(two_runs):
     }
     assert res["different"] == {
         "05_model_input/other/shard_00000.npy": ["bytes"],
+        "08_reporting/cut.json": [
+            "b: cut.json is not JSON: Expecting value: line 1 column 7 (char 6)"
+        ],
         "08_reporting/metrics.json": ["auc[1]"],
     }
     assert res["only_a"] == ["07_model_output/e/seed2/predictions.parquet"]
@@ -105,7 +111,7 @@ def test_the_script_prints_and_fails_on_a_difference(two_runs, tmp_path, capsys)
     assert script.main([str(a), str(b), "--json", str(out_json)]) == 1
     text = capsys.readouterr().out
     assert "identical: 2 files" in text
-    assert "different: 2 files" in text and "auc[1]" in text
+    assert "different: 3 files" in text and "auc[1]" in text
     assert json.loads(out_json.read_text())["only_b"] == [
         "07_model_output/e/seed3/predictions.parquet"
     ]

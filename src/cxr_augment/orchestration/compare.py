@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from pathlib import Path
+from typing import Any
 
 INPUT_IDENTITY = ("fingerprint", "store_fingerprint")
 SKIPPED = ("*/checkpoints/*", ".incremental/*", "*.lock")
@@ -71,11 +72,13 @@ def json_differences(x, y, ignore: tuple[str, ...] = (), at: str = "") -> list[s
     return [] if x == y else [at or "(value)"]
 
 
-def _load_json(path: Path):
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(value, None), or (None, why) for a file that is not JSON (truncated, say): reported
+    as a difference with its reason, never taken as equal."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (UnicodeDecodeError, ValueError) as err:
+        return None, f"{path.name} is not JSON: {err}"
 
 
 def compare_outputs(
@@ -108,9 +111,12 @@ def compare_outputs(
         if same_bytes(pa, pb):
             out["identical"].append(rel)
             continue
-        ja, jb = (_load_json(p) for p in (pa, pb)) if rel.endswith(".json") else (None, None)
-        if ja is None or jb is None:
+        if not rel.endswith(".json"):
             out["different"][rel] = ["bytes"]
+            continue
+        (ja, ea), (jb, eb) = _read_json(pa), _read_json(pb)
+        if ea or eb:
+            out["different"][rel] = [f"{side}: {e}" for side, e in (("a", ea), ("b", eb)) if e]
             continue
         rest = json_differences(ja, jb, ignore_keys)
         if rest:

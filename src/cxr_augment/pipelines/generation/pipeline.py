@@ -17,9 +17,8 @@ from cxr_augment.pipelines.named import named
 from cxr_augment.study import generation_config, model_dataset
 
 P = "params:generation"
-# what only the tables and figures read: a change to these leaves the models, sets and metrics
-PRESENTATION = ("tables", "figure", "sweep", "headline")
-# the settings each computing node reads (a dotted key: one entry of a setting)
+# the settings each computing node reads (a dotted key: one entry of a setting); the tables
+# and figures read the whole block
 TRAIN = (
     "observation",
     "policy",
@@ -29,7 +28,7 @@ TRAIN = (
     "presets",
     "train",
     "models",
-)  # fmt: skip  (nodes.train_model)
+)  # nodes.train_model
 ROWS = ("observation", "policy", "split")  # nodes.training_rows
 METRICS = ("device", "metrics")  # nodes.reference_set, nodes.evaluate_generator
 TRADITIONAL = ("metrics", "traditional")  # nodes.traditional_set
@@ -53,14 +52,13 @@ def _has(gen: dict, key: str) -> bool:
     return head in gen and (not rest or isinstance(gen[head], dict) and _has(gen[head], rest))
 
 
-def settings(gen: dict, keys: tuple[str, ...] | None = None, data: tuple[str, ...] = ()) -> dict:
+def settings(gen: dict, keys: tuple[str, ...], data: tuple[str, ...] = ()) -> dict:
     """The parameter inputs of a node that takes the ``generation`` settings ``keys`` as
-    keyword arguments (default: every setting but ``PRESENTATION``), each from its own
-    ``params:generation.<key>``: a change elsewhere in the block leaves the node up to date.
+    keyword arguments, each from its own ``params:generation.<key>`` (those ``gen`` has): a
+    change elsewhere in the block leaves the node up to date.
     A dotted key (``generators.ddim``) is one entry of a setting, passed as
     ``generators__ddim``; the node rebuilds the block with ``nodes.nested``. ``data``: the
     node's other argument names, which a setting must not take."""
-    keys = tuple(k for k in gen if k not in PRESENTATION) if keys is None else keys
     names = {k: k.replace(".", SEP) for k in keys}
     clash = sorted(k for k, name in names.items() if name in data)
     if clash:
