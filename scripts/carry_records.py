@@ -20,6 +20,14 @@ files that differ between ``REV`` and now and those nodes by kind; ``--apply`` w
 current fingerprints into the records, so the next run takes them as up to date. Whether the
 change can alter their results is yours to judge from that list: carry nothing over after a
 change that can. Refused while a run holds the records.
+
+``--dagster`` does the same for the Dagster instance in ``DAGSTER_HOME`` (``make dagster``'s:
+``$PWD/.dagster_home``): it computes every asset's code version under ``REV`` and now, lists the
+assets whose latest materialisation was recorded under ``REV``'s version and would show as
+unsynced now, and ``--apply`` reports each again under the current code version
+(``cxr_augment/orchestration/carry.py``). There ``REV`` may also be a folder holding the earlier
+copy of the project (its ``src/`` and ``conf/``), such as a worktree a study ran from. Refused
+while a run of the instance is in progress.
 """
 
 from __future__ import annotations
@@ -53,24 +61,49 @@ with KedroSession.create(env=sys.argv[1] or None) as session:
 """
 
 
-def fingerprints_at(project: Path, env: str, pipelines: str, src: Path) -> dict[str, str]:
-    """Every node's fingerprint with ``src`` as the package's source, run in ``project``."""
+CODE_VERSIONS = r"""
+import json
+from cxr_augment.definitions import defs
+graph = defs.resolve_asset_graph()
+versions = {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
+print("CODE_VERSIONS " + json.dumps({k: v for k, v in versions.items() if v is not None}))
+"""
+
+
+def _run_in(project: Path, env: str, src: Path, script: str, marker: str, *args: str) -> dict:
+    """What ``script`` prints after ``marker``, run in ``project`` with ``src`` as the package's
+    source."""
     out = subprocess.run(
-        [sys.executable, "-c", FINGERPRINTS, env, pipelines],
+        [sys.executable, "-c", script, *args],
         cwd=project, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(src), "KEDRO_DISABLE_TELEMETRY": "true",
              **({"KEDRO_ENV": env} if env else {})},
     )  # fmt: skip
-    found = [line for line in out.stdout.splitlines() if line.startswith("FINGERPRINTS ")]
+    found = [line for line in out.stdout.splitlines() if line.startswith(marker + " ")]
     if out.returncode != 0 or not found:
         tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:])
-        raise SystemExit(f"fingerprints in {project} failed:\n{tail}")
-    return json.loads(found[-1].removeprefix("FINGERPRINTS "))
+        raise SystemExit(f"{marker.lower()} in {project} failed:\n{tail}")
+    return json.loads(found[-1].removeprefix(marker + " "))
+
+
+def fingerprints_at(project: Path, env: str, pipelines: str, src: Path) -> dict[str, str]:
+    """Every node's fingerprint with ``src`` as the package's source, run in ``project``."""
+    return _run_in(project, env, src, FINGERPRINTS, "FINGERPRINTS", env, pipelines)
+
+
+def code_versions_at(project: Path, env: str, src: Path) -> dict[str, str]:
+    """Every Dagster asset's code version with ``src`` as the package's source."""
+    return _run_in(project, env, src, CODE_VERSIONS, "CODE_VERSIONS")
 
 
 def earlier_fingerprints(rev: str, env: str, pipelines: str) -> dict[str, str]:
-    """The fingerprints under ``rev``'s code: a detached worktree of it whose ``data/`` (and
-    ``conf/local``) are this project's, removed afterwards."""
+    """The fingerprints under ``rev``'s code."""
+    return at_revision(rev, lambda tree: fingerprints_at(tree, env, pipelines, tree / "src"))
+
+
+def at_revision(rev: str, compute):
+    """``compute(tree)`` in a detached worktree of ``rev`` whose ``data/`` (and ``conf/local``)
+    are this project's, removed afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="carry-records-"))
     tree = tmp / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev],
@@ -81,7 +114,7 @@ def earlier_fingerprints(rev: str, env: str, pipelines: str) -> dict[str, str]:
                 if (tree / shared).is_dir() and not (tree / shared).is_symlink():
                     shutil.rmtree(tree / shared)  # the revision's own (empty) folder
                 (tree / shared).symlink_to(ROOT / shared, target_is_directory=True)
-        return fingerprints_at(tree, env, pipelines, tree / "src")
+        return compute(tree)
     finally:
         for shared in ("data", "conf/local"):
             if (tree / shared).is_symlink():
@@ -98,8 +131,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pipelines", default="__default__")
     ap.add_argument("--state", type=Path, default=Path("data/.incremental/nodes.json"))
     ap.add_argument("--apply", action="store_true", help="write the records (default: list)")
+    ap.add_argument("--dagster", action="store_true",
+                    help="carry the materialisations of the Dagster instance in DAGSTER_HOME")  # fmt: skip
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    if args.dagster:
+        return carry_dagster(args)
+    if Path(args.rev).is_dir():
+        ap.error("a folder as REV is for --dagster; the records take a git revision")
     from cxr_augment.orchestration.runner import _exclusive, _read, _write, carry_from
 
     state = args.state if args.state.is_absolute() else ROOT / args.state
@@ -108,10 +147,7 @@ def main(argv: list[str]) -> int:
         current = fingerprints_at(ROOT, args.env, args.pipelines, ROOT / "src")
         before = _read(state)
         records, moved = carry_from(before, earlier, current)
-        changed = subprocess.run(
-            ["git", "diff", "--stat", args.rev, "--", "src", "conf"],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        changed = _changed(args.rev)
         print(f"code and configuration changed since {args.rev}:\n{changed or '  nothing'}")
         kinds = collections.Counter(n.rsplit(".", 1)[-1] for n in moved)
         print(f"{len(moved)} of {len(before)} records in {state} were made under "
@@ -122,6 +158,71 @@ def main(argv: list[str]) -> int:
             _write(state, records)
             print(f"carried over: the next run takes these {len(moved)} nodes as up to date")
         elif moved:
+            print("nothing written: --apply carries them over, if the change above cannot "
+                  "alter their results")  # fmt: skip
+    return 0
+
+
+def _differing(folder: Path) -> list[str]:
+    """The files of ``src/`` and ``conf/`` (its sources and settings) that differ between
+    ``folder`` and this project, or are in one of them only."""
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for part in ("src", "conf")
+            for p in (root / part).rglob("*")
+            if p.suffix in {".py", ".yml", ".yaml", ".json"} and p.is_file()
+            and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+        }  # fmt: skip
+
+    a, b = files(folder), files(ROOT)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _changed(rev: str) -> str:
+    if Path(rev).is_dir():
+        return "".join(f"  {path}\n" for path in _differing(Path(rev)))
+    return subprocess.run(
+        ["git", "diff", "--stat", rev, "--", "src", "conf"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def carry_dagster(args) -> int:
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit("set DAGSTER_HOME to the instance (make dagster's: $PWD/.dagster_home)")
+    from dagster import DagsterInstance
+
+    from cxr_augment.orchestration.carry import carry, runs_in_progress, to_carry
+
+    if Path(args.rev).is_dir():
+        folder = Path(args.rev).resolve()
+        earlier = code_versions_at(folder, args.env, folder / "src")
+    else:
+        earlier = at_revision(args.rev, lambda tree: code_versions_at(tree, args.env, tree / "src"))
+    current = code_versions_at(ROOT, args.env, ROOT / "src")
+    with DagsterInstance.get() as instance:
+        running = runs_in_progress(instance)
+        if running:
+            raise SystemExit(
+                f"{len(running)} run(s) of the instance are in progress ({', '.join(running[:3])}"
+                "): carry once they have ended (a run whose process is gone shows as in progress "
+                "until `python -m cxr_augment.orchestration.resume` marks it failed)"
+            )
+        keys = to_carry(instance, earlier, current)
+        print(
+            f"code and configuration changed since {args.rev}:\n{_changed(args.rev) or '  nothing'}"
+        )
+        print(f"{len(keys)} of {len(current)} assets were materialised under {args.rev}'s code "
+              "and show as unsynced under the current code:")  # fmt: skip
+        kinds = collections.Counter(k.path[-1].rsplit("__", 1)[-1] for k in keys)
+        for kind, k in kinds.most_common():
+            print(f"  {kind:32s} {k:5d}")
+        if keys and args.apply:
+            carry(instance, keys, current, args.rev)
+            print(f"carried over: {len(keys)} assets now show as up to date")
+        elif keys:
             print("nothing written: --apply carries them over, if the change above cannot "
                   "alter their results")  # fmt: skip
     return 0
