@@ -25,7 +25,8 @@ change that can. Refused while a run holds the records.
 ``$PWD/.dagster_home``): it computes every asset's code version under ``REV`` and now, lists the
 assets whose latest materialisation was recorded under ``REV``'s version and would show as
 unsynced now, and ``--apply`` reports each again under the current code version
-(``cxr_augment/orchestration/carry.py``). There ``REV`` may also be a folder holding the earlier
+(``cxr_augment/orchestration/carry.py``); ``--skip PATTERN`` (repeatable) leaves out the
+assets whose key matches, those whose results the change can alter. There ``REV`` may also be a folder holding the earlier
 copy of the project (its ``src/`` and ``conf/``), such as a worktree a study ran from. Refused
 while a run of the instance is in progress.
 """
@@ -131,8 +132,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pipelines", default="__default__")
     ap.add_argument("--state", type=Path, default=Path("data/.incremental/nodes.json"))
     ap.add_argument("--apply", action="store_true", help="write the records (default: list)")
-    ap.add_argument("--dagster", action="store_true",
-                    help="carry the materialisations of the Dagster instance in DAGSTER_HOME")  # fmt: skip
+    ap.add_argument(
+        "--dagster",
+        action="store_true",
+        help="carry the materialisations of the Dagster instance in DAGSTER_HOME",
+    )
+    ap.add_argument("--skip", action="append", default=[], metavar="PATTERN",
+                    help="with --dagster: leave out the assets whose key matches (study/report/*)")  # fmt: skip
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     if args.dagster:
@@ -210,15 +216,18 @@ def carry_dagster(args) -> int:
                 "): carry once they have ended (a run whose process is gone shows as in progress "
                 "until `python -m cxr_augment.orchestration.resume` marks it failed)"
             )
-        keys = to_carry(instance, earlier, current)
+        keys = to_carry(instance, earlier, current, args.skip)
         print(
             f"code and configuration changed since {args.rev}:\n{_changed(args.rev) or '  nothing'}"
         )
         print(f"{len(keys)} of {len(current)} assets were materialised under {args.rev}'s code "
               "and show as unsynced under the current code:")  # fmt: skip
-        kinds = collections.Counter(k.path[-1].rsplit("__", 1)[-1] for k in keys)
-        for kind, k in kinds.most_common():
-            print(f"  {kind:32s} {k:5d}")
+        kinds = collections.defaultdict(list)
+        for key in keys:
+            kinds[key.path[-1].rsplit("__", 1)[-1]].append(key.to_user_string())
+        for kind, names in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+            few = f"  ({', '.join(names)})" if len(names) <= 3 else ""
+            print(f"  {kind:32s} {len(names):5d}{few}")
         if keys and args.apply:
             carry(instance, keys, current, args.rev)
             print(f"carried over: {len(keys)} assets now show as up to date")

@@ -59,6 +59,7 @@ def test_only_what_the_change_made_unsynced_is_carried_and_then_shows_as_up_to_d
 
     keys = to_carry(instance, earlier, current)
     assert [k.to_user_string() for k in keys] == ["a"]  # c was recorded under "0", not "1"
+    assert to_carry(instance, earlier, current, skip=["x", "[ab]"]) == []
     assert len(instance.get_asset_records()) == 3  # listing writes nothing
     assert instance.get_latest_materialization_event(dg.AssetKey("a")) == before["a"]
 

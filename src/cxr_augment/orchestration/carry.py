@@ -16,13 +16,15 @@ revision. The asset then shows as up to date, and what lies downstream of it too
 version did not change. The UI lists the carried event in the asset's history as a reported
 materialisation, beside the run that made the data.
 
-Whether the change can alter a result is the user's to judge from what the script lists; an
-asset recorded under any other code version is left as it is.
+Whether the change can alter a result is the user's to judge from what the script lists, and
+``--skip PATTERN`` leaves out the assets whose results it can alter; an asset recorded under
+any other code version is left as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase as fnmatch
 
 
 def code_versions(defs) -> dict[str, str]:
@@ -50,16 +52,20 @@ def _latest(instance, key):
     return None if record is None else record.asset_materialization
 
 
-def to_carry(instance, earlier: Mapping[str, str], current: Mapping[str, str]) -> list:
+def to_carry(
+    instance, earlier: Mapping[str, str], current: Mapping[str, str], skip: Sequence[str] = ()
+) -> list:
     """The asset keys whose latest materialisation was recorded under the ``earlier`` code
-    version and whose ``current`` one differs (unpartitioned assets)."""
+    version and whose ``current`` one differs (unpartitioned assets), but for those matching a
+    pattern of ``skip`` (``fnmatch`` on the key's user string: ``study/report/*``), whose
+    results the change can alter."""
     from dagster import AssetKey
     from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
     keys = []
     for name, version in sorted(current.items()):
         before = earlier.get(name)
-        if before is None or before == version:
+        if before is None or before == version or any(fnmatch(name, p) for p in skip):
             continue
         key = AssetKey.from_user_string(name)
         latest = _latest(instance, key)
