@@ -151,7 +151,7 @@ def test_a_model_save_removes_a_killed_saves_partial_file_and_its_own_on_failure
 
     from cxr_augment.datasets import TorchStateDictDataset
 
-    (tmp_path / _name("model", "partial", _ended_pid(), suffix=".pt")).write_bytes(b"half")
+    (tmp_path / _name("model.pt", "partial", _ended_pid())).write_bytes(b"half")
     ds = TorchStateDictDataset(filepath=str(tmp_path / "model.pt"))
     ds.save({"w": torch.arange(3.0)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
@@ -159,6 +159,25 @@ def test_a_model_save_removes_a_killed_saves_partial_file_and_its_own_on_failure
         ds.save({"w": lambda: 0})  # a failing serialiser: the previous model stays, nothing else
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
     assert torch.equal(ds.load()["w"], torch.arange(3.0))
+
+
+def test_a_saved_model_has_the_same_bytes_whoever_saves_it(tmp_path):
+    # torch names the archive inside a .pt file after the file it writes: the partial file's
+    # owner tag (process, random id) must not reach the bytes, and the archive is named as the
+    # models saved before the tag was there (".model.pt/"), so those compare equal too
+    import zipfile
+
+    import torch
+
+    from cxr_augment.datasets import TorchStateDictDataset
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
+    paths = [tmp_path / f"{i}" / "model.pt" for i in range(2)]
+    for path in paths:
+        TorchStateDictDataset(filepath=str(path)).save(state)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    names = zipfile.ZipFile(paths[0]).namelist()
+    assert names and all(n.startswith(".model.pt/") for n in names)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from cxr_augment.datasets.atomic import fsync_file, fsync_folder, partial_path
-from cxr_augment.leftovers import remove_leftovers
+from cxr_augment.datasets.atomic import fsync_file, fsync_folder
+from cxr_augment.leftovers import owned_name, remove_leftovers
 
 if TYPE_CHECKING:  # torch is imported on first load or save, not with the catalog
     from cxr_augment.classify.checkpoints import CheckpointStore
@@ -18,10 +18,15 @@ if TYPE_CHECKING:  # torch is imported on first load or save, not with the catal
 
 def _replace_atomically(final: Path, write: Callable[[Path], None]) -> None:
     """``write`` a hidden partial file beside ``final``, flush it and rename it over ``final``;
-    a failed write removes it, and a partial file a killed save left is removed first."""
+    a failed write removes it, and a partial file a killed save left is removed first.
+
+    The partial file is ``.<final's name>.partial-<owner>``: torch names the archive inside a
+    ``.pt`` file after the file it writes, less its last suffix, so the same state dict gives
+    the same bytes whatever process saves it (``.model.pt/data.pkl``, as before the owner was in
+    the name), where ``.model.partial-<owner>.pt`` would put the process id into the file."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(final.parent, final.stem, ("partial",), final.suffix)
-    tmp = Path(partial_path(final))
+    remove_leftovers(final.parent, final.name, ("partial",))
+    tmp = final.with_name(owned_name(final.name, "partial"))
     try:
         write(tmp)
         fsync_file(tmp)
