@@ -11,7 +11,8 @@ Each file that both hold is
 
 Files only one run holds are listed apart (a run still going, a node the other skipped).
 Training checkpoints are left out by default: they are a run's resumable state, not its output
-(a finished model is ``model.pt`` beside them). ``scripts/compare_outputs.py`` prints it.
+(a finished model is ``model.pt`` beside them; a diffusion model's step checkpoints are in
+``06_models/generation_checkpoints``, the model in ``06_models/generation``). ``scripts/compare_outputs.py`` prints it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 INPUT_IDENTITY = ("fingerprint", "store_fingerprint")
-SKIPPED = ("*/checkpoints/*", ".incremental/*", "*.lock")
+# a classifier's epoch checkpoints, and a diffusion model's step checkpoints
+SKIPPED = ("*/checkpoints/*", "*/generation_checkpoints/*", ".incremental/*", "*.lock")
 _CHUNK = 1 << 20
 
 
