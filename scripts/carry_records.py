@@ -26,9 +26,9 @@ change that can. Refused while a run holds the records.
 assets whose latest materialisation was recorded under ``REV``'s version and would show as
 unsynced now, and ``--apply`` reports each again under the current code version
 (``cxr_augment/orchestration/carry.py``); ``--skip PATTERN`` (repeatable) leaves out the
-assets whose key matches, those whose results the change can alter. There ``REV`` may also be a folder holding the earlier
-copy of the project (its ``src/`` and ``conf/``), such as a worktree a study ran from. Refused
-while a run of the instance is in progress.
+assets whose key matches, those whose results the change can alter. There ``REV`` may also be
+a folder holding the earlier copy of the project (its ``src/`` and ``conf/``), such as a
+worktree a study ran from. Refused while a run of the instance is in progress.
 """
 
 from __future__ import annotations

@@ -95,12 +95,20 @@ def test_runs_in_progress_are_named(instance):
     assert runs_in_progress(instance) == []
 
 
-def test_the_script_lists_nothing_to_carry_from_the_code_as_it_is(tmp_path):
-    # the project's own definitions, loaded by the script in a subprocess (as for a revision)
+@pytest.mark.parametrize("rev", ["folder", "HEAD"])
+def test_the_script_lists_nothing_to_carry_from_the_code_as_it_is(tmp_path, rev):
+    # the project's own definitions, loaded by the script in a subprocess: from a folder with
+    # the same code, and from a worktree of the commit checked out (its code, when unedited)
+    if rev == "HEAD" and subprocess.run(
+        ["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
+        text=True,
+    ).stdout.strip():  # fmt: skip
+        pytest.skip("src/ or conf/ has uncommitted edits: HEAD is not the code as it is")
     home = tmp_path / "home"
     home.mkdir()
     out = subprocess.run(
-        [sys.executable, "scripts/carry_records.py", str(ROOT), "--dagster"],
+        [sys.executable, "scripts/carry_records.py", str(ROOT) if rev == "folder" else rev,
+         "--dagster"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "DAGSTER_HOME": str(home), "KEDRO_ENV": "local"},
     )  # fmt: skip

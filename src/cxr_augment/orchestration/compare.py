@@ -12,7 +12,8 @@ Each file that both hold is
 Files only one run holds are listed apart (a run still going, a node the other skipped).
 Training checkpoints are left out by default: they are a run's resumable state, not its output
 (a finished model is ``model.pt`` beside them; a diffusion model's step checkpoints are in
-``06_models/generation_checkpoints``, the model in ``06_models/generation``). ``scripts/compare_outputs.py`` prints it.
+``06_models/generation_checkpoints``, the model in ``06_models/generation``).
+``scripts/compare_outputs.py`` prints it.
 """
 
 from __future__ import annotations
