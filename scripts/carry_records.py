@@ -229,8 +229,10 @@ def carry_dagster(args) -> int:
             few = f"  ({', '.join(names)})" if len(names) <= 3 else ""
             print(f"  {kind:32s} {len(names):5d}{few}")
         if keys and args.apply:
-            carry(instance, keys, current, args.rev)
-            print(f"carried over: {len(keys)} assets now show as up to date")
+            done = carry(instance, keys, earlier, current, args.rev)
+            print(f"carried over: {len(done)} assets now show as up to date")
+            for key in sorted(set(keys) - set(done), key=lambda k: k.to_user_string()):
+                print(f"  not carried, made again since the listing: {key.to_user_string()}")
         elif keys:
             print("nothing written: --apply carries them over, if the change above cannot "
                   "alter their results")  # fmt: skip

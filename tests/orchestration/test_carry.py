@@ -63,7 +63,7 @@ def test_only_what_the_change_made_unsynced_is_carried_and_then_shows_as_up_to_d
     assert len(instance.get_asset_records()) == 3  # listing writes nothing
     assert instance.get_latest_materialization_event(dg.AssetKey("a")) == before["a"]
 
-    assert carry(instance, keys, current, "REV") == 1
+    assert carry(instance, keys, earlier, current, "REV") == keys
     assert _status(instance, now) == {"a": "FRESH", "b": "FRESH", "c": "STALE"}
     after = instance.get_latest_materialization_event(dg.AssetKey("a"))
     assert after != before["a"]
@@ -77,6 +77,21 @@ def test_only_what_the_change_made_unsynced_is_carried_and_then_shows_as_up_to_d
     for k in "bc":
         assert instance.get_latest_materialization_event(dg.AssetKey(k)) == before[k]
     assert to_carry(instance, earlier, current) == []  # a second carry finds nothing
+
+
+def test_an_asset_made_again_after_the_listing_is_not_carried(instance):
+    made = _defs("1", "1", "1")
+    assert dg.materialize(made.assets, instance=instance).success
+    now = _defs("2", "1", "1")
+    earlier, current = code_versions(made), code_versions(now)
+    keys = to_carry(instance, earlier, current)
+    assert [k.to_user_string() for k in keys] == ["a"]
+    # a run of the new code makes a again between the listing and the carry
+    assert dg.materialize(now.assets, instance=instance, selection=["a"]).success
+    made_again = instance.get_latest_materialization_event(dg.AssetKey("a"))
+    assert carry(instance, keys, earlier, current, "REV") == []
+    assert instance.get_latest_materialization_event(dg.AssetKey("a")) == made_again
+    assert made_again.asset_materialization.tags[CODE_VERSION_TAG] == "2"
 
 
 def test_a_never_materialised_asset_is_not_carried(instance):

@@ -76,17 +76,29 @@ def to_carry(
     return keys
 
 
-def carry(instance, keys, current: Mapping[str, str], rev: str) -> int:
+def carry(
+    instance, keys, earlier: Mapping[str, str], current: Mapping[str, str], rev: str
+) -> list:
     """Report, for each of ``keys``, its latest materialisation again under the ``current`` code
-    version; the number reported."""
+    version; the keys reported.
+
+    Each asset's latest materialisation is read again just before its event is written, and an
+    asset whose latest one is no longer recorded under the ``earlier`` version (a run started
+    after the listing made it again) is left out: its new event, not the listed one, is what
+    the asset holds now. (Dagster has no lock to take: a run that writes between that reading
+    and the carried event can still be followed by it.)"""
     from dagster import AssetMaterialization, MetadataValue
     from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
+    done = []
     for key in keys:
+        name = key.to_user_string()
         latest = _latest(instance, key)
-        tags = dict(latest.tags or {})
+        tags = dict(latest.tags or {}) if latest is not None else {}
         before = tags.get(CODE_VERSION_TAG)
-        tags[CODE_VERSION_TAG] = current[key.to_user_string()]
+        if latest is None or before is None or before != earlier.get(name):
+            continue
+        tags[CODE_VERSION_TAG] = current[name]
         note = f"code version {before} ({rev}); its data were not made again"
         instance.report_runless_asset_event(
             AssetMaterialization(
@@ -96,4 +108,5 @@ def carry(instance, keys, current: Mapping[str, str], rev: str) -> int:
                 tags=tags,
             )
         )
-    return len(keys)
+        done.append(key)
+    return done
