@@ -76,9 +76,7 @@ def to_carry(
     return keys
 
 
-def carry(
-    instance, keys, earlier: Mapping[str, str], current: Mapping[str, str], rev: str
-) -> list:
+def carry(instance, keys, earlier: Mapping[str, str], current: Mapping[str, str], rev: str) -> list:
     """Report, for each of ``keys``, its latest materialisation again under the ``current`` code
     version; the keys reported.
 
