@@ -213,7 +213,7 @@ def test_a_run_whose_process_is_gone_is_marked_failed(tmp_path, instance):
 
 
 def test_run_times_lists_each_resumed_run(tmp_path, instance):
-    from cxr_augment.orchestration.resume import resume, run_times
+    from cxr_augment.orchestration.resume import busy_seconds, resume, run_times
 
     module, repo = _load(tmp_path, "defs_times")
     runs = resume(module.defs, repo, instance, say=lambda _: None)
@@ -224,3 +224,20 @@ def test_run_times_lists_each_resumed_run(tmp_path, instance):
         assert start == record.start_time
         assert seconds == pytest.approx(record.end_time - record.start_time)
         assert seconds > 0
+        steps = instance.get_run_step_stats(run_id)
+        busy = busy_seconds(instance, run_id, start + seconds)
+        assert max(s.end_time - s.start_time for s in steps) <= busy + 1e-6
+        assert busy <= min(seconds, sum(s.end_time - s.start_time for s in steps)) + 1e-6
+
+
+def test_busy_seconds_is_the_union_of_the_step_intervals():
+    from types import SimpleNamespace as Step
+
+    from cxr_augment.orchestration.resume import busy_seconds
+
+    class Instance:  # step intervals overlapping, nested, apart, and one with no end (killed)
+        def get_run_step_stats(self, run_id):
+            return [Step(start_time=a, end_time=b) for a, b in
+                    [(10, 20), (15, 30), (16, 17), (40, 45), (50, None), (None, None)]]  # fmt: skip
+
+    assert busy_seconds(Instance(), "r", end=58.0) == 20 + 5 + 8

@@ -175,6 +175,29 @@ def run_times(instance) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+def busy_seconds(instance, run_id: str, end: float) -> float:
+    """How long at least one step of the run was executing: the union of its steps' intervals
+    (a step with no end, in a killed run, ends at ``end``). Unlike the wall time it leaves out
+    the run's start and its waits between steps; a process stopped by a signal mid-step still
+    counts as executing."""
+    spans = sorted(
+        (s.start_time, s.end_time if s.end_time is not None else end)
+        for s in instance.get_run_step_stats(run_id)
+        if s.start_time is not None
+    )
+    total, cover_start, cover_end = 0.0, None, None
+    for a, b in spans:
+        if cover_end is None or a > cover_end:
+            if cover_end is not None:
+                total += cover_end - cover_start
+            cover_start, cover_end = a, b
+        else:
+            cover_end = max(cover_end, b)
+    if cover_end is not None:
+        total += cover_end - cover_start
+    return total
+
+
 def resume(
     defs,
     recon_repo,
@@ -245,11 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.times:
         with DagsterInstance.get() as instance:
             rows = run_times(instance)
-        for run_id, job, start, seconds in rows:
+            busy = [busy_seconds(instance, r[0], r[2] + r[3]) for r in rows]
+        print("started (UTC)        wall time   steps busy  job  run")
+        for (run_id, job, start, seconds), b in zip(rows, busy, strict=True):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
-            print(f"{when}  {seconds:9.1f} s  {job}  {run_id}")
-        total = sum(r[3] for r in rows)
-        print(f"{len(rows)} runs, {total:.0f} s ({total / 3600:.2f} h) of wall time in all")
+            print(f"{when}  {seconds:9.1f} s  {b:9.1f} s  {job}  {run_id}")
+        total, steps = sum(r[3] for r in rows), sum(busy)
+        print(f"{len(rows)} runs, {total:.0f} s ({total / 3600:.2f} h) of wall time in all; "
+              f"a step executing during {steps:.0f} s ({steps / 3600:.2f} h) of it")  # fmt: skip
         return 0
     defs = getattr(importlib.import_module(args.module), args.attribute)
     known = named_jobs(defs)
