@@ -62,6 +62,7 @@ with KedroSession.create(env=sys.argv[1] or None) as session:
 """
 
 
+# orchestration/carry.py's code_versions, inline: an earlier revision may predate that module
 CODE_VERSIONS = r"""
 import json
 from cxr_augment.definitions import defs

@@ -92,9 +92,11 @@ def carry(instance, keys, earlier: Mapping[str, str], current: Mapping[str, str]
     for key in keys:
         name = key.to_user_string()
         latest = _latest(instance, key)
-        tags = dict(latest.tags or {}) if latest is not None else {}
+        if latest is None:
+            continue
+        tags = dict(latest.tags or {})
         before = tags.get(CODE_VERSION_TAG)
-        if latest is None or before is None or before != earlier.get(name):
+        if before is None or before != earlier.get(name):
             continue
         tags[CODE_VERSION_TAG] = current[name]
         note = f"code version {before} ({rev}); its data were not made again"
