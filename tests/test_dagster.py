@@ -51,17 +51,27 @@ def tiny_project(tmp_path_factory):
     return root
 
 
-def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_location(tiny_project):
+    """The tiny project translated as definitions.py translates it (kedro-dagster's unaided
+    translation takes over a minute), from the project's folder."""
+    from cxr_augment.orchestration.translate import translate
+
+    (tiny_project / ".dagster").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tiny_project)
+        mp.setenv("DAGSTER_HOME", str(tiny_project / ".dagster"))
+        yield translate("local", project_path=tiny_project)
+
+
+def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, tiny_location, monkeypatch):
     import dagster as dg
 
     from cxr_augment.checks import asset_checks
-    from cxr_augment.orchestration.translate import translate
 
     monkeypatch.chdir(tiny_project)
     monkeypatch.setenv("DAGSTER_HOME", str(tiny_project / ".dagster"))
-    (tiny_project / ".dagster").mkdir()
-    # as definitions.py translates (kedro-dagster's unaided translation takes over a minute)
-    location = translate("local", project_path=tiny_project)
+    location = tiny_location
     names = {key.path[-1] for a in location.named_assets.values() for key in _keys(a)}
     expected = {
         "demo_ct",
@@ -119,6 +129,62 @@ def test_every_demo_dataset_is_an_asset_and_materialises(tiny_project, monkeypat
         "no_image_unreported": True,
         "label_distribution_kept": True,
     }
+    # the reporting job, as the UI launches it: the report reads what was made (the demo's
+    # label distribution, its quarantine) and says "not run" for the rest
+    from cxr_augment.orchestration.translate import definitions
+
+    defs = definitions(location, asset_checks("local"), dg.in_process_executor)
+    with dg.instance_for_test() as instance:
+        report = defs.resolve_job_def("reporting").execute_in_process(instance=instance)
+    assert report.success
+    assert [e.asset_key.path for e in report.get_asset_materialization_events()] == [
+        ["local", "report", "html"]
+    ]
+    page = (tiny_project / "data" / "08_reporting" / "report.html").read_text()
+    assert '<table id="table1" class="data" data-asset="demo_label_distribution">' in page
+    assert 'data-asset="label_distribution_table"' in page
+    assert '<div class="item not-run" id="table8">' in page
+    assert 'id="table1"' not in page.split('<div class="item not-run"', 1)[1]
+
+
+def test_the_report_is_an_asset_downstream_of_what_it_shows(tiny_location):
+    """report.html's inputs are the assets it shows (read through the lenient
+    ``reporting.in.X`` IO managers), not a source asset per input; its job makes it alone."""
+    import dagster as dg
+
+    from cxr_augment.orchestration.translate import definitions
+    from cxr_augment.report.study_report import assets
+    from cxr_augment.study import reporting_config
+
+    location = tiny_location
+    key = dg.AssetKey(["local", "report", "html"])
+    (report,) = [a for a in location.named_assets.values() if key in _keys(a)]
+    every = {k for a in location.named_assets.values() for k in _keys(a)}
+    assert not [k for k in every if k.path[1:3] == ["reporting", "in"]]
+    shown = {dg.AssetKey(["local", *name.split(".")]) for name in assets(reporting_config())}
+    provenance = dg.AssetKey(["local", "reporting", "provenance"])
+    assert report.asset_deps[key] == shown | {provenance}
+    # each shown asset is made by a node of the project: the lineage reaches it
+    made = {
+        k
+        for a in location.named_assets.values()
+        if isinstance(a, dg.AssetsDefinition)
+        for k in a.keys
+    }
+    assert shown <= made
+    assert dg.AssetKey(["local", "report", "table15", "table"]) in shown
+    # each is loaded by its reporting.in.X IO manager, bound to the report's asset
+    managers = {
+        name: report.node_def.input_def_named(name).input_manager_key
+        for name in report.node_def.input_dict
+        if name != "config"
+    }
+    assert managers["reporting__in__manifest"] == "local__reporting__in__manifest_io_manager"
+    defs = definitions(location, [], dg.in_process_executor)
+    job = defs.resolve_job_def("reporting")
+    assert set(job.asset_layer.selected_asset_keys) == {key}
+    bound = defs.resolve_assets_def(key).resource_defs
+    assert {m for m in managers.values() if m} <= set(bound)
 
 
 def test_no_node_is_named_like_a_dataset():

@@ -79,11 +79,17 @@ def test_every_asset_is_described_grouped_and_versioned(translated):
     )
     assert assets["local/pe_densenet121/metrics"][1] == "classification/pe/densenet121"
     assert not [k for k, (_, g, _) in assets.items() if g and "headline" in g]
+    # the headline table (its own job) sits with the classification tables; the report is
+    # the reporting pipeline's
+    assert assets["local/report/headline/table"][1] == "classification"
+    assert assets["local/report/html"][1] == "reporting"
+    assert "Tables 1, 2, 4-15" in assets["local/report/html"][0]
     longest = max(len(seg) for _, g, _ in assets.values() for seg in (g or "").split("/"))
     assert longest <= 25  # "inception_resnet_v2_tuned"
     # every asset a node makes has a code version
     made = [k for k, (_, _, v) in assets.items() if v is None]
-    assert all(k.endswith("checkpoints") or "demo_ct" in k or "chexpert" in k for k in made), made
+    sources = ("demo_ct", "chexpert", "reporting/provenance")  # what no node makes
+    assert all(k.endswith("checkpoints") or any(s in k for s in sources) for k in made), made
 
 
 def test_the_translation_leaves_kedro_and_kedro_dagster_as_they_were(translated):
@@ -98,6 +104,10 @@ def test_the_translation_leaves_kedro_and_kedro_dagster_as_they_were(translated)
     assert nodes.is_nothing_asset_name is utils.is_nothing_asset_name
     assert catalog.format_node_name is utils.format_node_name
     assert nodes._get_node_group_name is utils._get_node_group_name
+    assert nodes.get_asset_key_from_dataset_name is utils.get_asset_key_from_dataset_name
+    assert "_get_in_asset_params" not in vars(nodes.NodeTranslator) or (
+        nodes.NodeTranslator._get_in_asset_params.__module__ == "kedro_dagster.nodes"
+    )
     assert not hasattr(catalog, "sum")
 
 

@@ -213,6 +213,14 @@ def _memoised() -> Iterator[None]:
     resolve_executors = kd_dagster.ExecutorCreator._resolve_executors
     kd_dagster.ExecutorCreator._resolve_executors = declared_only(resolve_executors)
 
+    # the report reads each result X through `reporting.in.X`, a lenient copy of X's dataset
+    # (None when X is not made): its input is X's own asset, loaded by reporting.in.X's IO
+    # manager, so the report is downstream of what it shows, not of a source asset per input
+    key_of = kd_nodes.get_asset_key_from_dataset_name
+    in_params_of = translator._get_in_asset_params
+    kd_nodes.get_asset_key_from_dataset_name = report_input_keys(key_of)
+    translator._get_in_asset_params = report_input_managers(in_params_of)
+
     kedro_project.find_pipelines = cached_find
     kd_nodes._get_node_group_name = cached_group
     kd_catalog.sum = cached_sum
@@ -221,6 +229,8 @@ def _memoised() -> Iterator[None]:
     try:
         yield
     finally:
+        kd_nodes.get_asset_key_from_dataset_name = key_of
+        translator._get_in_asset_params = in_params_of
         kd_dagster.ExecutorCreator._resolve_executors = resolve_executors
         kd_nodes._get_node_group_name = group_of
         _NODE_MAPS.clear()
@@ -235,6 +245,59 @@ def _memoised() -> Iterator[None]:
         kd_pipelines.PipelineTranslator.to_dagster = jobs_of
         kd_catalog.CatalogTranslator._create_dataset_config = dataset_config_of
         kd_catalog.CatalogTranslator._translate_dataset = translate_dataset
+
+
+def report_input_keys(key_of):
+    """kedro-dagster's ``get_asset_key_from_dataset_name`` (``key_of``) with a report input
+    ``reporting.in.X`` keyed as ``X``."""
+    from cxr_augment.report.study_report import source_of
+
+    def key(dataset_name: str, env: str):
+        return key_of(source_of(dataset_name) or dataset_name, env)
+
+    return key
+
+
+def report_input_managers(in_params_of):
+    """kedro-dagster's ``NodeTranslator._get_in_asset_params`` (``in_params_of``) with, for a
+    report input ``reporting.in.X``, the IO manager of ``reporting.in.X`` as the input manager
+    (kedro-dagster's key for it), so that a missing ``X`` loads as None."""
+    from cxr_augment.report.study_report import source_of
+
+    def in_params(self, dataset_name: str, asset_name: str, out_dataset_names) -> dict:
+        params = in_params_of(self, dataset_name, asset_name, out_dataset_names)
+        if source_of(dataset_name) is not None:
+            params["input_manager_key"] = f"{self._env}__{asset_name}_io_manager"
+        return params
+
+    return in_params
+
+
+def drop_report_input_sources(location) -> list[str]:
+    """Removes, in place, the source asset kedro-dagster makes for each report input
+    ``reporting.in.X`` (keyed as ``X`` by ``report_input_keys``) where a node makes ``X``:
+    that node's asset is the input. A report input whose ``X`` no node makes stays, as the
+    source asset ``X``. Returns the removed names."""
+    import dagster as dg
+    from kedro_dagster.utils import format_dataset_name
+
+    from cxr_augment.report.study_report import INPUT_PREFIX
+
+    prefix = format_dataset_name(INPUT_PREFIX)  # reporting__in__
+    made = {
+        key
+        for asset in location.named_assets.values()
+        if not isinstance(asset, dg.AssetSpec)
+        for key in asset.keys
+    }
+    dropped = [
+        name
+        for name, asset in location.named_assets.items()
+        if name.startswith(prefix) and isinstance(asset, dg.AssetSpec) and asset.key in made
+    ]
+    for name in dropped:
+        del location.named_assets[name]
+    return dropped
 
 
 _NODE_MAPS: dict[tuple[int, ...], dict] = {}
@@ -408,6 +471,7 @@ def translate(env: str, project_path: Path | None = None, preload: str | None = 
                 location = translator.to_dagster()
             finally:
                 _PRELOAD = None
+            drop_report_input_sources(location)
             describe(location, env, translator._catalog)
     return location
 
@@ -463,6 +527,12 @@ def describe(location, env: str, catalog) -> None:
                 producer[out] = node
             if node.namespace and node.namespace.split(".")[0] != name:
                 owner.setdefault(node.namespace.split(".")[0], name)
+    for name, pipe in pipelines.items():  # a headline subset's own node (its table): its
+        if name.endswith("_headline"):  # pipeline's group
+            for node in pipe.nodes:
+                home.setdefault(node.name, name.removesuffix("_headline"))
+                for out in node.outputs:
+                    producer.setdefault(out, node)
 
     from cxr_augment.study import study_config
 

@@ -841,9 +841,21 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
     return out, used
 
 
+#: the report reads each asset ``X`` through the catalog entry ``reporting.in.X``
+INPUT_PREFIX = "reporting.in."
+
+
 def input_name(asset: str) -> str:
     """The catalog name the report reads ``asset`` through."""
-    return f"reporting.in.{asset}"
+    return f"{INPUT_PREFIX}{asset}"
+
+
+def source_of(dataset_name: str) -> str | None:
+    """The asset that the report input ``dataset_name`` (``reporting.in.X``) reads: ``X``;
+    ``None`` for any other dataset."""
+    if dataset_name.startswith(INPUT_PREFIX):
+        return dataset_name[len(INPUT_PREFIX) :]
+    return None
 
 
 def assets(params: dict) -> list[str]:
