@@ -60,3 +60,26 @@ def test_metadata_never_fails_the_materialisation(tmp_path):
     from kedro.io import MemoryDataset
 
     assert _safe(MemoryDataset(1)) == {}  # nothing on disk, nothing to show
+
+
+def test_a_report_counts_the_assets_it_shows_and_what_did_not_run(tmp_path):
+    from cxr_augment.datasets.atomic import TextDataset
+    from cxr_augment.report.html import Figure, NotRun, Section, Table, figure_png, render
+
+    fig = plt.figure(figsize=(1, 1))
+    frame = pd.DataFrame({"experiment": ["a", "b"], "auc": [0.5, 0.75]})
+    items = [
+        Table("t1", "Table 1", frame, asset="demo_label_distribution"),
+        Table("t1b", "Table 1 again", frame, asset="demo_label_distribution"),
+        Figure("f21", "Figure 21", figure_png(fig), asset="report.mask.roc"),
+        NotRun("t8", "Table 8", "report.label_policy.table", "kedro run --pipelines x"),
+        NotRun("t9", "Table 9", "report.classifier.table", "kedro run --pipelines x"),
+    ]
+    page = render("report", [Section("s", "S", items=items)], {"commit": "abc"})
+    ds = TextDataset(filepath=str(tmp_path / "report.html"))
+    ds.save(page)
+    meta = dataset_metadata(ds)
+    assert meta["assets_shown"].value == 2  # a table's cells name its asset too: counted once
+    assert meta["items_not_run"].value == 2
+    assert meta["shown"].value == "- `demo_label_distribution`\n- `report.mask.roc`"
+    assert meta["bytes"].value == len(page.encode())

@@ -1,5 +1,6 @@
 """What Dagster shows for a materialisation: row counts, columns and a Markdown preview of a
-table, the image count of a tensor store, a figure itself, the file it was written to.
+table, the image count of a tensor store, a figure itself, the assets a report shows and the
+items it marks "not run", the file it was written to.
 
 kedro-dagster attaches ``dataset_metadata(dataset)`` after each save (``translate`` puts it in
 place of kedro-dagster's raw JSON preview). It reads only what is cheap: a Parquet footer, a
@@ -84,6 +85,24 @@ def dataset_metadata(dataset) -> dict[str, dg.MetadataValue]:
         out["preview"] = dg.MetadataValue.md(path.read_text())
     elif suffix == ".json" and size <= SMALL_FILE:
         out["content"] = dg.MetadataValue.json(json.loads(path.read_text()))
+    elif suffix == ".html":
+        out |= _report_metadata(path.read_text(encoding="utf-8", errors="replace"))
+    return out
+
+
+def _report_metadata(page: str) -> dict[str, dg.MetadataValue]:
+    """The report's items: the assets its tables and figures show (each element that shows
+    one names it in ``data-asset``) and the items it marks "not run"."""
+    import re
+
+    shown = sorted(set(re.findall(r'<(?:table|figure)\b[^>]*\bdata-asset="([^"]+)"', page)))
+    not_run = len(re.findall(r'class="item not-run"', page))
+    out = {
+        "assets_shown": dg.MetadataValue.int(len(shown)),
+        "items_not_run": dg.MetadataValue.int(not_run),
+    }
+    if shown:
+        out["shown"] = dg.MetadataValue.md("\n".join(f"- `{a}`" for a in shown))
     return out
 
 
