@@ -48,7 +48,7 @@ study: $(STAMP)
 
 # The study profile on Dagster (conf/study/dagster.yml: every job on the multiprocess
 # executor), in the instance `make dagster` shows: materialises what is missing or unsynced,
-# pass after pass, until every asset is up to date; stopped, it goes on
+# pass after pass, until every asset is up to date, report.html last; stopped, it goes on
 # (cxr_augment/orchestration/resume.py). `--times` sums its runs' wall time.
 study-dagster: $(STAMP)
 	mkdir -p .dagster_home

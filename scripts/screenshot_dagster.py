@@ -33,6 +33,8 @@ VIEWS = {
     # one experiment: its metrics' upstream lineage (augmented set, model, predictions)
     "experiment_graph": "/assets/local/ptx_aug_rotation_balanced/metrics"
     "?view=lineage&lineageScope=upstream&lineageDepth=4",
+    # the report: its description, and every table and figure it shows (upstream)
+    "report": "/assets/local/report/html",
     "jobs": "/jobs",
     # the code location, served by the project's code server (orchestration/code_server.py)
     "locations": "/locations",
