@@ -14,7 +14,9 @@ process imports the code location and translates the project before its step sta
 the project's default (step processes fork from a forkserver that has done it once). For each:
 the job's wall time, and how long each step process took to begin its step (Dagster's
 ``STEP_WORKER_STARTING`` to ``STEP_START`` events: the process start and the code load, or the
-wait for a free process). Both runs must write the same metrics (one torch thread per
+wait for a free process), and each node's own time (a Dagster step's ``STEP_START`` to
+``STEP_SUCCESS``; a Kedro worker's time from loading the node's inputs to saving its outputs,
+from the runner's log), with each training's ratio. Both runs must write the same metrics (one torch thread per
 step process either way). Prints and saves bench/results/executor.json.
 """
 
@@ -94,6 +96,8 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
     instance = DagsterInstance.get()
     (run,) = instance.get_runs(limit=1)
     starting: dict[str, float] = {}
+    began: dict[str, float] = {}
+    node_seconds: dict[str, float] = {}
     worker_start: list[float] = []
     steps = 0
     for entry in instance.all_logs(run.run_id):
@@ -102,10 +106,13 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
             continue
         if event.event_type == DagsterEventType.STEP_WORKER_STARTING:
             starting[event.step_key] = entry.timestamp
-        elif event.event_type == DagsterEventType.STEP_START and event.step_key in starting:
-            worker_start.append(entry.timestamp - starting.pop(event.step_key))
+        elif event.event_type == DagsterEventType.STEP_START:
+            began[event.step_key] = entry.timestamp
+            if event.step_key in starting:
+                worker_start.append(entry.timestamp - starting.pop(event.step_key))
         elif event.event_type == DagsterEventType.STEP_SUCCESS:
             steps += 1
+            node_seconds[_node_of_step(event.step_key)] = entry.timestamp - began[event.step_key]
     instance.dispose()
     shutil.rmtree(home, ignore_errors=True)
     metrics = _metrics(project, experiments)
@@ -119,7 +126,14 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
             "sum": round(sum(worker_start), 1),
         },
         "outputs_digest": _digest(metrics),
+        "node_seconds": {k: round(v, 1) for k, v in sorted(node_seconds.items())},
     }
+
+
+def _node_of_step(step_key: str) -> str:
+    """The Kedro node of a step: ``ptx_densenet121__train_classifier_seed1_asset`` ->
+    ``ptx_densenet121.train_classifier_seed1`` (kedro-dagster's names)."""
+    return step_key.removesuffix("_asset").replace("__", ".")
 
 
 def _fresh(project: Path, experiments: list[str]) -> None:
@@ -150,12 +164,20 @@ def run_kedro(project: Path, experiments: list[str], until: str) -> dict:
         raise RuntimeError(f"kedro run failed:\n{(out.stdout + out.stderr)[-4000:]}")
     records = json.loads(state.read_text())  # the runner's record of each node that succeeded
     done = len(records)
+    from cxr_augment.orchestration.run_log import times_path
+
+    node_seconds = {  # each node's time in its worker, loading its inputs to saving its outputs
+        e["node"]: round(e["seconds"], 1)
+        for e in map(json.loads, times_path(state).read_text().splitlines())
+        if e.get("event") == "node"
+    }
     shutil.rmtree(state.parent, ignore_errors=True)
     return {
         "status": "SUCCESS",
         "wall_s": round(wall, 1),
         "nodes": done,
         "outputs_digest": _digest(_metrics(project, experiments)),
+        "node_seconds": dict(sorted(node_seconds.items())),
     }
 
 
@@ -186,6 +208,12 @@ def main() -> None:
     kedro = results["kedro_parallel_runner"]
     results["dagster_forkserver_over_kedro_wall"] = round(ours["wall_s"] / kedro["wall_s"], 2)
     results["same_outputs"] = len({r["outputs_digest"] for r in (base, ours, kedro)}) == 1
+    # each training's own time, a Dagster step (from the forkserver) against a Kedro worker
+    results["training_seconds_dagster_over_kedro"] = {
+        node: round(ours["node_seconds"][node] / kedro["node_seconds"][node], 3)
+        for node in kedro["node_seconds"]
+        if ".train_classifier" in node and node in ours["node_seconds"]
+    }
     results["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     save_results(results, Path(args.out))
     print(f"wall {base['wall_s']} s -> {ours['wall_s']} s (x{results['speedup_wall']}); "
