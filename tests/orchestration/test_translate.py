@@ -342,6 +342,53 @@ def test_a_step_process_forked_by_the_preloaded_forkserver_runs_torch_with_one_t
                 os.environ[k] = v
 
 
+def _loaded_before_the_step() -> dict[str, bool]:
+    import sys
+
+    names = ("torch", "torchvision", "sklearn.metrics", "cxr_augment.classify.training")
+    return {name: name in sys.modules for name in names}
+
+
+def test_a_forked_step_process_finds_its_nodes_libraries_already_imported():
+    """The forkserver imports the nodes' modules and libraries once (``step_server``): a step
+    forked from it does not import torch, scikit-learn or the project's training code again."""
+    import multiprocessing
+
+    from cxr_augment.orchestration import translate as tr
+
+    env = {k: os.environ.pop(k, None) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([tr.STEP_SERVER])
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_loaded_before_the_step) == dict.fromkeys(
+                ("torch", "torchvision", "sklearn.metrics", "cxr_augment.classify.training"), True
+            )
+    finally:
+        for k, v in env.items():
+            if v is not None:
+                os.environ[k] = v
+
+
+def test_the_step_modules_are_the_node_packages_and_all_import(monkeypatch):
+    import importlib
+
+    from cxr_augment.orchestration import step_server
+
+    names = step_server.step_modules()
+    assert {"cxr_augment.classify.training", "cxr_augment.pipelines.classification.nodes"} <= set(
+        names
+    )
+    assert "timm" in names and "sklearn.metrics" in names
+    assert not [n for n in names if n.startswith("cxr_augment.orchestration")]
+    assert "cxr_augment.__main__" not in names
+    assert step_server.preload() == []  # each one imports (a misspelt library would not)
+    imported = []
+    monkeypatch.setattr(importlib, "import_module", imported.append)
+    monkeypatch.setenv("CXR_STEP_PRELOAD", "off")
+    assert step_server.preload() == [] and imported == []
+
+
 def test_only_the_declared_executors_libraries_are_imported(monkeypatch):
     import importlib
     from types import SimpleNamespace
