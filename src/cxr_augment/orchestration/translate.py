@@ -15,7 +15,10 @@ load, and Dagster loads the code for the UI, every reload and every run:
   ``definitions`` binds each asset to the IO managers it uses;
 - it builds each job as a graph of ops, a second copy of every node beside its asset, whose runs
   are not linked to the assets and skip their checks: here a job is an asset job, selecting the
-  assets its pipeline produces, so a job run materialises those assets and evaluates their checks.
+  assets its pipeline produces, so a job run materialises those assets and evaluates their checks;
+- it makes a source asset of every dataset no node writes, so the report's inputs
+  (``reporting.in.X``, each a lenient reader of ``X``'s file) were unlinked sources: here the
+  report's input is ``X``'s own asset, read through ``reporting.in.X``'s IO manager.
 
 It also logs every parameter name it converts and every in-memory dataset it does not find in the
 catalog (some 20,000 lines per load). ``translate`` keeps that per-dataset chatter below WARNING
