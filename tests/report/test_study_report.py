@@ -196,24 +196,6 @@ def test_every_report_input_reads_the_file_its_asset_writes():
         assert path(outer["dataset"]) == path(config(asset)), asset
 
 
-def test_a_wrapped_dataset_describes_its_paths_as_strings(tmp_path):
-    """A wrapper's description nests its dataset's: its paths are strings, so kedro-dagster's
-    own translation can turn it into Dagster config (a path there is refused)."""
-    from kedro_dagster.catalog import CatalogTranslator
-
-    from cxr_augment.datasets import OptionalDataset, ReadOnlyDataset
-    from cxr_augment.orchestration.versions import dataset_path
-
-    inner = {"type": "pandas.CSVDataset", "filepath": str(tmp_path / "t.csv")}
-    for dataset, key in ((OptionalDataset(dataset=inner), "optional"),
-                         (ReadOnlyDataset(dataset=inner), "read_only")):  # fmt: skip
-        described = dataset._describe()
-        assert described[key]["filepath"] == str(tmp_path / "t.csv")
-        assert dataset_path(dataset) == str(tmp_path / "t.csv")
-        config = CatalogTranslator._create_dataset_config(None, dataset)
-        assert config().model_dump()[key]["filepath"] == str(tmp_path / "t.csv")
-
-
 def test_a_broken_report_is_refused():
     params = _params()
     sources = {argument(a): None for a in assets(params)}

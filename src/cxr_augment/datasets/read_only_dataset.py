@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import PurePath
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError, parse_dataset_definition
-
-
-def plain_description(described: dict[str, Any]) -> dict[str, Any]:
-    """A dataset's ``_describe()`` with its paths as strings, nested ones too: a wrapper's
-    description holds its dataset's, and a description is turned into configuration (Dagster's
-    config types take a string, not a path) as well as printed."""
-    out: dict[str, Any] = {}
-    for key, value in described.items():
-        if isinstance(value, dict):
-            value = plain_description(value)
-        elif isinstance(value, PurePath | os.PathLike):
-            value = os.fspath(value)
-        out[key] = value
-    return out
 
 
 class ReadOnlyDataset(AbstractDataset[Any, Any]):
@@ -42,7 +26,7 @@ class ReadOnlyDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"read_only": plain_description(self._inner._describe())}
+        return {"read_only": self._inner._describe()}
 
     def _exists(self) -> bool:
         return self._inner.exists()

@@ -19,7 +19,6 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError, parse_dataset_definition
 
 from cxr_augment.cpu import native_bf16
-from cxr_augment.datasets.read_only_dataset import plain_description
 
 PACKAGES = (
     "kedro",
@@ -60,7 +59,7 @@ class OptionalDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"optional": plain_description(self._inner._describe())}
+        return {"optional": self._inner._describe()}
 
     def _exists(self) -> bool:
         return self._inner.exists()
