@@ -133,7 +133,9 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
 def _node_of_step(step_key: str) -> str:
     """The Kedro node of a step: ``ptx_densenet121__train_classifier_seed1_asset`` ->
     ``ptx_densenet121.train_classifier_seed1`` (kedro-dagster's names)."""
-    return step_key.removesuffix("_asset").replace("__", ".")
+    from kedro_dagster.utils import unformat_asset_name
+
+    return unformat_asset_name(step_key.removesuffix("_asset"))
 
 
 def _fresh(project: Path, experiments: list[str]) -> None:
