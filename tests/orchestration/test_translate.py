@@ -297,7 +297,8 @@ def test_multiprocess_step_processes_fork_from_a_process_that_loaded_the_code(mo
     config, named = setup()
     seq = named["seq"]
     tr.warm_step_processes(named, config, "pkg.definitions")
-    preload = {"forkserver": {"preload_modules": ["dagster", tr.STEP_SERVER, "pkg.definitions"]}}
+    modules = ["dagster", tr.STEP_SERVER, "pkg.definitions", tr.STEP_JOBS]
+    preload = {"forkserver": {"preload_modules": modules}}
     for name, concurrent in (("mp", 3), ("inline__executor", 1)):
         resolved = _executor_config(named[name])
         assert named[name].name == "multiprocess"
@@ -316,7 +317,10 @@ def test_the_projects_multiprocess_executor_preloads_its_definitions(translated)
     _, location = translated
     executor = location.named_executors["multiprocess"]
     start = _executor_config(executor)["start_method"]
-    assert start["forkserver"]["preload_modules"][-1] == "cxr_augment.definitions"
+    assert start["forkserver"]["preload_modules"][-2:] == [
+        "cxr_augment.definitions",
+        "cxr_augment.orchestration.step_jobs",
+    ]
 
 
 def _torch_threads() -> int:
@@ -387,6 +391,76 @@ def test_the_step_modules_are_the_node_packages_and_all_import(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", imported.append)
     monkeypatch.setenv("CXR_STEP_PRELOAD", "off")
     assert step_server.preload() == [] and imported == []
+
+
+def test_a_step_process_opens_the_instance_without_reading_migration_scripts(tmp_path, monkeypatch):
+    """Each of a step's SQLite storages checks the schema revision against Dagster's migration
+    scripts; after ``warm_storage`` (the forkserver's) the check reads none of them, and gives
+    the revisions alembic's own script directory gives."""
+    import alembic.util as alembic_util
+    import dagster._core.storage.sql as sql
+    from alembic.script import ScriptDirectory
+    from dagster import DagsterInstance
+
+    from cxr_augment.orchestration import step_server
+
+    monkeypatch.setattr(sql, "ScriptDirectory", ScriptDirectory)  # as Dagster has it; restored
+    DagsterInstance.local_temp(str(tmp_path)).dispose()  # the databases, stamped at head
+    reads = []
+    real = alembic_util.load_python_file
+    monkeypatch.setattr(
+        alembic_util, "load_python_file", lambda *a, **k: reads.append(a) or real(*a, **k)
+    )
+
+    def opened() -> int:
+        reads.clear()
+        DagsterInstance.local_temp(str(tmp_path)).dispose()
+        return len(reads)
+
+    assert opened() > 0  # unwarmed: every check reads the scripts
+    config = sql.get_alembic_config(
+        step_server.sys.modules[step_server.ALEMBIC_STORAGES[0]].__file__
+    )
+    head = ScriptDirectory.from_config(config).as_revision_number("head")
+    assert step_server.warm_storage()
+    assert sql.ScriptDirectory is step_server._ScriptDirectories
+    assert opened() == 0
+    assert sql.ScriptDirectory.from_config(config).as_revision_number("head") == head
+
+
+def test_the_forkserver_builds_the_jobs_that_fork_their_steps_once(monkeypatch):
+    """``resolve_jobs`` builds the jobs on a multiprocess executor of the Definitions it finds
+    in the project's modules; a step then gets the same job without building it again."""
+    import sys
+    import types
+
+    import dagster as dg
+
+    from cxr_augment.orchestration import step_server
+
+    @dg.asset
+    def one():
+        return 1
+
+    forked = dg.define_asset_job("forked", executor_def=dg.multiprocess_executor)
+    inline = dg.define_asset_job("inline")  # the Definitions' in-process executor
+    built = []
+    real = type(forked).resolve
+    monkeypatch.setattr(
+        type(forked), "resolve", lambda self, **k: built.append(self.name) or real(self, **k)
+    )
+    defs = dg.Definitions(assets=[one], jobs=[forked, inline], executor=dg.in_process_executor)
+    module = types.ModuleType("cxr_augment._forkserver_defs")
+    module.defs = defs
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert step_server.resolve_jobs() == ["forked"]
+    assert built == ["forked"]
+    repository = defs.get_repository_def()
+    job = repository.get_job("forked")
+    assert built == ["forked"] and job is repository.get_job("forked")  # built once
+    assert job.executor_def.name == "multiprocess"
+    monkeypatch.delitem(sys.modules, module.__name__)
+    assert step_server.resolve_jobs() == []  # only the Definitions of loaded modules
 
 
 def test_only_the_declared_executors_libraries_are_imported(monkeypatch):

@@ -417,6 +417,8 @@ _PRELOAD: str | None = None
 FORKSERVER_SWITCH = "CXR_DAGSTER_FORKSERVER"
 #: what the forkserver imports first: its step processes' torch threads (step_server.py)
 STEP_SERVER = "cxr_augment.orchestration.step_server"
+#: what it imports last, after the definitions: their jobs built once (step_jobs.py)
+STEP_JOBS = "cxr_augment.orchestration.step_jobs"
 
 
 def warm_step_processes(named_executors: dict, dagster_config, module: str) -> None:
@@ -429,8 +431,10 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
     the run's forkserver loads the definitions once and each step process is a fork of it: a
     step finds the definitions already built. The forkserver first imports ``step_server``, so
     that each step process runs torch with one thread, as a step process started the default
-    way does (``threads.py``). The executor's own settings (``max_concurrent``, ``retries``)
-    are kept; ``CXR_DAGSTER_FORKSERVER=off`` leaves Dagster's default start.
+    way does (``threads.py``), and last ``step_jobs``, which builds the definitions' jobs (Dagster
+    builds them lazily, which each step process would do again). The executor's own settings
+    (``max_concurrent``, ``retries``) are kept; ``CXR_DAGSTER_FORKSERVER=off`` leaves Dagster's
+    default start.
     """
     import os
 
@@ -448,7 +452,8 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
         # that span machines (Kubernetes, Docker, Celery on either) subclass its options
         if type(options) is MultiprocessExecutorOptions and name in named_executors:
             config = options.model_dump()
-            preload = ["dagster", STEP_SERVER, module]  # the thread cap before the code
+            # the thread cap before the code; the jobs built after it
+            preload = ["dagster", STEP_SERVER, module, STEP_JOBS]
             config["start_method"] = {"forkserver": {"preload_modules": preload}}
             named_executors[name] = dg.multiprocess_executor.configured(config)
 
