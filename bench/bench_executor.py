@@ -17,7 +17,9 @@ the job's wall time, and how long each step process took to begin its step (Dags
 wait for a free process), and each node's own time (a Dagster step's ``STEP_START`` to
 ``STEP_SUCCESS``; a Kedro worker's time from loading the node's inputs to saving its outputs,
 from the runner's log), with each training's ratio. Both runs must write the same metrics (one torch thread per
-step process either way). Prints and saves bench/results/executor.json.
+step process either way). With ``--repeats N`` the three take turns N times (a slower spell
+of the machine falls on all of them alike) and each figure is the median of the N, with each
+run's wall and training times kept beside it. Prints and saves bench/results/executor.json.
 """
 
 from __future__ import annotations
@@ -183,10 +185,35 @@ def run_kedro(project: Path, experiments: list[str], until: str) -> dict:
     }
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """One engine's runs as one: the first run's record, its wall and node times the medians
+    of all runs, each run's wall and training times beside them."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    out["wall_s"] = round(statistics.median(r["wall_s"] for r in runs), 1)
+    out["wall_s_each"] = [r["wall_s"] for r in runs]
+    nodes = runs[0]["node_seconds"]
+    out["node_seconds"] = {
+        n: round(statistics.median(r["node_seconds"][n] for r in runs), 1) for n in nodes
+    }
+    out["training_seconds_each"] = {
+        n: [r["node_seconds"][n] for r in runs] for n in nodes if ".train_classifier" in n
+    }
+    if "step_process_to_step_start_s" in runs[0]:
+        out["step_process_to_step_start_s"] = {
+            k: round(statistics.median(r["step_process_to_step_start_s"][k] for r in runs), 2)
+            for k in runs[0]["step_process_to_step_start_s"]
+        }
+    out["outputs_digest"] = ",".join(sorted({r["outputs_digest"] for r in runs}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", default="ptx_densenet121,pe_densenet121")
     ap.add_argument("--until", default="evaluate", help="the last node of each experiment")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each engine, in turn")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "executor.json"))
     args = ap.parse_args()
     experiments = args.experiments.split(",")
@@ -200,11 +227,15 @@ def main() -> None:
             "experiments": experiments,
             "until": args.until,
         }
-        for name, forkserver in (("dagster_default_start", False), ("forkserver_preloaded", True)):
-            results[name] = run_job(project, experiments, forkserver, args.until)
-            print(name, results[name], flush=True)
-        results["kedro_parallel_runner"] = run_kedro(project, experiments, args.until)
-        print("kedro_parallel_runner", results["kedro_parallel_runner"], flush=True)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            for name, forkserver in (("dagster_default_start", False), ("forkserver_preloaded", True)):  # fmt: skip
+                runs.setdefault(name, []).append(run_job(project, experiments, forkserver, args.until))  # fmt: skip
+                print(name, runs[name][-1], flush=True)
+            runs.setdefault("kedro_parallel_runner", []).append(run_kedro(project, experiments, args.until))  # fmt: skip
+            print("kedro_parallel_runner", runs["kedro_parallel_runner"][-1], flush=True)
+        results["repeats"] = args.repeats
+        results.update({name: _median_run(each) for name, each in runs.items()})
     base, ours = results["dagster_default_start"], results["forkserver_preloaded"]
     results["speedup_wall"] = round(base["wall_s"] / ours["wall_s"], 2)
     kedro = results["kedro_parallel_runner"]
