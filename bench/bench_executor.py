@@ -7,7 +7,8 @@ runs).
     python bench/bench_executor.py [--experiments ptx_densenet121,pe_densenet121]
 
 A copy of the project's configuration and of its preprocessed data (never the project's own
-``data/``) runs the ``classification`` job with the ``multiprocess`` executor of
+``data/``) runs the ``classification`` job (``--job``: another pipeline's, such as
+``augmentation``, whose experiments train on augmented sets) with the ``multiprocess`` executor of
 ``conf/base/dagster.yml`` (2 processes), for the listed experiments' nodes only (``dagster job
 execute -o``), trainings from scratch, twice: with ``CXR_DAGSTER_FORKSERVER=off`` (each step
 process imports the code location and translates the project before its step starts) and with
@@ -48,14 +49,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import save_results  # noqa: E402  (same folder)
 
 
-def project_copy(root: Path) -> Path:
+def project_copy(root: Path, job: str = "classification") -> Path:
     """The project's pyproject, configuration and preprocessed data in ``root``; the
-    classification job on the multiprocess executor in Kedro environment ``ENV``."""
+    ``job`` on the multiprocess executor in Kedro environment ``ENV``."""
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
     (root / "src").mkdir()  # Kedro asks for it; the code is the installed package
     shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns(".*"))
     dagster = yaml.safe_load((ROOT / "conf" / "base" / "dagster.yml").read_text())
-    dagster["jobs"]["classification"]["executor"] = "multiprocess"
+    dagster["jobs"][job]["executor"] = "multiprocess"
     (root / "conf" / ENV).mkdir()
     (root / "conf" / ENV / "dagster.yml").write_text(yaml.safe_dump(dagster, sort_keys=False))
     for folder in INPUTS:
@@ -72,7 +73,9 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def run_job(project: Path, experiments: list[str], forkserver: bool, until: str) -> dict:
+def run_job(
+    project: Path, experiments: list[str], forkserver: bool, until: str, job: str = "classification"
+) -> dict:
     from dagster import DagsterEventType, DagsterInstance
 
     _fresh(project, experiments)
@@ -88,7 +91,7 @@ def run_job(project: Path, experiments: list[str], forkserver: bool, until: str)
     }
     selection = ",".join(f"*{exp}__{until}_asset" for exp in experiments)
     cmd = [str(BIN / "dagster"), "job", "execute", "-m", "cxr_augment.definitions",
-           "-j", "classification", "-o", selection]  # fmt: skip
+           "-j", job, "-o", selection]  # fmt: skip
     t = time.perf_counter()
     out = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - t
@@ -151,13 +154,15 @@ def _metrics(project: Path, experiments: list[str]) -> list[Path]:
     return [p for exp in experiments for p in (project / "data" / "07_model_output" / exp).rglob("*") if p.is_file()]  # fmt: skip
 
 
-def run_kedro(project: Path, experiments: list[str], until: str) -> dict:
+def run_kedro(
+    project: Path, experiments: list[str], until: str, job: str = "classification"
+) -> dict:
     """The same nodes with ``kedro run`` on Kedro's ``ParallelRunner`` (2 processes, one torch
     thread each), with records of its own that start empty, so every node runs."""
     _fresh(project, experiments)
     state = Path(tempfile.mkdtemp(prefix="kedro_state_")) / "nodes.json"
     env = {**os.environ, "KEDRO_ENV": ENV, "KEDRO_DISABLE_TELEMETRY": "true"}
-    cmd = [str(BIN / "kedro"), "run", "--env", ENV, "--pipeline", "classification",
+    cmd = [str(BIN / "kedro"), "run", "--env", ENV, "--pipeline", job,
            "--to-nodes", ",".join(f"{exp}.{until}" for exp in experiments),
            "--runner", "cxr_augment.orchestration.runner.ParallelIncrementalRunner",
            "--runner-params", f"max_workers=2,state={state}"]  # fmt: skip
@@ -214,15 +219,16 @@ def main() -> None:
     ap.add_argument("--experiments", default="ptx_densenet121,pe_densenet121")
     ap.add_argument("--until", default="evaluate", help="the last node of each experiment")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each engine, in turn")
+    ap.add_argument("--job", default="classification", help="the job (Kedro pipeline) to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "executor.json"))
     args = ap.parse_args()
     experiments = args.experiments.split(",")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_executor_") as tmp:
-        project = project_copy(Path(tmp))
+        project = project_copy(Path(tmp), args.job)
         results = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "job": "classification",
+            "job": args.job,
             "executor": "multiprocess, max_concurrent 2",
             "experiments": experiments,
             "until": args.until,
@@ -230,9 +236,9 @@ def main() -> None:
         runs: dict[str, list[dict]] = {}
         for _ in range(args.repeats):
             for name, forkserver in (("dagster_default_start", False), ("forkserver_preloaded", True)):  # fmt: skip
-                runs.setdefault(name, []).append(run_job(project, experiments, forkserver, args.until))  # fmt: skip
+                runs.setdefault(name, []).append(run_job(project, experiments, forkserver, args.until, args.job))  # fmt: skip
                 print(name, runs[name][-1], flush=True)
-            runs.setdefault("kedro_parallel_runner", []).append(run_kedro(project, experiments, args.until))  # fmt: skip
+            runs.setdefault("kedro_parallel_runner", []).append(run_kedro(project, experiments, args.until, args.job))  # fmt: skip
             print("kedro_parallel_runner", runs["kedro_parallel_runner"][-1], flush=True)
         results["repeats"] = args.repeats
         results.update({name: _median_run(each) for name, each in runs.items()})

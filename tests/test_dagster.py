@@ -187,6 +187,34 @@ def test_the_report_is_an_asset_downstream_of_what_it_shows(tiny_location):
     assert {m for m in managers.values() if m} <= set(bound)
 
 
+def test_an_op_selection_of_a_job_keeps_its_blocking_checks(tiny_location):
+    """A run that selects ops (``dagster job execute -o``) still gives an op that reads an
+    asset with a blocking check the asset's value after the check (``op_subsets.py``), where
+    Dagster alone would make the input a fan-in of the check's output and the asset's."""
+    import dagster as dg
+    from dagster._core.definitions.dependency import BlockingAssetChecksDependencyDefinition
+
+    from cxr_augment.checks import asset_checks
+    from cxr_augment.orchestration.translate import definitions
+
+    def blocked(graph) -> dict:
+        return {
+            (inv if isinstance(inv, str) else inv.alias or inv.name, name): dep
+            for inv, deps in graph.dependencies.items()
+            for name, dep in deps.items()
+            if isinstance(dep, BlockingAssetChecksDependencyDefinition)
+        }
+
+    defs = definitions(tiny_location, asset_checks("local"), dg.in_process_executor)
+    job = defs.resolve_job_def("preprocessing")
+    inputs = {k: d for k, d in blocked(job.graph).items() if d.other_dependency is not None}
+    assert inputs  # the manifest's, the split table's, the preprocessing report's readers
+    for op, name in sorted(inputs)[:3]:
+        subset = job.get_subset(op_selection=[f"*{op}"])
+        kept = blocked(subset.graph)
+        assert kept[(op, name)].other_dependency == inputs[(op, name)].other_dependency
+
+
 def test_no_node_is_named_like_a_dataset():
     """kedro-dagster names a node's op after the node and an asset after its dataset: a node
     named like a dataset that another pipeline reads makes the two collide, and the whole

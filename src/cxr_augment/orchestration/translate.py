@@ -618,6 +618,10 @@ def definitions(location, checks: list, default_executor=None):
     from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
     from dagster._core.execution.build_resources import wrap_resources_for_execution
 
+    from cxr_augment.orchestration import op_subsets
+
+    op_subsets.install()  # op-selection runs keep the blocking checks' inputs (op_subsets.py)
+
     # wrapped once: Dagster requires an IO manager bound to several assets to be the same
     # object in each
     resources = wrap_resources_for_execution(location.named_resources)
