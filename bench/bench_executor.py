@@ -43,7 +43,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = "bench_executor"
-INPUTS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input")
+INPUTS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
+          # what an experiment on a generated set reads: the generators and their
+          # memorisation summaries (the `augmentation` job's DDIM experiments)
+          "06_models/generation", "07_model_output/generation", "08_reporting/generation")  # fmt: skip
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import save_results  # noqa: E402  (same folder)
