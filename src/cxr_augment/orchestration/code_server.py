@@ -74,6 +74,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from cxr_augment.orchestration.dev import stop_on_interrupt_and_term
 from cxr_augment.orchestration.launcher import _watched, code_fingerprint
 from cxr_augment.orchestration.zygote import Forked, Zygote, route
+from cxr_augment.switches import switched_on
 
 POLL_S = 0.5  # how often the watcher compares the files
 IDLE_PREPARE_S = 15.0  # with no edit, a prepared server starts this long after a load
@@ -81,22 +82,18 @@ SAVE_AFTER_S = 2.0  # the snapshots are written this long after the last one ask
 log = logging.getLogger("cxr_augment.code_server")
 
 
-def _on(name: str) -> bool:
-    return os.environ.get(name, "on").lower() not in ("off", "0", "false", "no")
-
-
 def warm_reload_enabled() -> bool:
-    return _on("CXR_WARM_RELOAD")
+    return switched_on("CXR_WARM_RELOAD")
 
 
 def snapshot_cache_enabled() -> bool:
-    return _on("CXR_SNAPSHOT_CACHE")
+    return switched_on("CXR_SNAPSHOT_CACHE")
 
 
 def zygote_enabled() -> bool:
     """On Linux (a fork without exec is not safe on macOS, and the lower priority of its
     preload is Linux's), unless ``CXR_CODE_ZYGOTE=off``."""
-    return _on("CXR_CODE_ZYGOTE") and sys.platform.startswith("linux")
+    return switched_on("CXR_CODE_ZYGOTE") and sys.platform.startswith("linux")
 
 
 _FORKED: dict[str, Forked] = {}  # socket -> a server forked by the zygote (``route``)

@@ -30,6 +30,7 @@ import pkgutil
 import sys
 
 from cxr_augment.orchestration.threads import worker_threads
+from cxr_augment.switches import switched_on
 
 #: the project's packages whose modules hold the nodes' work (not orchestration, which the
 #: definitions import, nor the command-line entry points)
@@ -168,7 +169,7 @@ def resolve_jobs() -> list[str]:
 
 
 def _switched_off() -> bool:
-    return os.environ.get("CXR_STEP_PRELOAD", "on").strip().lower() in ("off", "0", "false", "no")
+    return not switched_on("CXR_STEP_PRELOAD")
 
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

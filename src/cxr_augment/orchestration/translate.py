@@ -436,9 +436,9 @@ def warm_step_processes(named_executors: dict, dagster_config, module: str) -> N
     (``max_concurrent``, ``retries``) are kept; ``CXR_DAGSTER_FORKSERVER=off`` leaves Dagster's
     default start.
     """
-    import os
+    from cxr_augment.switches import switched_on
 
-    if os.environ.get(FORKSERVER_SWITCH, "on").strip().lower() in ("off", "0", "false", "no"):
+    if not switched_on(FORKSERVER_SWITCH):
         return
     import dagster as dg
     from kedro_dagster.config.models import MultiprocessExecutorOptions
