@@ -310,8 +310,14 @@ def test_paired_tests_are_folded_without_losing_a_number():
         "0.2000 [0.0, 0.1]",
         "0.1000 [0.0, 0.1]",
     ]
-    assert list(frame["ΔAUC p (Holm)"]) == [0.04, 0.5, 1.0]
-    assert "ΔF1 p (Holm)" in frame and "Δkappa [CI]" not in frame  # no kappa in this table
+    # a table made before the bootstrap's raw p was kept: Holm's alone, and the header says so
+    assert list(frame["ΔAUC p, Holm"]) == [0.04, 0.5, 1.0]
+    assert "ΔF1 p, Holm" in frame and "Δkappa [CI]" not in frame  # no kappa in this table
+    # with the raw p: shown as the tests' are, raw (Holm)
+    tests["diff_roc_auc_p"] = [0.0133, 0.25, 0.9]
+    frame, _ = tests_frame(tests)
+    assert list(frame["ΔAUC p (Holm)"]) == ["0.0133 (0.0400)", "0.250 (0.500)", "0.900 (1.00)"]
+    assert "ΔAUC p, Holm" not in frame
     # one reference: it moves to the header; every folded cell still reads as a number
     frame, meta = tests_frame(tests.iloc[:2])
     assert "reference" not in frame and meta["reference"] == "base"
@@ -379,7 +385,10 @@ def test_tables_6_and_7_mark_the_labels_a_policy_maps_away():
             "title": "Tables 6 and 7", "command": "kedro run --pipeline preprocessing"}  # fmt: skip
     [table] = item(spec, data, {})
     assert list(table.frame.columns)[-1] == "not mentioned"
-    assert table.frame.loc[0, "uncertain"] == "29 (1.4%)"  # a count stays a (linked) number
+    # a count stays a (linked) number; its share is recomputed from the row's counts, half up:
+    # 29 of 2,000 is 1.45 %, which a float rounds down to 1.4
+    assert table.frame.loc[0, "uncertain"] == "29 (1.5%)"
+    assert table.frame.loc[0, "positive"] == "174 (8.7%)"
     assert table.frame.loc[1, ["uncertain", "not mentioned"]].tolist() == ["—", "—"]
     assert "maps that label" in table.notes[0]
     assert html.format_cell(table.frame.loc[1, "uncertain"])[1] == "text"

@@ -181,8 +181,25 @@ def _paragraph(text: str) -> str:
     return out
 
 
+#: a value and its interval or bracketed second value: "0.0497 [-0.060, 0.165]", "0.402 (1.00)"
+_PAIR = re.compile(r"^(\S+) ([\[(].*[\])])$")
+
+
+def _num_cell(text: str, stack: bool) -> str:
+    """A number cell's HTML; with ``stack`` (a wide table) a value and its interval or
+    bracketed second value go on two lines, so that the table keeps to the page."""
+    m = _PAIR.match(text) if stack else None
+    return f"{_e(m.group(1))}<br>{_e(m.group(2))}" if m else _e(text)
+
+
 def _frame_html(
-    frame: pd.DataFrame, digits: int, attrs: str, cell_attr: str, caption: str, table_id: str
+    frame: pd.DataFrame,
+    digits: int,
+    attrs: str,
+    cell_attr: str,
+    caption: str,
+    table_id: str,
+    stack: bool = False,
 ) -> str:
     frame = _display_frame(frame)
     columns = list(frame.columns)
@@ -205,7 +222,7 @@ def _frame_html(
         tds = []
         for text, kind in row:
             if kind == "num":
-                tds.append(f'<td class="num" {cell_attr}>{_e(text)}</td>')
+                tds.append(f'<td class="num" {cell_attr}>{_num_cell(text, stack)}</td>')
             elif kind == "na":
                 tds.append(f'<td class="na">{_e(text)}</td>')
             else:  # names break after their underscores when the table needs the room
@@ -244,6 +261,7 @@ def _table_html(item: Table) -> str:
             cell_attr=f'data-asset="{asset}"',
             caption=caption,
             table_id=item.key,
+            stack=bool(wide),
         )
     )
     if item.thesis is not None:

@@ -10,7 +10,9 @@ the observation, by how much and with what significance.
 from __future__ import annotations
 
 import json
+import math
 import re
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -35,12 +37,15 @@ TEST_COLUMNS = [
     "mcnemar_p_holm",
     "diff_roc_auc",
     "diff_roc_auc_ci",
+    "diff_roc_auc_p",
     "diff_roc_auc_p_holm",
     "diff_f1",
     "diff_f1_ci",
+    "diff_f1_p",
     "diff_f1_p_holm",
     "diff_kappa",
     "diff_kappa_ci",
+    "diff_kappa_p",
     "diff_kappa_p_holm",
 ]
 METRICS = ("accuracy", "f1", "roc_auc", "kappa")
@@ -148,6 +153,46 @@ def disagreements(rows: list[pd.Series], alpha: float) -> str:
     )
 
 
+def significance(read: list[tuple[str, pd.Series | None]], alpha: float) -> str:
+    """A sentence saying which of the answer's comparisons are significant after Holm's
+    adjustment (clustered DeLong), or that none is, with the smallest adjusted p."""
+    rows = [(split, r) for split, r in read if r is not None and "delong_p_holm" in r]
+    ps = [(float(r["delong_p_holm"]), split, r) for split, r in rows
+          if np.isfinite(float(r["delong_p_holm"]))]  # fmt: skip
+    if not ps:
+        return "No comparison could be tested."
+    hits = [f"{r['experiment']} against {r['reference']} on {split} (Holm p = {_p(p)})"
+            for p, split, r in ps if p < alpha]  # fmt: skip
+    if hits:
+        return f"Significant after Holm's adjustment at {alpha}: " + "; ".join(hits) + "."
+    p, split, r = min(ps, key=lambda x: x[0])
+    return (
+        f"**No comparison is significant** after Holm's adjustment at {alpha}: the smallest "
+        f"adjusted p is {_p(p)} ({r['experiment']} against {r['reference']} on {split})."
+    )
+
+
+def thresholds_sentence(table: pd.DataFrame, splits: list[str]) -> str:
+    """How accuracy, F1 and kappa were read: at each classifier's threshold, with the values
+    (empty for a table made before it kept the thresholds)."""
+    rows = _experiment_rows(table)
+    if "threshold" not in rows:
+        return ""
+    rows = rows[rows["split"].isin(splits)].drop_duplicates("experiment")
+    values = [f"{e} {float(t):.3g}" for e, t in zip(rows["experiment"], rows["threshold"],
+              strict=True) if pd.notna(t)]  # fmt: skip
+    if not values:
+        return ""
+    return (
+        "Accuracy, F1, kappa and McNemar's test read each classifier at its own threshold, the "
+        "one with the best F1 on the validation set (the seeds' mean: "
+        + ", ".join(values)
+        + "). Where that threshold calls most test images positive (an augmented set moves a "
+        "classifier's scores up; few validation positives make the best F1 a noisy choice), "
+        "accuracy falls far while AUC, which uses no threshold, need not."
+    )
+
+
 def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str], str | None]:
     """The report's first paragraphs: the thesis's question answered on this data."""
     baseline = spec["baseline"]
@@ -156,7 +201,7 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
         table = tables.get(group)
         if table is None or table.empty:
             continue
-        out = []
+        out, answered, read_all = [], [], []
         pairs = triplets(table, baseline)
         for split in spec["splits"]:
             if not (table["split"] == split).any():
@@ -220,15 +265,22 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             if odd:
                 words.append(odd)
             out.append("\n- ".join([lead.rstrip(), *words]))
+            answered.append(split)
+            read_all += [(split, r) for r in read + [r for _, r in others.iterrows()]]
         if out:
+            tests = _test_rows(table)
             out.append(
-                f"The table read here is **{group}** (source: report.{group}.table). p-values "
-                f"are DeLong's test clustered by patient ({_delong_reference(table)}), "
-                "Holm-adjusted within the table's "
-                f"comparisons on that split; significance at {alpha}. The full tables, with "
-                "F1, Cohen's kappa, the clustered McNemar test and patient-bootstrap "
-                "differences, follow."
+                significance(read_all, alpha)
+                + f" The table read here is **{group}** (source: report.{group}.table). "
+                f"p-values are DeLong's test clustered by patient "
+                f"({_delong_reference(tests[tests['split'].isin(answered)])}), Holm-adjusted "
+                f"within the table's comparisons on that split; significance at {alpha}. "
+                "The full tables, with F1, Cohen's kappa, the clustered McNemar test and "
+                "patient-bootstrap differences, follow."
             )
+            threshold = thresholds_sentence(table, answered)
+            if threshold:
+                out.append(threshold)
             return out, group
     env = spec.get("env")
     how = f"`kedro run --env {env}`" if env else "`kedro run` (or `make run`)"
@@ -250,7 +302,29 @@ def _thesis_frame(thesis: dict | None, experiments: list[str]) -> pd.DataFrame |
     if not thesis:
         return None
     rows = [{"experiment": e, **thesis["rows"][e]} for e in experiments if e in thesis["rows"]]
+    for row in rows:  # a row taken for an experiment whose source validation chose
+        if "label" in row:
+            row["experiment"] = row.pop("label")
     return pd.DataFrame(rows) if rows else None
+
+
+#: the record of the source validation chose for an experiment (``augmentation.choose``)
+CHOSEN = "{experiment}.chosen_augmentation"
+
+
+def resolve_chosen(thesis: dict | None, sources: dict) -> dict | None:
+    """The thesis's rows with one added for each experiment of ``thesis["chosen"]`` whose
+    source was chosen on validation: the thesis's row of that source (``{experiment: {source:
+    thesis row}}``), labelled with both names; none while the choice has not been made."""
+    if not thesis or not thesis.get("chosen"):
+        return thesis
+    rows = dict(thesis.get("rows") or {})
+    for experiment, by_source in thesis["chosen"].items():
+        record = sources.get(CHOSEN.format(experiment=experiment))
+        picked = by_source.get(record.get("chosen")) if isinstance(record, dict) else None
+        if picked in rows:
+            rows[experiment] = {**rows[picked], "label": f"{experiment} (thesis: {picked})"}
+    return {**thesis, "rows": rows}
 
 
 def group_tables(
@@ -280,6 +354,9 @@ def group_tables(
             "CIs": "95 % patient bootstrap of the seed mean "
             f"({int(part['resamples'].max()) if 'resamples' in part and len(part) else 0} resamples)",
         }  # fmt: skip
+        if "threshold" in part:
+            meta["threshold"] = ("each classifier's own, the best F1 on validation (the seeds' "
+                                 "mean); accuracy, F1 and kappa are read at it, AUC uses none")  # fmt: skip
         cols = [c for c in columns if c in part]
         show_thesis = split == thesis_split and thesis is not None
         notes = [thesis["note"]] if show_thesis and thesis.get("note") else []
@@ -311,7 +388,8 @@ def group_tables(
                         "tests": f"DeLong clustered by patient (Obuchowski 1997; "
                         f"{_delong_reference(tpart)}); McNemar "
                         "adjusted for clustering (Durkalski et al. 2003); patient-bootstrap "
-                        "differences of the seed means with 95 % CIs (p: bootstrap, Holm-adjusted)",
+                        "differences of the seed means with 95 % CIs (p: bootstrap); each p raw, Holm's "
+                        "in brackets",
                     },
                 )
             )
@@ -381,8 +459,13 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         out[f"{word} [CI]"] = [
             _with_ci(v, c) for v, c in zip(tests[f"diff_{metric}"], ci, strict=True)
         ]
-        if f"diff_{metric}_p_holm" in tests:
-            out[f"{word} p (Holm)"] = tests[f"diff_{metric}_p_holm"].to_numpy()
+        holm = tests.get(f"diff_{metric}_p_holm")
+        raw = tests.get(f"diff_{metric}_p")
+        if raw is not None:  # the bootstrap's p as the tests' are shown: raw (Holm)
+            holm = holm if holm is not None else pd.Series(np.nan, index=tests.index)
+            out[f"{word} p (Holm)"] = [_p_and_holm(p, h) for p, h in zip(raw, holm, strict=True)]
+        elif holm is not None:  # a table made before the raw p was kept: Holm's alone
+            out[f"{word} p, Holm"] = holm.to_numpy()
     return out, meta
 
 
@@ -455,25 +538,68 @@ def label_policies_thesis(
 LABEL_STATES = ("positive", "uncertain", "negative", "not_mentioned")
 
 
-def label_distribution(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+def share(count: int, total: int, digits: int = 1) -> str:
+    """``count / total`` as a percentage rounded half up from the exact fraction (a float
+    rounds 4.85 % down and 0.65 % up: both are ties)."""
+    units = math.floor(Fraction(100 * int(count) * 10**digits, int(total)) + Fraction(1, 2))
+    whole, part = divmod(units, 10**digits)
+    return f"{whole}.{part:0{digits}d}" if digits else f"{whole}"
+
+
+_CELL = re.compile(r"^\s*(\d+)\s*\(\s*[\d.]+\s*%\s*\)\s*$")
+
+
+def reshare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tables 6-7's "count (share %)" cells with each share recomputed from the counts, half up
+    (``share``): a row's images are the sum of its cells' counts. A row whose cells are not all
+    of that form is left as it is."""
+    states = [c for c in ("positive", "negative", "uncertain", "not mentioned") if c in frame]
+    out = frame.copy()
+    for i, row in frame.iterrows():
+        cells = {c: row[c] for c in states if isinstance(row[c], str)}
+        found = {c: _CELL.match(v) for c, v in cells.items()}
+        if not cells or not all(found.values()):
+            continue
+        counts = {c: int(m.group(1)) for c, m in found.items()}
+        total = sum(counts.values())
+        if total > 0:
+            for c, n in counts.items():
+                out.at[i, c] = f"{n} ({share(n, total)}%)"
+    return out
+
+
+def label_distribution(
+    table: pd.DataFrame, printed: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     """Thesis Table 1 folded to fit a page: per observation and label state, ours as
-    "count (percent %)" and, beside it, the thesis's percentages (read from the table's
-    ``<state>_pct_thesis`` columns). Returns (ours, thesis or ``None``, a note on the images)."""
+    "count (percent %)" and, beside it, the thesis's percentages as it printed them
+    (``printed``: observation -> [positive, uncertain, negative, not mentioned]; without it,
+    the table's ``<state>_pct_thesis`` columns, computed from the thesis's counts). Returns
+    (ours, thesis or ``None``, a note on the images)."""
     states = [s for s in LABEL_STATES if s in table]
     ours = pd.DataFrame({"observation": table["observation"]})
     # the share from the counts (the table's own percentages are rounded already)
     images = table["images"] if "images" in table else pd.Series(np.nan, index=table.index)
     for s in states:
         ours[s.replace("_", " ")] = [
-            f"{int(c)} ({100 * c / n:.1f}%)" if pd.notna(n) and n > 0 else f"{int(c)}"
+            f"{int(c)} ({share(c, n)}%)" if pd.notna(n) and n > 0 else f"{int(c)}"
             for c, n in zip(table[s], images, strict=True)
         ]
     thesis_cols = [f"{s}_pct_thesis" for s in states]
-    thesis = None
-    if all(c in table for c in thesis_cols):
+    thesis, source = None, ""
+    if printed and set(states) == set(LABEL_STATES):
+        thesis = pd.DataFrame({"observation": table["observation"]})
+        for i, s in enumerate(LABEL_STATES):
+            thesis[s.replace("_", " ")] = [
+                f"{float(printed[o][i]):.2f}%" if o in printed else "n/a"
+                for o in table["observation"]
+            ]
+        source = " The thesis's shares are as it printed them."
+    elif all(c in table for c in thesis_cols):
         thesis = pd.DataFrame({"observation": table["observation"]})
         for s, c in zip(states, thesis_cols, strict=True):
             thesis[s.replace("_", " ")] = [f"{v:.2f}%" for v in table[c]]  # as stored
+        source = " The thesis's shares are computed from its counts (of 223,414 images)."
     totals = sorted({int(n) for n in images.dropna()})
     note = (
         f"Images of train.csv: {', '.join(f'{n:,}' for n in totals)}; each cell: images with "
@@ -481,7 +607,7 @@ def label_distribution(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame 
         if totals
         else "Each cell: images with the label."
     )
-    return ours, thesis, note
+    return ours, thesis, note + (source if thesis is not None else "")
 
 
 #: the settings a generation-metrics table repeats on every row: the table's header instead
@@ -696,8 +822,11 @@ _HELD_BACK = {
 _HELD_BACK_ROWS = 50
 
 
-def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
-    """One report item from its loaded data (``None``: not run)."""
+def item(
+    spec: dict, data, params: dict, sources: dict | None = None
+) -> list[Table | Figure | NotRun]:
+    """One report item from its loaded data (``None``: not run); ``sources``, every loaded
+    asset, gives a group table the sources validation chose (``resolve_chosen``)."""
     key, title, asset = spec["key"], spec["title"], spec["asset"]
     if data is None or (
         isinstance(data, pd.DataFrame) and data.empty and spec["kind"] not in _HELD_BACK
@@ -719,7 +848,7 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
             raise ValueError(f"report item {key}: {asset} is not a readable PNG ({err})") from err
         return [Figure(key=key, title=title, png=data, asset=asset)]
     if kind == "group":
-        thesis = (params.get("thesis") or {}).get(asset)
+        thesis = resolve_chosen((params.get("thesis") or {}).get(asset), sources or {})
         return group_tables(key, title, asset, data, list(params["columns"]), thesis)
     if kind == "sweep":
         return [
@@ -761,7 +890,7 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
                       thesis=thesis, digits=int(spec.get("digits", 3)))]  # fmt: skip
     if kind == "label_policies":
         # Tables 6-7: a policy maps the uncertain and unmentioned labels away: "—", not "n/a"
-        frame = data.rename(columns=lambda c: str(c).replace("_", " "))
+        frame = reshare(data.rename(columns=lambda c: str(c).replace("_", " ")))
         mapped = [c for c in ("uncertain", "not mentioned") if c in frame]
         frame[mapped] = frame[mapped].astype(object).where(frame[mapped].notna(), "—")
         notes = ["Each cell: images with the label (their share of train.csv's images); "
@@ -771,7 +900,8 @@ def item(spec: dict, data, params: dict) -> list[Table | Figure | NotRun]:
             notes.append(thesis_note)
         return [Table(key=key, title=title, frame=frame, asset=asset, notes=notes, thesis=thesis)]
     if kind == "label_distribution":
-        ours, thesis, note = label_distribution(data)
+        printed = ((params.get("thesis") or {}).get(asset) or {}).get("printed")
+        ours, thesis, note = label_distribution(data, printed)
         return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]
     if kind in _HELD_BACK:
         what, empty = _HELD_BACK[kind]
@@ -836,7 +966,7 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
                     f"{by} below takes its place ({command} makes it)."
                 )
                 continue
-            items += item(spec, sources.get(spec["asset"]), params)
+            items += item(spec, sources.get(spec["asset"]), params, sources)
         out.append(Section(key=sec["key"], title=sec["title"], paragraphs=notes, items=items))
     return out, used
 

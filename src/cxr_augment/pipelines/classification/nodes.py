@@ -464,6 +464,8 @@ def group_report(
                 "seeds": int(t["seeds"].iloc[0]),
                 "resamples": int(t["resamples"].iloc[0]),
                 "resamples_used": int(t["resamples_used"].min()),
+                # where accuracy, F1 and kappa were read (the seeds' thresholds, averaged)
+                "threshold": float(t["threshold"].iloc[0]) if "threshold" in t else np.nan,
             }
             for m in metrics.METRICS:
                 row[m] = float(t.loc[m, "value"])

@@ -1,0 +1,190 @@
+"""What a reader of report.html needs to read its numbers right: the thresholds behind
+accuracy, F1 and kappa; which comparisons are significant; the thesis's rows as it printed
+them; shares rounded from their counts; wide tables that keep to the page."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cxr_augment.classify import metrics
+from cxr_augment.report import html
+from cxr_augment.report.study_report import (
+    answer,
+    item,
+    label_distribution,
+    resolve_chosen,
+    share,
+    significance,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = {"groups": ["headline"], "observation": "Pneumothorax", "baseline": "base",
+        "splits": ["test", "internal_test"], "alpha": 0.05}  # fmt: skip
+
+
+def _table(holm: dict[tuple[str, str, str], float], thresholds: dict[str, float] | None = None):
+    """A headline-like table on two splits (and a third the answer does not read), each
+    comparison with its Holm p and a DeLong df that tells the splits apart."""
+    aucs = {"base": 0.55, "trad": 0.60, "ddim": 0.65}
+    rows = []
+    for split, df in (("test", 40.0), ("internal_test", 50.0), ("internal_test_truth", 12.0)):
+        for e, a in aucs.items():
+            rows.append({"split": split, "experiment": e, "row": "experiment", "images": 300,
+                         "patients": 150, "positives": 37, "seeds": 1, "roc_auc": a,
+                         "roc_auc_ci": "[0.4, 0.7]",
+                         **({"threshold": thresholds[e]} if thresholds else {})})  # fmt: skip
+        for a, b in (("trad", "base"), ("ddim", "base"), ("ddim", "trad")):
+            p = holm.get((split, a, b), 0.5)
+            rows.append({"split": split, "experiment": a, "reference": b, "row": "comparison",
+                         "delong_p": p / 3, "delong_p_holm": p, "delong_df": df})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_answer_says_whether_anything_is_significant_after_holm():
+    none = " ".join(answer({"headline": _table({("test", "ddim", "base"): 0.109})}, SPEC)[0])
+    assert "**No comparison is significant** after Holm's adjustment at 0.05" in none
+    assert "the smallest adjusted p is 0.109 (ddim against base on test)" in none
+    some = _table({("internal_test", "ddim", "base"): 0.012, ("test", "trad", "base"): 0.049})
+    text = " ".join(answer({"headline": some}, SPEC)[0])
+    assert "Significant after Holm's adjustment at 0.05: " in text
+    assert "trad against base on test (Holm p = 0.049)" in text
+    assert "ddim against base on internal_test (Holm p = 0.012)" in text
+    assert "No comparison is significant" not in text
+    # a comparison on a split the answer does not read is not named
+    other = _table({("internal_test_truth", "ddim", "base"): 0.001})
+    assert "No comparison is significant" in " ".join(answer({"headline": other}, SPEC)[0])
+    assert significance([], 0.05) == "No comparison could be tested."
+
+
+def test_the_answers_degrees_of_freedom_are_those_of_the_splits_it_reads():
+    text = " ".join(answer({"headline": _table({})}, SPEC)[0])
+    # test 40, internal_test 50; internal_test_truth's 12 is not one the answer reads
+    assert "Satterthwaite's degrees of freedom 40-50" in text
+
+
+def test_the_answer_gives_each_classifiers_threshold_and_what_it_does():
+    plain = answer({"headline": _table({})}, SPEC)[0]
+    assert not any("threshold" in p for p in plain)  # a table made before thresholds were kept
+    table = _table({}, {"base": 0.5112, "trad": 0.5105, "ddim": 0.0103})
+    paragraphs = answer({"headline": table}, SPEC)[0]
+    last = paragraphs[-1]
+    assert "the one with the best F1 on the validation set" in last
+    assert "base 0.511, trad 0.51, ddim 0.0103" in last
+    assert "AUC, which uses no threshold, need not" in last
+
+
+def test_the_group_tables_show_the_threshold_and_say_where_it_came_from():
+    from cxr_augment.pipelines.classification.nodes import group_report
+
+    rng = np.random.default_rng(0)
+
+    def experiment(name: str, thresholds: list[float]):
+        rows = []
+        for split in ("validation", "test"):
+            for m in metrics.METRICS:
+                rows.append({"metric": m, "value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                             "seed_ci_low": np.nan, "seed_ci_high": np.nan, "split": split,
+                             "images": 40, "patients": 20, "positives": 10,
+                             "seeds": len(thresholds), "resamples": 2000,
+                             "resamples_used": 2000, "threshold": float(np.mean(thresholds)),
+                             "observation": "Pneumothorax"})  # fmt: skip
+        keys = [f"k{i}" for i in range(40)]
+        pred = pd.DataFrame({"split": "validation", "key": keys, "y_true": [0, 1] * 20,
+                             "prob": rng.random(40), "seed": 1,
+                             "patient_id": [f"p{i // 2}" for i in range(40)]})  # fmt: skip
+        return pd.DataFrame(rows), pred
+
+    (ta, pa), (tb, pb) = experiment("a", [0.2, 0.4]), experiment("b", [0.05])
+    group = {"title": "T", "splits": ["validation", "test"], "experiments": ["a", "b"]}
+    table, _, _ = group_report(group, {"bootstrap": 200, "seed": 0}, ta, tb, pa, pb)
+    assert table.loc[table["experiment"] == "a", "threshold"].tolist() == pytest.approx([0.3] * 2)
+    assert table.loc[table["experiment"] == "b", "threshold"].tolist() == pytest.approx([0.05] * 2)
+    params = yaml.safe_load((ROOT / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    assert "threshold" in params["columns"]
+    spec = {"key": "h", "kind": "group", "asset": "report.headline.table", "title": "Headline",
+            "command": "kedro run"}  # fmt: skip
+    [shown, *_] = item(spec, table, params)
+    assert shown.frame["threshold"].tolist() == pytest.approx([0.3, 0.05])
+    assert "best F1 on validation" in shown.meta["threshold"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_share_is_its_exact_fraction_rounded_half_up(seed):
+    """Against decimal's ROUND_HALF_UP of the exact quotient, ties included."""
+    rng = np.random.default_rng(seed)
+    totals = rng.integers(1, 5000, 300).tolist() + [2000, 2000, 2000, 20, 8]
+    counts = [int(rng.integers(0, t + 1)) for t in totals[:300]] + [97, 13, 29, 1, 1]
+    for c, t in zip(counts, totals, strict=True):
+        for digits in (1, 2):
+            exact = Decimal(100 * c) / Decimal(t)  # exact here: 28 significant digits
+            want = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+            assert share(c, t, digits) == f"{want:.{digits}f}", (c, t, digits)
+    assert share(97, 2000) == "4.9" and share(13, 2000) == "0.7"  # 4.85 and 0.65: both up
+    assert share(1, 8, 2) == "12.50" and share(5, 5) == "100.0" and share(0, 7) == "0.0"
+
+
+def test_table_1_shows_the_thesis_as_it_printed_it():
+    params = yaml.safe_load((ROOT / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    printed = params["thesis"]["demo_label_distribution"]["printed"]
+    assert len(printed) == 14 and all(len(v) == 4 for v in printed.values())
+    # the thesis's own rows each add up to 100 % to within its rounding
+    assert all(abs(sum(v) - 100) <= 0.03 for v in printed.values())
+    # printed values that differ from the counts' rounding stay as printed
+    assert printed["Cardiomegaly"][3] == 79.31 and printed["Edema"][0] == 23.38
+    table = pd.DataFrame({
+        "observation": ["Cardiomegaly", "Edema"], "images": [2000, 2000],
+        "positive": [242, 468], "positive_pct_thesis": [12.09, 23.39],
+        "uncertain": [73, 116], "uncertain_pct_thesis": [3.62, 5.81],
+        "negative": [100, 187], "negative_pct_thesis": [4.98, 9.28],
+        "not_mentioned": [1585, 1229], "not_mentioned_pct_thesis": [79.32, 61.53],
+    })  # fmt: skip
+    ours, thesis, note = label_distribution(table, printed)
+    assert thesis["not mentioned"].tolist() == ["79.31%", "61.53%"]
+    assert thesis["positive"].tolist() == ["12.09%", "23.38%"]
+    assert ours["not mentioned"].tolist() == ["1585 (79.3%)", "1229 (61.5%)"]
+    assert "as it printed them" in note
+    _, computed, note = label_distribution(table)  # without the printed table: from the counts
+    assert computed["not mentioned"].tolist() == ["79.32%", "61.53%"]
+    assert "computed from its counts" in note
+
+
+def test_an_experiment_whose_source_was_chosen_gets_the_thesis_row_of_that_source():
+    params = yaml.safe_load((ROOT / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    thesis = params["thesis"]["report.headline.table"]
+    record = "ptx_misclassified_best.chosen_augmentation"
+    for chosen, row, auc in (("ddim", "ptx_ddim_misclassified", 0.8142),
+                             ("traditional", "ptx_aug_combined_misclassified", 0.7942)):  # fmt: skip
+        rows = resolve_chosen(thesis, {record: {"chosen": chosen}})["rows"]
+        assert rows["ptx_misclassified_best"]["roc_auc"] == auc
+        assert rows["ptx_misclassified_best"]["label"] == f"ptx_misclassified_best (thesis: {row})"
+    # no choice made yet (or an unknown source): no row
+    assert "ptx_misclassified_best" not in resolve_chosen(thesis, {})["rows"]
+    assert "ptx_misclassified_best" not in resolve_chosen(thesis, {record: {"chosen": "x"}})["rows"]
+    assert resolve_chosen(None, {}) is None
+    # in the report: the row, labelled with both names
+    table = _table({})
+    table.loc[table["experiment"] == "ddim", "experiment"] = "ptx_misclassified_best"
+    table = table[table["split"] == "internal_test"]
+    spec = {"key": "h", "kind": "group", "asset": "report.headline.table", "title": "Headline",
+            "command": "kedro run"}  # fmt: skip
+    [shown, *_] = item(spec, table, params, {record: {"chosen": "ddim"}})
+    labels = shown.thesis["experiment"].tolist()
+    assert "ptx_misclassified_best (thesis: ptx_ddim_misclassified)" in labels
+
+
+def test_a_wide_table_puts_a_value_and_its_interval_on_two_lines():
+    frame = pd.DataFrame({f"c{i}": ["0.0497 [-0.060, 0.165]"] for i in range(html.WIDE_COLUMNS)})
+    frame["p"] = ["0.402 (1.00)"]
+    wide = html.render("t", [html.Section("s", "S", items=[html.Table("w", "W", frame, "a")])], {})
+    assert ">0.0497<br>[-0.060, 0.165]</td>" in wide and ">0.402<br>(1.00)</td>" in wide
+    assert html.validate(wide) == []
+    narrow = html.render(
+        "t", [html.Section("s", "S", items=[html.Table("n", "N", frame.iloc[:, -3:], "a")])], {}
+    )
+    assert "<br>" not in narrow.split("<table", 1)[1].split("</table>")[0]
