@@ -1,6 +1,6 @@
 """Screenshots of the Dagster UI: the asset graph of a few groups and the asset catalog.
 
-    .venv/bin/python scripts/screenshot_dagster.py
+    .venv/bin/python scripts/screenshot_dagster.py [--out FOLDER]
 
 Starts what `make dagster` starts (`python -m cxr_augment.orchestration.dev`: the project's code
 server and `dagster dev` over it) on 127.0.0.1 (a free port, the instance of deploy/dagster.yaml
@@ -10,6 +10,7 @@ data/08_reporting/screenshots/dagster_<view>.png with headless chromium.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -41,11 +42,10 @@ VIEWS = {
 }
 
 
-def main() -> list[Path]:
+def main(out: Path = ROOT / "data" / "08_reporting" / "screenshots") -> list[Path]:
     from bench_dagster import _port  # noqa: F401  (bench/ on the path below)
     from dagster_graphql import DagsterGraphQLClient
 
-    out = ROOT / "data" / "08_reporting" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     browser = find_browser()
     port = _port()
@@ -87,5 +87,11 @@ def main() -> list[Path]:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "data" / "08_reporting" / "screenshots",
+        help="the folder the PNGs go to (dagster_<view>.png)",
+    )  # fmt: skip
+    args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
-    main()
+    main(args.out)
