@@ -188,3 +188,13 @@ def test_a_wide_table_puts_a_value_and_its_interval_on_two_lines():
         "t", [html.Section("s", "S", items=[html.Table("n", "N", frame.iloc[:, -3:], "a")])], {}
     )
     assert "<br>" not in narrow.split("<table", 1)[1].split("</table>")[0]
+
+
+def test_table_1_says_why_no_finding_differs_from_the_thesis():
+    params = yaml.safe_load((ROOT / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    [spec] = [i for sec in params["sections"] for i in sec["items"] if i["key"] == "table1"]
+    table = pd.DataFrame({"observation": ["No Finding"], "images": [10], "positive": [2],
+                          "uncertain": [0], "negative": [0], "not_mentioned": [8]})  # fmt: skip
+    [shown] = item(spec, table, params)
+    assert shown.thesis["positive"].tolist() == ["10.02%"]
+    assert any("No Finding is not drawn" in n for n in shown.notes)

@@ -902,7 +902,8 @@ def item(
     if kind == "label_distribution":
         printed = ((params.get("thesis") or {}).get(asset) or {}).get("printed")
         ours, thesis, note = label_distribution(data, printed)
-        return [Table(key=key, title=title, frame=ours, asset=asset, notes=[note], thesis=thesis)]
+        notes = [note] + ([" ".join(str(spec["note"]).split())] if spec.get("note") else [])
+        return [Table(key=key, title=title, frame=ours, asset=asset, notes=notes, thesis=thesis)]
     if kind in _HELD_BACK:
         what, empty = _HELD_BACK[kind]
         notes = [f"{len(data)} {what}."]
