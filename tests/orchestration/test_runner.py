@@ -96,6 +96,53 @@ def test_a_changed_source_reruns_its_readers(tmp_path):
     assert json.loads((tmp_path / "end.json").read_text()) == {"v": 110}
 
 
+def _rewrite_same_bytes(path, seconds_later=100):
+    """The file written again with the bytes it had: a new modification time (and inode)."""
+    import os
+
+    data = path.read_bytes()
+    st = path.stat()
+    path.unlink()
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds_later * 10**9))
+
+
+def test_a_source_file_written_again_with_the_same_bytes_leaves_its_readers_up_to_date(
+    tmp_path,
+):
+    # a package reinstalled with its data files (the demo's CT) reran the whole default run
+    _run(tmp_path)
+    _rewrite_same_bytes(tmp_path / "src.json")
+    assert _run(tmp_path) == []
+    JSONDataset(filepath=str(tmp_path / "src.json")).save({"v": 4})  # other bytes
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+
+
+def test_a_source_file_above_the_limit_counts_by_size_and_time(tmp_path, monkeypatch):
+    from cxr_augment.orchestration import versions
+
+    monkeypatch.setattr(versions, "CONTENT_LIMIT", 0)
+    _run(tmp_path)
+    _rewrite_same_bytes(tmp_path / "src.json")
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+
+
+def test_records_of_sources_by_size_and_time_carry_over_where_they_still_match(tmp_path):
+    _run(tmp_path)
+    state = tmp_path / "state.json"
+    by_time = fingerprints(*_setup(tmp_path), content=False)
+    by_bytes = fingerprints(*_setup(tmp_path))
+    assert json.loads(state.read_text()) == by_bytes and by_time["double"] != by_bytes["double"]
+    # records as they were written before a file counted by its bytes: up to date, moved on
+    state.write_text(json.dumps(by_time))
+    assert _run(tmp_path) == []
+    assert json.loads(state.read_text()) == by_bytes
+    # an earlier record whose file has changed since is not carried
+    state.write_text(json.dumps(by_time))
+    JSONDataset(filepath=str(tmp_path / "src.json")).save({"v": 4})
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+
+
 def test_an_interrupted_run_resumes_after_the_last_node_that_succeeded(tmp_path):
     pipe, catalog = _setup(tmp_path)
 

@@ -8,7 +8,8 @@ so a second run with nothing changed only checks. A node is up to date when
   node's version (the project code its function can run, its bound arguments and parameter
   values: ``versions.py``) with the fingerprints of its inputs: an input another
   node makes carries that node's fingerprint; a source (a file or folder no node makes) its
-  size and modification time, and the code of its dataset class where that is the project's;
+  bytes (a file of up to 512 MiB) or its files' sizes and modification times (a larger file, a
+  folder), and the code of its dataset class where that is the project's;
   and the code of its outputs' dataset classes where they are the project's.
 
 An input made by a node outside the pipeline being run (``kedro run --pipelines
@@ -27,8 +28,8 @@ sums them, for a study run in pieces: ``run_log.py``, ``python scripts/run_times
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
 runners share them, so either can resume what the other began. Records written under the
-module-level code versions (``versions.py``, ``legacy``) are carried over to the current ones
-where that version still matches the code (``carry_over``).
+module-level code versions (``versions.py``, ``legacy``), or before a source file counted by
+its bytes, are carried over to the current ones where they still match (``carry_over``).
 """
 
 from __future__ import annotations
@@ -128,13 +129,18 @@ def _dataset(catalog, name: str):
 
 
 def fingerprints(
-    pipeline: Pipeline, catalog, legacy: bool = False, made: dict[str, str] | None = None
+    pipeline: Pipeline,
+    catalog,
+    legacy: bool = False,
+    made: dict[str, str] | None = None,
+    content: bool = True,
 ) -> dict[str, str]:
     """Every node's fingerprint, in topological order (see the module docstring); ``legacy``:
     under the module-level code versions (``versions.py``). ``made``: datasets that nodes
     outside ``pipeline`` make and have made as their code now says, each with its maker's
     fingerprint (``made_outside``); such an input carries that fingerprint, as it does when its
-    maker is in the pipeline, rather than its file's size and modification time."""
+    maker is in the pipeline, rather than its file's. ``content=False``: a source file counts
+    by its size and modification time, as records written before it counted by its bytes."""
     produced: dict[str, str] = dict(made or {})  # dataset -> fingerprint of its maker
     result: dict[str, str] = {}
     for node in pipeline.nodes:  # topologically sorted
@@ -150,7 +156,7 @@ def fingerprints(
             if getattr(dataset, "is_state", False):
                 continue
             path = dataset_path(dataset)
-            parts.append(f"{name}@{path_fingerprint(path) if path else 'unknown'}")
+            parts.append(f"{name}@{path_fingerprint(path, content) if path else 'unknown'}")
             if type(dataset).__module__.split(".")[0] == PACKAGE:  # how a source is read
                 parts.append(f"{name}:{object_code(type(dataset), legacy)[:16]}")
         for name in node.outputs:  # how it is written: a project dataset class's code
@@ -190,7 +196,11 @@ def _project_nodes() -> list:
 
 
 def made_outside(
-    pipeline: Pipeline, catalog, recorded: dict[str, str], project_nodes: list | None = None
+    pipeline: Pipeline,
+    catalog,
+    recorded: dict[str, str],
+    project_nodes: list | None = None,
+    content: bool = True,
 ) -> dict[str, str]:
     """The inputs of ``pipeline`` that nodes outside it make and are up to date for: each
     with its maker's fingerprint, computed with everything upstream of it as in a run of the
@@ -212,7 +222,7 @@ def made_outside(
     except Exception as err:  # pipelines that cannot be joined (two makers of a dataset)
         log.info("Incremental run: inputs made outside the pipeline count by their files (%s)", err)
         return {}
-    fps = fingerprints(upstream, catalog)
+    fps = fingerprints(upstream, catalog, content=content)
     return {
         i: fps[makers[i].name]
         for i in pipeline.inputs()
@@ -221,20 +231,28 @@ def made_outside(
 
 
 def carry_over(pipeline: Pipeline, catalog, current: dict[str, str], recorded: dict[str, str]):
-    """The records, with each one written under the module-level code versions (``legacy``)
-    that still matches the code carried over to the current fingerprint: the module-level
-    scheme sees every change the current one sees, so such a node is up to date."""
+    """The records written under an earlier scheme that still match carried over to the
+    current fingerprint: those of source files counted by size and modification time (before
+    a file counted by its bytes), and those of the module-level code versions (``legacy``,
+    with sources by size and time, as they were then). Each earlier scheme sees every change
+    the current one sees, so such a node is up to date."""
     stale = [n for n, fp in current.items() if recorded.get(n) not in (None, fp)]
     if not stale:
         return recorded
-    legacy = fingerprints(pipeline, catalog, legacy=True)
-    carried = {n: current[n] for n in stale if recorded[n] == legacy[n]}
-    if carried:
-        log.info(
-            "Incremental run: %d records of the module-level code versions carried over "
-            "(their code is unchanged)",
-            len(carried),
-        )
+    carried: dict[str, str] = {}
+    for legacy, what in ((False, "of source files by size and time"),
+                         (True, "of the module-level code versions")):  # fmt: skip
+        left = [n for n in stale if n not in carried]
+        if not left:
+            break
+        made = made_outside(pipeline, catalog, recorded, content=False) if not legacy else None
+        earlier = fingerprints(pipeline, catalog, legacy=legacy, made=made, content=False)
+        found = {n: current[n] for n in left if recorded[n] == earlier[n]}
+        if found:
+            log.info(
+                "Incremental run: %d records %s carried over (unchanged since)", len(found), what
+            )
+        carried.update(found)
     return {**recorded, **carried}
 
 

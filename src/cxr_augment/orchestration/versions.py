@@ -160,12 +160,35 @@ def node_version(node, parameters: Mapping[str, Any], legacy: bool = False) -> s
     return hashlib.sha256(_canonical(parts).encode()).hexdigest()[:16]
 
 
-def path_fingerprint(path: str | os.PathLike) -> str | None:
-    """Size and modification time of a file, or of every file under a folder (``None`` when the
-    path does not exist): how ``make`` tells a source changed."""
+#: a source file up to this size is known by its bytes; a larger one by its size and time
+CONTENT_LIMIT = 512 * 2**20
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) -> digest, for this process
+
+
+def _file_digest(path: Path, st: os.stat_result) -> str:
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    found = _DIGESTS.get(key)
+    if found is None:
+        with open(path, "rb") as f:
+            found = hashlib.file_digest(f, "sha256").hexdigest()
+        _DIGESTS[key] = found
+    return found
+
+
+def path_fingerprint(path: str | os.PathLike, content: bool = True) -> str | None:
+    """A source's identity (``None`` when the path does not exist). A file of at most
+    ``CONTENT_LIMIT`` bytes is known by its bytes, so that a file written again with the same
+    bytes (a package reinstalled with its data files, a CSV copied back) leaves its readers up
+    to date; a larger file, and each file under a folder, by size and modification time, as
+    ``make`` tells a source changed. ``content=False``: size and time for a file too (the
+    records written before files were known by their bytes)."""
     root = Path(path)
     if not root.exists():
         return None
+    if content and root.is_file():
+        st = root.stat()
+        if st.st_size <= CONTENT_LIMIT:
+            return "b" + _file_digest(root, st)[:15]
     digest = hashlib.sha256()
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for f in files:
