@@ -48,24 +48,24 @@ def _table(holm: dict[tuple[str, str, str], float], thresholds: dict[str, float]
 
 def test_the_answer_says_whether_anything_is_significant_after_holm():
     none = " ".join(answer({"headline": _table({("test", "ddim", "base"): 0.109})}, SPEC)[0])
-    assert "**No comparison is significant** after Holm's adjustment at 0.05" in none
+    assert "On AUC (clustered DeLong), **no comparison is significant** after Holm's " in none
     assert "the smallest adjusted p is 0.109 (ddim against base on test)" in none
     some = _table({("internal_test", "ddim", "base"): 0.012, ("test", "trad", "base"): 0.049})
     text = " ".join(answer({"headline": some}, SPEC)[0])
-    assert "Significant after Holm's adjustment at 0.05: " in text
-    assert "trad against base on test (Holm p = 0.049)" in text
-    assert "ddim against base on internal_test (Holm p = 0.012)" in text
-    assert "No comparison is significant" not in text
+    assert "On AUC (clustered DeLong), significant after Holm's adjustment at 0.05: " in text
+    assert "trad against base on test (Holm p = 0.0490)" in text
+    assert "ddim against base on internal_test (Holm p = 0.0120)" in text
+    assert "no comparison is significant" not in text
     # a comparison on a split the answer does not read is not named
     other = _table({("internal_test_truth", "ddim", "base"): 0.001})
-    assert "No comparison is significant" in " ".join(answer({"headline": other}, SPEC)[0])
+    assert "no comparison is significant" in " ".join(answer({"headline": other}, SPEC)[0])
     assert significance([], 0.05) == "No comparison could be tested."
 
 
 def test_the_answers_degrees_of_freedom_are_those_of_the_splits_it_reads():
     text = " ".join(answer({"headline": _table({})}, SPEC)[0])
     # test 40, internal_test 50; internal_test_truth's 12 is not one the answer reads
-    assert "Satterthwaite's degrees of freedom 40-50" in text
+    assert "Satterthwaite's degrees of freedom 40.0-50.0" in text
 
 
 def test_the_answer_gives_each_classifiers_threshold_and_what_it_does():
@@ -75,7 +75,7 @@ def test_the_answer_gives_each_classifiers_threshold_and_what_it_does():
     paragraphs = answer({"headline": table}, SPEC)[0]
     last = paragraphs[-1]
     assert "the one with the best F1 on the validation set" in last
-    assert "base 0.511, trad 0.51, ddim 0.0103" in last
+    assert "(base 0.5112, trad 0.5105, ddim 0.0103)" in last
     assert "AUC, which uses no threshold, need not" in last
 
 
@@ -198,3 +198,44 @@ def test_table_1_says_why_no_finding_differs_from_the_thesis():
     [shown] = item(spec, table, params)
     assert shown.thesis["positive"].tolist() == ["10.02%"]
     assert any("No Finding is not drawn" in n for n in shown.notes)
+
+
+def test_the_tests_read_at_a_threshold_are_named_with_their_direction():
+    table = _table({("test", "trad", "base"): 0.109, ("test", "ddim", "base"): 0.109})
+    table["accuracy"] = np.where(table["experiment"] == "base", 0.84, 0.40)
+    comp = table["row"] == "comparison"
+    table.loc[comp, "mcnemar_p_holm"] = 0.5
+    table.loc[comp, ["diff_f1", "diff_f1_p_holm"]] = [0.01, 0.9]
+    hit = comp & (table["split"] == "test") & (table["experiment"] == "trad")
+    table.loc[hit, "mcnemar_p_holm"] = 0.0004
+    hit = (
+        comp
+        & (table["split"] == "internal_test")
+        & (table["experiment"] == "ddim")
+        & (table["reference"] == "trad")
+    )
+    table.loc[hit, ["diff_f1", "diff_f1_p_holm"]] = [-0.066, 0.032]
+    text = " ".join(answer({"headline": table}, SPEC)[0])
+    # AUC: none; the smallest adjusted p is shared by two comparisons, and both are named
+    assert ("the smallest adjusted p is 0.109 (trad against base on test; ddim against base "
+            "on test)") in text  # fmt: skip
+    assert "At those thresholds, significant after Holm's adjustment at 0.05:\n- McNemar: " in text
+    assert (
+        "McNemar: trad against base on test (accuracy 0.400 against 0.840; Holm p = 0.000400)."
+        in text
+    )
+    assert "bootstrap ΔF1: ddim against trad on internal_test (-0.066; Holm p = 0.0320)." in text
+    assert "ddim against base on test (accuracy" not in text  # 0.5: not significant
+
+
+def test_the_answer_names_the_source_validation_chose_and_the_labels_of_each_split():
+    table = _table({})
+    extra = table[(table["experiment"] == "ddim") & (table["row"] == "comparison")
+                  & (table["reference"] == "base")].assign(experiment="best")  # fmt: skip
+    rows = table[(table["experiment"] == "ddim") & (table["row"] == "experiment")]
+    table = pd.concat([table, rows.assign(experiment="best"), extra], ignore_index=True)
+    text = " ".join(answer({"headline": table}, {**SPEC, "chosen": {"best": "ddim"}})[0])
+    assert "best (its source, chosen on validation: ddim): AUC 0.650" in text
+    assert "official test set (the radiologists' labels;" in text
+    assert "their report labels under the experiment's label policy" in text
+    assert "chosen on validation" not in " ".join(answer({"headline": table}, SPEC)[0])

@@ -84,8 +84,9 @@ def test_the_answer_says_how_delong_was_read():
     text = " ".join(answer({"table15": old, "headline": None}, SPEC)[0])
     assert "clustered by patient (normal reference)" in text  # a table made before the t
     for dfs, words in (
-        ([31.6, 42.2], "(t reference, Satterthwaite's degrees of freedom 32-42)"),
-        ([17.0, 17.2], "(t reference, Satterthwaite's degrees of freedom 17)"),
+        ([31.6, 42.2], "(t reference, Satterthwaite's degrees of freedom 31.6-42.2)"),
+        ([17.0, 17.2], "(t reference, Satterthwaite's degrees of freedom 17.0-17.2)"),
+        ([17.02, 17.04], "(t reference, Satterthwaite's degrees of freedom 17.0)"),
         ([np.inf, np.inf], "(normal reference)"),  # delong_reference: normal
     ):
         t15 = old.copy()
@@ -104,7 +105,7 @@ def test_the_answer_says_where_delong_and_the_patient_bootstrap_disagree():
     t15["diff_roc_auc_p_holm"] = [np.nan] * 3 + [0.02, 0.01, 0.9]
     text = " ".join(answer({"table15": t15}, SPEC)[0])
     (sentence,) = [s for s in text.split(". ") if "reads otherwise" in s]
-    assert "ddim against base (DeLong Holm 0.09, bootstrap Holm 0.01" in sentence
+    assert "ddim against base (DeLong Holm 0.0900, bootstrap Holm 0.0100" in sentence
     assert "trad against base" not in sentence and "ddim against trad" not in sentence
     t15["diff_roc_auc_p_holm"] = [np.nan] * 3 + [0.02, 0.2, 0.9]  # they agree everywhere
     assert "reads otherwise" not in " ".join(answer({"table15": t15}, SPEC)[0])

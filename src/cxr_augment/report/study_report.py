@@ -22,8 +22,9 @@ from cxr_augment.report.html import Figure, NotRun, Section, Table
 
 SPLIT_WORDS = {
     "validation": "the validation set (it also chose each model's epoch and threshold)",
-    "test": "the official test set (held out from every choice)",
-    "internal_test": "the internal test set (20 % of train.csv's patients, held out from every choice)",
+    "test": "the official test set (the radiologists' labels; held out from every choice)",
+    "internal_test": "the internal test set (20 % of train.csv's patients, their report labels "
+    "under the experiment's label policy; held out from every choice)",
     "internal_test_truth": "the internal test set scored against the demo's truth",
 }
 TEST_COLUMNS = [
@@ -82,7 +83,8 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 
 def _p(v: float) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3g}"
+    """A p-value in prose: three significant digits, as the tables show them ("1.00")."""
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:#.3g}"
 
 
 def _p_cell(v: float) -> str:
@@ -153,22 +155,71 @@ def disagreements(rows: list[pd.Series], alpha: float) -> str:
     )
 
 
+def _names(r: pd.Series, split: str) -> str:
+    return f"{r['experiment']} against {r['reference']} on {split}"
+
+
+#: the tests of a comparison read at each classifier's threshold: column, words, the
+#: difference whose sign says which way
+_AT_THRESHOLD = (
+    ("mcnemar_p_holm", "McNemar", "accuracy"),
+    ("diff_f1_p_holm", "bootstrap ΔF1", "diff_f1"),
+    ("diff_kappa_p_holm", "bootstrap Δkappa", "diff_kappa"),
+)
+
+
 def significance(read: list[tuple[str, pd.Series | None]], alpha: float) -> str:
-    """A sentence saying which of the answer's comparisons are significant after Holm's
-    adjustment (clustered DeLong), or that none is, with the smallest adjusted p."""
-    rows = [(split, r) for split, r in read if r is not None and "delong_p_holm" in r]
+    """A sentence saying which of the answer's comparisons are significant on AUC after
+    Holm's adjustment (clustered DeLong), or that none is, with the smallest adjusted p and
+    every comparison that has it (the tests read at a threshold: ``at_threshold``)."""
+    rows = [(split, r) for split, r in read if r is not None]
     ps = [(float(r["delong_p_holm"]), split, r) for split, r in rows
-          if np.isfinite(float(r["delong_p_holm"]))]  # fmt: skip
+          if "delong_p_holm" in r and np.isfinite(float(r["delong_p_holm"]))]  # fmt: skip
     if not ps:
         return "No comparison could be tested."
-    hits = [f"{r['experiment']} against {r['reference']} on {split} (Holm p = {_p(p)})"
-            for p, split, r in ps if p < alpha]  # fmt: skip
+    hits = [f"{_names(r, split)} (Holm p = {_p(p)})" for p, split, r in ps if p < alpha]
     if hits:
-        return f"Significant after Holm's adjustment at {alpha}: " + "; ".join(hits) + "."
-    p, split, r = min(ps, key=lambda x: x[0])
-    return (
-        f"**No comparison is significant** after Holm's adjustment at {alpha}: the smallest "
-        f"adjusted p is {_p(p)} ({r['experiment']} against {r['reference']} on {split})."
+        out = f"On AUC (clustered DeLong), significant after Holm's adjustment at {alpha}: "
+        out += "; ".join(hits) + "."
+    else:
+        low = min(p for p, _, _ in ps)
+        tied = [_names(r, split) for p, split, r in ps if p == low]
+        out = (
+            f"On AUC (clustered DeLong), **no comparison is significant** after Holm's "
+            f"adjustment at {alpha}: the smallest adjusted p is {_p(low)} ({'; '.join(tied)})."
+        )
+    return out
+
+
+def at_threshold(
+    read: list[tuple[str, pd.Series | None]], alpha: float, table: pd.DataFrame | None = None
+) -> str:
+    """A paragraph listing, per test read at each classifier's threshold (McNemar, and the
+    bootstrap differences of F1 and kappa), the comparisons significant after Holm's
+    adjustment with their direction (``table`` gives the accuracies McNemar's is read from);
+    empty when there are none."""
+    rows = [(split, r) for split, r in read if r is not None]
+    items = []
+    for col, word, diff in _AT_THRESHOLD:
+        found = []
+        for split, r in rows:
+            if col not in r or not np.isfinite(float(r[col])) or float(r[col]) >= alpha:
+                continue
+            if diff == "accuracy" and table is not None:
+                a = _value(table, split, r["experiment"], "accuracy")
+                b = _value(table, split, r["reference"], "accuracy")
+                way = f"accuracy {_fmt(a)} against {_fmt(b)}; "
+            elif diff in r and np.isfinite(float(r[diff])):
+                way = f"{float(r[diff]):+.3f}; "
+            else:
+                way = ""
+            found.append(f"{_names(r, split)} ({way}Holm p = {_p(float(r[col]))})")
+        if found:
+            items.append(f"{word}: " + "; ".join(found) + ".")
+    if not items:
+        return ""
+    return "\n- ".join(
+        [f"At those thresholds, significant after Holm's adjustment at {alpha}:", *items]
     )
 
 
@@ -179,17 +230,18 @@ def thresholds_sentence(table: pd.DataFrame, splits: list[str]) -> str:
     if "threshold" not in rows:
         return ""
     rows = rows[rows["split"].isin(splits)].drop_duplicates("experiment")
-    values = [f"{e} {float(t):.3g}" for e, t in zip(rows["experiment"], rows["threshold"],
+    values = [f"{e} {float(t):.4f}" for e, t in zip(rows["experiment"], rows["threshold"],
               strict=True) if pd.notna(t)]  # fmt: skip
     if not values:
         return ""
+    several = rows["seeds"].max() > 1 if "seeds" in rows else False
     return (
         "Accuracy, F1, kappa and McNemar's test read each classifier at its own threshold, the "
-        "one with the best F1 on the validation set (the seeds' mean: "
+        "one with the best F1 on the validation set"
+        + (" (each seed its own; their mean: " if several else " (")
         + ", ".join(values)
-        + "). Where that threshold calls most test images positive (an augmented set moves a "
-        "classifier's scores up; few validation positives make the best F1 a noisy choice), "
-        "accuracy falls far while AUC, which uses no threshold, need not."
+        + "). Few validation positives make that choice noisy: where a threshold calls most "
+        "test images positive, accuracy falls far while AUC, which uses no threshold, need not."
     )
 
 
@@ -254,8 +306,11 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             ]
             for _, r in others.iterrows():
                 e_auc = _value(table, split, r["experiment"], "roc_auc")
+                source = (spec.get("chosen") or {}).get(r["experiment"])
                 words.append(
-                    f"{r['experiment']}: AUC {_fmt(e_auc)} ({e_auc - b_auc:+.3f} against the "
+                    f"{r['experiment']}"
+                    + (f" (its source, chosen on validation: {source})" if source else "")
+                    + f": AUC {_fmt(e_auc)} ({e_auc - b_auc:+.3f} against the "
                     f"baseline; p = {_p(float(r['delong_p']))}, Holm "
                     f"{_p(float(r['delong_p_holm']))})."
                 )
@@ -278,9 +333,12 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
                 "The full tables, with F1, Cohen's kappa, the clustered McNemar test and "
                 "patient-bootstrap differences, follow."
             )
-            threshold = thresholds_sentence(table, answered)
-            if threshold:
-                out.append(threshold)
+            for extra in (
+                thresholds_sentence(table, answered),
+                at_threshold(read_all, alpha, table),
+            ):
+                if extra:
+                    out.append(extra)
             return out, group
     env = spec.get("env")
     how = f"`kedro run --env {env}`" if env else "`kedro run` (or `make run`)"
@@ -403,7 +461,7 @@ def _delong_reference(tests: pd.DataFrame) -> str:
     finite = df[np.isfinite(df)]
     if not len(finite):
         return "normal reference"
-    lo, hi = f"{finite.min():.0f}", f"{finite.max():.0f}"
+    lo, hi = f"{finite.min():.1f}", f"{finite.max():.1f}"
     return f"t reference, Satterthwaite's degrees of freedom {lo if lo == hi else f'{lo}-{hi}'}"
 
 
@@ -942,7 +1000,14 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
     groups = {
         g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
     }  # the answer's candidate tables
-    paragraphs, used = answer(groups, {**params["answer"], "env": params.get("env")})
+    chosen = {  # the experiments whose source validation chose, and the source
+        k.removesuffix(".chosen_augmentation"): v.get("chosen")
+        for k, v in sources.items()
+        if k.endswith(".chosen_augmentation") and isinstance(v, dict) and v.get("chosen")
+    }
+    paragraphs, used = answer(
+        groups, {**params["answer"], "env": params.get("env"), "chosen": chosen}
+    )
     data_note = data_note.replace("{seeds}", seeds_phrase(groups.get(used) if used else None))
     first = Section(
         key="answer",
