@@ -219,7 +219,10 @@ def test_the_tests_read_at_a_threshold_are_named_with_their_direction():
     # AUC: none; the smallest adjusted p is shared by two comparisons, and both are named
     assert ("the smallest adjusted p is 0.109 (trad against base on test; ddim against base "
             "on test)") in text  # fmt: skip
-    assert "At those thresholds, significant after Holm's adjustment at 0.05:\n- McNemar: " in text
+    assert (
+        "At each classifier's threshold, significant after Holm's adjustment at 0.05:\n- McNemar: "
+        in text
+    )
     assert (
         "McNemar: trad against base on test (accuracy 0.400 against 0.840; Holm p = 0.000400)."
         in text

@@ -219,7 +219,7 @@ def at_threshold(
     if not items:
         return ""
     return "\n- ".join(
-        [f"At those thresholds, significant after Holm's adjustment at {alpha}:", *items]
+        [f"At each classifier's threshold, significant after Holm's adjustment at {alpha}:", *items]
     )
 
 
