@@ -388,15 +388,34 @@ def test_the_misclassified_strategy_augments_the_selection_it_is_given(tmp_path)
         {"key": train.key.iloc[[0, 3, 5]].tolist(), "target": [1.0, 0.0, 1.0], "copies": [7, 1, 7]}
     )
     over = {"augmentation": {"methods": ["noise"], "strategy": "misclassified", "seed": 4}}
+    from cxr_augment.datasets.atomic import MatplotlibDataset
+
     catalog = augmented_catalog(
-        tmp_path, "mis", over, manifest, store, misclassified_selection=selection
-    )
+        tmp_path, "mis", over, manifest, store, misclassified_selection=selection,
+        **{"params:augmentation.copies_figure": {"parents_per_class": 2, "copies": 3}},
+    )  # fmt: skip
+    catalog["mis.copies_figure"] = MatplotlibDataset(filepath=str(tmp_path / "copies.png"))
     pipe = build(["mis"], {}, None, {"mis": {"transforms": True, "misclassified": True}})
     SequentialRunner().run(pipe, catalog)
     rows = pd.read_parquet(tmp_path / "mis.parquet")
     assert rows.groupby("parent_key").size().to_dict() == dict(
         zip(selection.key, selection.copies, strict=True)
     )
+    # the figure: two positives and the one negative, each beside its first three copies
+    # (the negative has one), titled with the transform applied
+    from PIL import Image
+
+    assert Image.open(tmp_path / "copies.png").size[0] > 500
+    from cxr_augment.pipelines.classification.nodes import copies_figure
+    from cxr_augment.preprocess.tensor_store import TensorStore
+
+    fig = copies_figure(
+        store, rows, TensorStore(tmp_path / "mis_store"), {"parents_per_class": 2, "copies": 3}
+    )
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles.count("selected positive") == 2 and titles.count("selected negative") == 1
+    assert titles.count("copy 1: noise") == 3 and "copy 3: noise" in titles
+    assert len(titles) == 3 + 3 + 3 + 1
     counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
     assert counts.loc["Positive", "generated_images"] == 14
     assert counts.loc["Negative", "real_images"] == int((train.Pneumothorax.fillna(0) == 0).sum())

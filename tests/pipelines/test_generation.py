@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -215,6 +216,55 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
         SequentialRunner().run(pipe, c)
 
 
+def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(run):
+    """With a generator as its source, the misclassified strategy's images are the selected
+    images' copies, each an image-conditioned edit of its parent (``generation.edit``)."""
+    from cxr_augment.datasets import TorchStateDictDataset
+    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
+
+    catalog, gen, store, manifest, tmp = run
+    train = manifest[(manifest["split"] == "train") & (manifest["view"] == "frontal")]
+    train = train[train["Pneumothorax"].isin([0.0, 1.0])]
+    pos = train[train["Pneumothorax"] == 1.0]["key"].head(2).tolist()
+    neg = train[train["Pneumothorax"] == 0.0]["key"].head(1).tolist()
+    selection = pd.DataFrame({"key": pos + neg, "target": [1.0, 1.0, 0.0], "copies": [3, 2, 1]})
+    exp = {"augmentation": {"source": "ddim", "strategy": "misclassified", "seed": 3}}
+    data = {
+        "manifest": MemoryDataset(manifest),
+        "tensor_store": MemoryDataset(store, copy_mode="assign"),
+        **_params("params:generation", {**gen, "edit": {"strength": 0.6}}),
+        "params:study.defaults": MemoryDataset(DEFAULTS),
+        "params:study.experiments.m": MemoryDataset(exp),
+        "params:preprocessing.masks": MemoryDataset({}),
+        "generation.grey.model": DiffusionModelDataset(path=str(tmp / "models" / "grey")),
+        "generation.ddim.memorisation_summary": MemoryDataset(
+            catalog.load("generation.ddim.memorisation_summary")
+        ),
+        "misclassified_selection": MemoryDataset(selection),
+        "params:augmentation.copies_figure": MemoryDataset({"parents_per_class": 2, "copies": 2}),
+        "m.augmented_store": TensorStoreDataset(path=str(tmp / "m_store")),
+        "m.seed1.checkpoints": CheckpointFolderDataset(path=str(tmp / "m_ck")),
+        "m.seed1.model": TorchStateDictDataset(filepath=str(tmp / "m.pt")),
+        "chexpert_truth": MemoryDataset(None),
+    }
+    pipe = experiment_pipeline("m", {"generators": {"ddim": "grey"}, "misclassified": True})
+    assert "params:generation.edit" in pipe.inputs()
+    for name in pipe.datasets():
+        data.setdefault(name, Kept(copy_mode="assign"))
+    c = DataCatalog(data)
+    SequentialRunner().run(pipe, c)
+    rows = c.load("m.augmented_manifest")
+    assert rows.groupby("parent_key").size().to_dict() == {pos[0]: 3, pos[1]: 2, neg[0]: 1}
+    assert set(rows["strength"]) == {0.6} and set(rows["generator"]) == {"ddim"}
+    want = manifest.set_index("key").loc[rows["parent_key"], "patient_id"].to_numpy()
+    assert (rows["patient_id"].to_numpy() == want).all()
+    assert len(c.load("m.augmented_store")) == 6
+    titles = [ax.get_title() for ax in c.load("m.copies_figure").axes if ax.get_title()]
+    assert titles.count("copy 1: edit, strength 0.6") == 3  # two positives, one negative
+    assert titles.count("copy 2: edit, strength 0.6") == 2 and len(titles) == 3 + 5
+    assert c.load("m.predictions")["prob"].between(0, 1).all()
+
+
 def test_each_node_reads_the_generation_settings_it_uses(parameters):
     """A table's or figure's setting reaches only the tables and figures; a sampler's only its
     generator's set and what is made from it, not a model's training (each setting, or one
@@ -270,5 +320,6 @@ def test_an_augmented_set_reads_only_its_generators_settings():
     assert params == {
         "params:generation.device",
         "params:generation.sampling",
+        "params:generation.edit",  # the misclassified strategy's edits
         "params:generation.generators.ddim",
     }

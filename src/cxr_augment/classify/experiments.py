@@ -248,6 +248,19 @@ def augmentation_plan(
     return job, rows, selection, counts.assign(experiment=spec["name"])
 
 
+def generator_images(a: dict) -> str:
+    """How a generator makes an experiment's images: ``augmentation.images`` (``edit`` or
+    ``draw``), by default ``edit`` for a strategy whose selection is given (misclassified:
+    particular images chosen for augmentation) and ``draw`` for one drawn from the labels."""
+    from cxr_augment.augment import strategies
+
+    default = "edit" if strategies.settings(a["strategy"]).get("external") else "draw"
+    mode = a.get("images", default)
+    if mode not in ("edit", "draw"):
+        raise ValueError(f"augmentation.images must be 'edit' or 'draw', got {mode!r}")
+    return mode
+
+
 def generation_plan(
     exp: pd.DataFrame,
     store: TensorStore,
@@ -257,15 +270,23 @@ def generation_plan(
     memorisation: dict,
     selection: pd.DataFrame | None = None,
 ):
-    """The experiment's synthetic set from a diffusion generator (``augmentation.source``):
-    the strategy's selection says how many images of each class (the sum of its copies), and
-    the generator makes them (thesis 4.5 with a generator in place of the transforms).
+    """The experiment's synthetic set from a diffusion generator (``augmentation.source``),
+    thesis 4.5 with a generator in place of the transforms, in one of two ways
+    (``generator_images``):
+
+    - ``draw``: the strategy's selection says how many images of each class (the sum of its
+      copies), and the generator draws them from noise (the unbalanced and balanced
+      strategies: the thesis's generated sets);
+    - ``edit``: each selected image gets its copies as image-conditioned edits of itself
+      (SDEdit: ``generation.sets.edited_set``, at ``augmentation.strength`` or
+      ``generation.edit.strength``), the misclassified strategy's default: the images it
+      selected are the ones augmented, as with the transforms.
 
     A generator whose memorisation check failed (share of generated images closer to a
     training image than the real-to-real percentile above ``max_share``) is refused.
     """
     from cxr_augment.augment import strategies
-    from cxr_augment.generation.sets import generated_set
+    from cxr_augment.generation.sets import edited_set, generated_set
     from cxr_augment.pipelines.generation.nodes import sampler_config
 
     a = spec["augmentation"]
@@ -286,18 +307,35 @@ def generation_plan(
         )
     train_rows = exp[(exp["split"] == "train") & ~exp["target"].isna()]
     selection = _selection(train_rows, a, selection)
-    per_class = selection.groupby("target")["copies"].sum()
-    counts = {int(c): int(per_class.get(c, 0)) for c in (0, 1)}
-    job, rows = generated_set(
-        model,
-        counts,
-        sampler_config(generation, source, **a.get("sampler", {})),
-        int(a["seed"]),
-        store.shape,
-        prefix=f"generated/{spec['name']}",
-        name=source,
-        model_name=generation["generators"][source]["model"],
-    )
+    sampler = sampler_config(generation, source, **a.get("sampler", {}))
+    model_name = generation["generators"][source]["model"]
+    if generator_images(a) == "edit":  # each selected image, redrawn in part (SDEdit)
+        strength = float(a.get("strength", generation.get("edit", {}).get("strength", 0.5)))
+        job, rows = edited_set(
+            model,
+            selection,
+            train_rows,
+            store,
+            sampler,
+            strength,
+            int(a["seed"]),
+            prefix=f"generated/{spec['name']}",
+            name=source,
+            model_name=model_name,
+        )
+    else:  # as many new draws of each class as the selection's copies add up to
+        per_class = selection.groupby("target")["copies"].sum()
+        counts = {int(c): int(per_class.get(c, 0)) for c in (0, 1)}
+        job, rows = generated_set(
+            model,
+            counts,
+            sampler,
+            int(a["seed"]),
+            store.shape,
+            prefix=f"generated/{spec['name']}",
+            name=source,
+            model_name=model_name,
+        )
     table = strategies.counts_table(train_rows, selection, a["strategy"])
     return job, rows, selection, table.assign(experiment=spec["name"], source=source)
 

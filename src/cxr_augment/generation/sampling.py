@@ -27,6 +27,11 @@ an option), ``torch.compile`` as an option. On a CPU the UNet evaluates each bat
 and the scheduler's steps are the whole batch's. Batch b of class c starts from noise seeded by
 (seed, c, b): same seed, same bytes on CPU (for one batch size and chunk).
 
+``edit_batch`` is image-conditioned generation (SDEdit, Meng et al. 2022): a real image is
+noised part of the way to T and denoised from there with its class, so the new image keeps
+the parent's layout and the model redraws its detail (the misclassified strategy's images
+from a generator: ``sets.edited_set``).
+
 Two sets drawn from one model with one sampler and seed share their batches: the study's
 unbalanced, balanced and misclassified sets of one generator are the same images up to their
 counts. ``sample_batch_memo`` keeps the batches a process has sampled (the earliest first, up
@@ -132,17 +137,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
-def batch_seed(seed: int, cls: int, batch: int) -> int:
-    return int(
-        np.random.SeedSequence([seed, cls, batch]).generate_state(1, dtype=np.uint64)[0] >> 1
-    )
+EDIT_SALT = 1  # an edit's noise is not a draw's of the same (seed, class, batch)
 
 
-@torch.inference_mode()
-def sample_batch(
-    model: DiffusionModel, cls: int, n: int, sampler: SamplerConfig, seed: int, batch: int = 0
-) -> np.ndarray:
-    """One batch of ``n`` images of class ``cls`` (uint8, (n, s, s) at the model's size)."""
+def batch_seed(seed: int, cls: int, batch: int, salt: int | None = None) -> int:
+    entropy = [seed, cls, batch] if salt is None else [seed, cls, batch, salt]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _net(model: DiffusionModel, cls: int, sampler: SamplerConfig):
+    """The UNet for class ``cls`` on the sampler's device (compiled where asked), its class
+    label (None: an unconditional model) and the null label for guidance."""
     device = resolve_device(sampler.device)
     unet, label = model.unet_for(cls)
     unet = unet.to(device).eval()
@@ -152,19 +157,19 @@ def sample_batch(
     null = None if label is None else null_class(unet)
     if label is None and sampler.guidance != 1.0:
         raise ValueError("guidance needs a class-conditional model")
-    scheduler = make_scheduler(sampler, model.schedule)
-    g = torch.Generator().manual_seed(batch_seed(seed, cls, batch))
-    c, s = unet.config.in_channels, unet.config.sample_size
-    # 1. x_T ~ N(0, I), scaled as the scheduler starts (1 for these three)
-    x = (torch.randn((n, c, s, s), generator=g) * scheduler.init_noise_sigma).to(device)
-    if device.type == "cuda" and sampler.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    return net, unet, label, null, device
+
+
+def _denoise(net, x, timesteps, scheduler, label, null, sampler, device, g) -> torch.Tensor:
+    """The sampler's loop from ``x`` at ``timesteps[0]`` down to x_0."""
     from cxr_augment.cpu import use_bf16_cpu
 
+    n = x.shape[0]
+    if device.type == "cuda" and sampler.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     bf16 = sampler.bf16 if device.type == "cuda" else use_bf16_cpu(sampler.bf16_cpu)
     step_kwargs = {"eta": sampler.eta} if sampler.scheduler == "ddim" else {}
     chunk = n if device.type == "cuda" or not sampler.cpu_chunk else int(sampler.cpu_chunk)
-    timesteps = scheduler.timesteps
     for t in tqdm(timesteps, disable=not sampler.progress, leave=False, desc="sampling"):
         xin = scheduler.scale_model_input(x, t)
         tt = torch.full((n,), int(t), dtype=torch.long, device=device)
@@ -185,9 +190,73 @@ def sample_batch(
                         for lo in range(0, n, chunk)
                     ]
                 )
-        # 2. x_{t-1} from the scheduler's update (in float32; its noise from our generator)
+        # x_{t-1} from the scheduler's update (in float32; its noise from our generator)
         x = scheduler.step(eps.float(), t, x, generator=g, **step_kwargs).prev_sample
-    return to_uint8(x)
+    return x
+
+
+@torch.inference_mode()
+def sample_batch(
+    model: DiffusionModel, cls: int, n: int, sampler: SamplerConfig, seed: int, batch: int = 0
+) -> np.ndarray:
+    """One batch of ``n`` images of class ``cls`` (uint8, (n, s, s) at the model's size)."""
+    net, unet, label, null, device = _net(model, cls, sampler)
+    scheduler = make_scheduler(sampler, model.schedule)
+    g = torch.Generator().manual_seed(batch_seed(seed, cls, batch))
+    c, s = unet.config.in_channels, unet.config.sample_size
+    # x_T ~ N(0, I), scaled as the scheduler starts (1 for these three)
+    x = (torch.randn((n, c, s, s), generator=g) * scheduler.init_noise_sigma).to(device)
+    return to_uint8(_denoise(net, x, scheduler.timesteps, scheduler, label, null, sampler,
+                             device, g))  # fmt: skip
+
+
+def edit_start(scheduler, strength: float) -> int:
+    """Where an edit of ``strength`` enters the sampler's timesteps: the first
+    ``len(timesteps) - int(strength * len(timesteps))`` are skipped (diffusers' image-to-image
+    rule, ``get_timesteps``). Strength 1 starts from (almost) pure noise, 0 takes no step."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"edit strength must be in [0, 1], got {strength!r}")
+    n = len(scheduler.timesteps)
+    return n - min(int(float(strength) * n), n)
+
+
+@torch.inference_mode()
+def edit_batch(
+    model: DiffusionModel,
+    images: np.ndarray,
+    cls: int,
+    sampler: SamplerConfig,
+    strength: float,
+    seed: int,
+    batch: int = 0,
+) -> np.ndarray:
+    """Image-conditioned generation (SDEdit, Meng et al. 2022): each of ``images`` (uint8,
+    (n, s, s) at the model's size) is noised to the sampler's timestep ``strength`` of the way
+    to T (``scheduler.add_noise``: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps) and denoised
+    from there by the sampler with class ``cls``. A new image near its parent: the larger
+    ``strength``, the more the model redraws. Noise seeded by (seed, cls, batch, "edit"):
+    same seed, same bytes on CPU."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"edit_batch takes uint8 images (n, s, s), got {images.dtype} {images.shape}"
+        )
+    net, unet, label, null, device = _net(model, cls, sampler)
+    c, s = unet.config.in_channels, unet.config.sample_size
+    if images.shape[1:] != (s, s):
+        raise ValueError(f"edit_batch: images are {images.shape[1:]}, the model's size is {(s, s)}")
+    scheduler = make_scheduler(sampler, model.schedule)
+    start = edit_start(scheduler, strength)
+    x0 = torch.from_numpy(images).float().div(127.5).sub(1.0)[:, None].expand(-1, c, -1, -1)
+    if start >= len(scheduler.timesteps):  # strength 0: nothing redrawn
+        return to_uint8(x0)
+    if hasattr(scheduler, "set_begin_index"):  # multistep solvers count their steps from here
+        scheduler.set_begin_index(start)
+    timesteps = scheduler.timesteps[start:]
+    g = torch.Generator().manual_seed(batch_seed(seed, cls, batch, salt=EDIT_SALT))
+    noise = torch.randn(x0.shape, generator=g)
+    x = scheduler.add_noise(x0.contiguous(), noise, timesteps[:1].repeat(x0.shape[0])).to(device)
+    return to_uint8(_denoise(net, x, timesteps, scheduler, label, null, sampler, device, g))
 
 
 class BatchMemo:

@@ -128,3 +128,116 @@ def generated_set(
     produce = _BatchedProducer(model, plan, sampler, int(seed), tuple(out_shape), chash)
     job = StoreWrite(plan["key"].tolist(), produce, tuple(out_shape), h.hexdigest(), max_workers=1)
     return job, manifest
+
+
+class _EditProducer:
+    """``produce(i)`` for the store writer: edits image i's batch of parents on first use."""
+
+    def __init__(self, model, plan: pd.DataFrame, store, sampler, strength, seed, shape):
+        from cxr_augment.generation.training import to_model_size
+
+        self.model, self.sampler, self.strength, self.seed = model, sampler, strength, seed
+        self.store, self.shape, self.resize = store, shape, to_model_size
+        self.cls = plan["target"].to_numpy(int)
+        self.batch = plan["batch"].to_numpy(int)
+        self.slot = plan["slot"].to_numpy(int)
+        self.parents = {k: g["parent_key"].tolist() for k, g in plan.groupby(["target", "batch"])}
+        self._key, self._images = None, None
+
+    def __call__(self, i: int) -> np.ndarray:
+        from cxr_augment.generation.sampling import edit_batch
+
+        key = (int(self.cls[i]), int(self.batch[i]))
+        if key != self._key:
+            s = self.model.sample_size
+            parents = np.stack(
+                [self.resize(self.store.get(k), s) for k in self.parents[(float(key[0]), key[1])]]
+            )
+            self._images = edit_batch(
+                self.model, parents, key[0], self.sampler, self.strength, self.seed, key[1]
+            )
+            self._key = key
+        return to_store_shape(self._images[int(self.slot[i])], self.shape)
+
+
+def edited_set(
+    model: DiffusionModel,
+    selection: pd.DataFrame,
+    train: pd.DataFrame,
+    store,
+    sampler: SamplerConfig,
+    strength: float,
+    seed: int,
+    prefix: str,
+    name: str,
+    model_name: str = "",
+) -> tuple[StoreWrite, pd.DataFrame]:
+    """The lazy store write of ``copies`` image-conditioned edits of each selected training
+    image (``sampling.edit_batch``: SDEdit with the parent's class), and their manifest: the
+    thesis's "augment the selected images" with a generator in place of the transforms.
+
+    Args:
+        model: the trained generator.
+        selection: ``key``, ``target``, ``copies`` of the images to edit.
+        train: the training rows (``key``, ``patient_id``, ``view``): each edit is its
+            parent's patient's and view's.
+        store: the real images (the parents, read by key), at the classifier's size.
+        sampler, strength, seed: how each edit is made (its noise is seeded by (seed, class,
+            batch)).
+        prefix, name, model_name: key prefix, the generator's and its model's name.
+
+    Returns:
+        The ``StoreWrite`` and one manifest row per image: key, parent_key, copy, target,
+        batch, slot, generator, model, scheduler, steps, eta, guidance, strength, seed,
+        checkpoint_hash, patient_id, view.
+    """
+    b = int(sampler.batch_size)
+    chash = model.checkpoint_hash()
+    sel = selection[selection["copies"] > 0]
+    parents = sel.loc[sel.index.repeat(sel["copies"])].reset_index(drop=True)
+    parents["copy"] = parents.groupby("key").cumcount()
+    parents = parents.sort_values("target", kind="stable").reset_index(drop=True)
+    j = parents.groupby("target").cumcount().to_numpy()
+    plan = pd.DataFrame(
+        {
+            "key": [
+                f"{prefix}/{k}#{c}" for k, c in zip(parents["key"], parents["copy"], strict=True)
+            ],
+            "parent_key": parents["key"].to_numpy(),
+            "copy": parents["copy"].to_numpy(int),
+            "target": parents["target"].to_numpy(float),
+            "batch": j // b,
+            "slot": j % b,
+        }
+    )
+    missing = ~plan["parent_key"].isin(train["key"])
+    if missing.any():
+        raise ValueError(
+            f"edited_set: {int(missing.sum())} selected images are not training rows "
+            f"(first: {plan['parent_key'][missing].iloc[0]})"
+        )
+    d = sampler.describe()
+    info = train.drop_duplicates("key").set_index("key")[["patient_id", "view"]]
+    manifest = plan.join(info, on="parent_key").assign(
+        generator=name,
+        model=model_name,
+        scheduler=d["scheduler"],
+        steps=d["steps"] if d["steps"] else model.schedule.num_train_timesteps,
+        eta=d["eta"],
+        guidance=d["guidance"] if model.conditioning == "class_conditional" else np.nan,
+        strength=float(strength),
+        seed=int(seed),
+        checkpoint_hash=chash,
+        model_size=model.sample_size,
+        channels=model.channels,
+        origin="diffusion",
+        split="train",
+    )
+    shape = tuple(store.shape)
+    h = hashlib.sha256()
+    h.update(json.dumps([chash, d, b, float(strength), int(seed), list(shape), prefix,
+                         store.fingerprint], default=str).encode())  # fmt: skip
+    h.update(pd.util.hash_pandas_object(plan, index=False).values.tobytes())
+    produce = _EditProducer(model, plan, store, sampler, float(strength), int(seed), shape)
+    job = StoreWrite(plan["key"].tolist(), produce, shape, h.hexdigest(), max_workers=1)
+    return job, manifest

@@ -242,6 +242,57 @@ def augmentation_examples(manifest: pd.DataFrame, store: TensorStore, params: di
     return fig
 
 
+def copies_figure(
+    store: TensorStore,
+    augmented_manifest: pd.DataFrame,
+    augmented_store: TensorStore,
+    params: dict,
+):
+    """The misclassified strategy's images as a reader checks them: for the first
+    ``parents_per_class`` selected images of each class (in the set's order), the image and
+    its first ``copies`` copies below it, each titled with how it was made (the transforms
+    applied, or a generator's edit and its strength). A generator's class draws, which have no
+    parent, are shown by class instead."""
+    import matplotlib.pyplot as plt
+
+    m = augmented_manifest
+    per_class, copies = int(params["parents_per_class"]), int(params["copies"])
+    grid: list[list[tuple[np.ndarray, str]]] = []  # one list per column
+    for cls in sorted(m["target"].dropna().unique(), reverse=True):
+        rows = m[m["target"] == cls]
+        name = "positive" if cls == 1 else "negative" if cls == 0 else f"target {cls:g}"
+        if "parent_key" not in rows:  # draws: no parent to show
+            picks = rows.head(per_class * copies)
+            for lo in range(0, len(picks), copies):
+                grid.append([(augmented_store.get(k), f"{name}, draw")
+                             for k in picks["key"].iloc[lo : lo + copies]])  # fmt: skip
+            continue
+        for parent in rows["parent_key"].drop_duplicates().head(per_class):
+            kids = rows[rows["parent_key"] == parent].head(copies)
+            line = [(store.get(parent), f"selected {name}")]
+            for k in kids.itertuples(index=False):
+                if "strength" in kids:
+                    how = f"edit, strength {k.strength:g}"
+                else:
+                    how = str(getattr(k, "applied", "") or "unchanged").replace("+", ", ")
+                line.append((augmented_store.get(k.key), f"copy {k.copy + 1}: {how}"))
+            grid.append(line)
+    # one column per selected image: the image on top, its copies below it
+    rows, cols = max((len(line) for line in grid), default=1), max(len(grid), 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for c, line in enumerate(grid):
+        for r, (img, title) in enumerate(line):
+            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=255)
+            axes[r, c].set_title(title, fontsize=6)
+    if not grid:
+        axes[0, 0].text(0.5, 0.5, "no augmented images", ha="center", va="center")
+    fig.suptitle("The misclassified strategy: selected images and their copies", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def predict_images(
     images: pd.DataFrame,
     store: TensorStore,

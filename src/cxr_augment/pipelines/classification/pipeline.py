@@ -16,17 +16,19 @@ from cxr_augment.pipelines.classification.nodes import choose_rules
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
 
-SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
+SETTING = "generation__"
+COPIES_FIGURE = "params:augmentation.copies_figure"  # nodes.augmented_set's keyword arguments of generation settings
 
 
 def _generation_settings(generators) -> dict[str, str]:
     """What an augmented set sampled from ``generators`` reads of the ``generation`` settings
-    (``classify.experiments.generation_plan``): the sampling defaults, the device and those
+    (``classify.experiments.generation_plan``): the sampling defaults, the device, the edits'
+    defaults (``edit``: the misclassified strategy's image-conditioned images) and those
     generators' entries."""
     from cxr_augment.pipelines.generation.pipeline import settings
     from cxr_augment.study import generation_config
 
-    keys = ("device", "sampling", *(f"generators.{g}" for g in generators))
+    keys = ("device", "sampling", "edit", *(f"generators.{g}" for g in generators))
     return settings(generation_config(), keys)
 
 
@@ -90,6 +92,15 @@ def experiment_pipeline(
                 else "augment_images",
             )
         )
+        if wiring.get("misclassified"):  # the selected images beside their copies
+            steps.append(
+                Node(
+                    nodes.copies_figure,
+                    ["tensor_store", "augmented_manifest", "augmented_store", COPIES_FIGURE],
+                    "copies_figure",
+                    name="plot_copies",
+                )
+            )
     per_seed = []
     for s in seeds:
         if augmented:
@@ -153,6 +164,7 @@ def experiment_pipeline(
             "params:study.defaults": "params:study.defaults",
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
+            **({COPIES_FIGURE: COPIES_FIGURE} if augmented and wiring.get("misclassified") else {}),
             **(
                 {v: v for v in _generation_settings(wiring["generators"]).values()}
                 if augmented and wiring.get("generators")
