@@ -75,3 +75,20 @@ def test_agreement_with_truth_counts_what_the_policy_keeps():
     assert a["sensitivity"] == pytest.approx(2 / 3)
     b = labels.agreement_with_truth(RAW, truth, LabelPolicy("ignore", "ignore"))
     assert b["kept"] == 3 and b["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_a_share_is_rounded_half_up_from_the_exact_fraction():
+    """29 of 2,000 is 1.45 %: 1.5 % half up, where the float 1.45 prints 1.4."""
+    import math
+    from decimal import ROUND_HALF_UP, Decimal
+    from fractions import Fraction
+
+    assert f"{100 * 29 / 2000:.1f}" == "1.4"  # the float's rounding, which the table avoids
+    assert labels._cell(29, 2000) == "29 (1.5%)"
+    assert labels._cell(0, 0) == "0 (0.0%)"
+    for total in (1, 3, 7, 40, 2000, 2413, 44683):
+        for n in {0, 1, total // 3, total // 2, total - 1, total}:
+            want = Decimal(math.floor(Fraction(1000 * n, total) + Fraction(1, 2))) / 10
+            assert (
+                labels._cell(n, total) == f"{n} ({want.quantize(Decimal('0.1'), ROUND_HALF_UP)}%)"
+            )

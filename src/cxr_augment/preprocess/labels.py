@@ -100,7 +100,11 @@ def relabel_rows(raw) -> np.ndarray:
 
 
 def _cell(n: int, total: int) -> str:
-    return f"{n} ({100.0 * n / max(total, 1):.1f}%)"
+    """``n (share%)``, the share to one decimal rounded half up from the exact fraction
+    (29 of 2,000 is 1.5 %, where a float's 1.45 prints 1.4)."""
+    tenths, rest = divmod(1000 * int(n), max(int(total), 1))
+    tenths += 2 * rest >= max(int(total), 1)
+    return f"{n} ({tenths // 10}.{tenths % 10}%)"
 
 
 def distribution_table(raw: pd.Series, observation: str) -> pd.DataFrame:
