@@ -41,7 +41,7 @@ def final(m):
     return {"v": m * 10}
 
 
-def _setup(tmp_path, factor=2, memory=MemoryDataset):
+def _setup(tmp_path, factor=2, memory=MemoryDataset, note=None):
     src = JSONDataset(filepath=str(tmp_path / "src.json"))
     if not (tmp_path / "src.json").exists():
         src.save({"v": 3})
@@ -52,7 +52,8 @@ def _setup(tmp_path, factor=2, memory=MemoryDataset):
             "out": JSONDataset(filepath=str(tmp_path / "out.json")),
             "mem": memory(),
             "end": JSONDataset(filepath=str(tmp_path / "end.json")),
-            "params:p": MemoryDataset({"factor": factor}),
+            # ``note``: a parameter value that changes the node's version, not its output
+            "params:p": MemoryDataset({"factor": factor, **({"note": note} if note else {})}),
         },
     )
     pipe = Pipeline(
@@ -87,6 +88,38 @@ def test_second_run_skips_everything_and_a_change_reruns_exactly_what_follows(tm
     # an in-memory output is made again when a reader must run
     (tmp_path / "end.json").unlink()
     assert _run(tmp_path, factor=3) == ["in_memory", "final"]
+
+
+def test_a_node_whose_inputs_are_byte_for_byte_as_before_is_not_run(tmp_path, caplog):
+    """A node reruns and writes the bytes it wrote before: the nodes after it find their
+    inputs as when they last ran and are not run (their records move on). A node with an
+    output in memory still runs, since its readers need that output."""
+    import logging
+
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    with caplog.at_level(logging.INFO):
+        assert _run(tmp_path, note="same output") == ["double", "in_memory"]
+    assert any("2 nodes found their inputs byte for byte" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 70}
+    assert _run(tmp_path, note="same output") == []  # the records moved on
+    # other bytes: everything after runs
+    assert _run(tmp_path, factor=3, note="same output") == [
+        "double", "plus_one", "in_memory", "final"
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 100}
+    # an output gone: its node runs although its inputs are unchanged
+    _run(tmp_path, factor=3)
+    (tmp_path / "out.json").unlink()
+    assert _run(tmp_path, factor=3, note="again") == ["double", "plus_one", "in_memory"]
+    # records made before the runner kept the inputs' records: the next run makes them for
+    # the nodes it finds up to date, and from then on a maker's rerun is cut short
+    assert _run(tmp_path, factor=3) == ["double", "in_memory"]
+    (tmp_path / "state.inputs.json").unlink()
+    assert _run(tmp_path, factor=3) == []
+    made = json.loads((tmp_path / "state.inputs.json").read_text())
+    assert set(made) == {"double", "plus_one", "in_memory", "final"}
+    assert _run(tmp_path, factor=3, note="x") == ["double", "in_memory"]
 
 
 def test_a_changed_source_reruns_its_readers(tmp_path):
@@ -181,8 +214,12 @@ def test_records_of_an_earlier_code_carry_over_only_where_they_match_it(tmp_path
     assert all(records[n] == current[n] for n in moved)
     assert records["final"] == "0123456789abcdef"  # neither earlier nor current: stays
     assert carry_from(records, earlier, current)[1] == []  # already current: nothing moves
-    # carried over, the run under the new fingerprints redoes only the node whose record
-    # matched neither code (and the in-memory node it reads)
+    # carried over, the run under the new fingerprints takes up only the node whose record
+    # matched neither code (and the in-memory node it reads, which runs); that node's inputs
+    # and code are, byte for byte, those it last ran with, so it is not run itself
+    state.write_text(json.dumps(records))
+    assert _run(tmp_path, factor=3) == ["in_memory"]
+    (tmp_path / "state.inputs.json").unlink()  # no record of its inputs: it runs
     state.write_text(json.dumps(records))
     assert _run(tmp_path, factor=3) == ["in_memory", "final"]
 
@@ -208,8 +245,9 @@ def test_a_part_of_the_project_finds_the_fingerprints_the_whole_project_recorded
     # the part reads `mid` as its maker made it, up to date: the same fingerprints, no rerun
     assert run(*part()) == []
     # the maker's parameter changed and it has not run again: its output counts by its file
-    # (as it did before), so the part reruns what reads it ...
-    assert run(*part(factor=3)) == ["plus_one", "in_memory", "final"]
+    # (as it did before), so the part takes up what reads it; their inputs are the bytes they
+    # last ran on, so only the node with an output in memory runs ...
+    assert run(*part(factor=3)) == ["in_memory"]
     # ... and once the maker has run, what read its old output runs again
     assert _run(tmp_path, factor=3) == ["double", "plus_one", "in_memory", "final"]
     assert json.loads((tmp_path / "end.json").read_text()) == {"v": (3 * 3 + 1) * 10}
@@ -324,10 +362,10 @@ def test_a_parallel_task_notes_its_own_time(monkeypatch):
     assert seconds == {"plus_one": 2.5}
 
 
-def _parallel_run(tmp_path, factor=2):
+def _parallel_run(tmp_path, factor=2, note=None):
     from kedro.io import SharedMemoryDataCatalog
 
-    pipe, catalog = _setup(tmp_path, factor=factor, memory=ProcessMemoryDataset)
+    pipe, catalog = _setup(tmp_path, factor=factor, memory=ProcessMemoryDataset, note=note)
     shared = SharedMemoryDataCatalog(datasets={n: catalog.get(n) for n in catalog.keys()})
     runner = ParallelIncrementalRunner(max_workers=2, state=tmp_path / "state.json")
     runner.run(pipe, shared, _create_hook_manager())
@@ -362,6 +400,12 @@ def test_the_parallel_runner_runs_in_workers_records_in_the_main_process_and_sha
         runner = _parallel_run(tmp_path, factor=3)
     assert runner._seconds == {}
     assert any("4 of 4 nodes up to date" in r.getMessage() for r in caplog.records)
+    # its maker reran with the same bytes: a reader with its inputs unchanged is not sent
+    # to a worker (the one with an output in memory is, and what reads only it is not)
+    runner = _parallel_run(tmp_path, factor=3, note="same output")
+    assert set(runner._seconds) == {"double", "in_memory"}
+    assert runner._cut == {"plus_one", "final"}
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 100}
 
 
 def _package(root):
@@ -547,3 +591,24 @@ def test_a_line_cut_short_by_a_kill_is_skipped_and_counted_and_a_wrong_file_name
     records.write_text(json.dumps({"x.train_classifier_seed1": "abc"}, indent=0))
     with pytest.raises(ValueError, match=r"nodes\.json: no line is a run-log event.*times\.jsonl"):
         time_summary(records)
+
+
+def test_if_kedro_makes_its_tasks_otherwise_nothing_is_skipped_by_bytes(
+    tmp_path, monkeypatch, caplog
+):
+    """The runner points ``kedro.runner.runner.Task`` at its own task for a run; where Kedro
+    no longer makes its tasks through that name, it says so and runs what it planned."""
+    import logging
+
+    import kedro.runner.runner as kedro_runner
+
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+
+    class Other(kedro_runner.Task):
+        pass
+
+    monkeypatch.setattr(kedro_runner, "Task", Other)
+    with caplog.at_level(logging.WARNING):
+        assert _run(tmp_path, note="x") == ["double", "plus_one", "in_memory", "final"]
+    assert any("makes its tasks otherwise" in r.getMessage() for r in caplog.records)
+    assert kedro_runner.Task is Other  # left as found

@@ -19,7 +19,12 @@ fingerprint does not depend on which pipeline runs it.
 
 A node whose outputs live only in memory runs when a node that reads them runs. A node runs
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
-that read it and everything downstream. The records are ``data/.incremental/nodes.json``
+that read it and everything downstream, with one exception: a node whose turn comes and
+whose inputs are byte for byte those it last ran on (``content_key``: its version, its
+persisted inputs' ``path_fingerprint``, its in-memory inputs' makers' keys; recorded in
+``<records>.inputs.json``) is not run, so a maker that reran and wrote the same bytes stops
+there. Both runner loops make their tasks through ``kedro.runner.runner.Task``, which points
+at ``_Task`` during a run: it asks the runner when it is made, in the main process. The records are ``data/.incremental/nodes.json``
 (``--runner-params state=...`` to move them), written after each node that succeeds (once its
 outputs are saved), so an interrupted run resumes where it stopped. Beside them,
 ``nodes.times.jsonl`` logs each run's start and end and each node's seconds (``time_summary``
@@ -49,6 +54,7 @@ from typing import Any
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import ParallelRunner, SequentialRunner
+from kedro.runner.task import Task
 
 from cxr_augment.orchestration.run_log import log_event, stamp, times_path
 from cxr_augment.orchestration.versions import (
@@ -296,6 +302,79 @@ def nodes_to_run(pipeline: Pipeline, catalog, current: dict[str, str], recorded:
     return [n for n in pipeline.nodes if n in run]
 
 
+def content_path(state: Path) -> Path:
+    """The records of each node's inputs by their bytes, beside ``state``."""
+    return state.with_name(state.stem + ".inputs.json")
+
+
+def content_key(node, catalog, made: dict[str, str]) -> str | None:
+    """What a node's outputs depend on, by its inputs' **bytes** rather than their makers:
+    its version (code, bound arguments, parameter values), each persisted input's
+    ``path_fingerprint`` (a file's bytes), each in-memory input's maker's key (``made``, as
+    the run computed it), and the code of its inputs' and outputs' project dataset classes.
+    None when it cannot be known (an in-memory input whose maker's key is not known, an
+    input with no path)."""
+    params = {n: catalog.load(n) for n in node.inputs if is_parameter(n)}
+    parts = [node_version(node, params)]
+    for name in node.inputs:
+        if is_parameter(name):
+            continue
+        dataset = _dataset(catalog, name)
+        if getattr(dataset, "is_state", False):
+            continue
+        if isinstance(dataset, MemoryDataset):
+            if name not in made:
+                return None
+            parts.append(f"{name}<{made[name]}")
+            continue
+        path = dataset_path(dataset)
+        found = path_fingerprint(path) if path else None
+        if found is None:
+            return None
+        parts.append(f"{name}#{found}")
+        if type(dataset).__module__.split(".")[0] == PACKAGE:
+            parts.append(f"{name}:{object_code(type(dataset))[:16]}")
+    for name in node.outputs:
+        kind = type(_dataset(catalog, name))
+        if kind.__module__.split(".")[0] == PACKAGE:
+            parts.append(f"{name}:{object_code(kind)[:16]}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+_DECIDE = None  # the running incremental runner's decision, while its run goes on
+
+
+class _Task(Task):
+    """Kedro's ``Task``, made when a node's turn comes (its inputs are then written): the
+    incremental runner decides there whether the node's inputs are, byte for byte, the ones it
+    last ran on (``cut``), in which case the task does nothing. Both runner loops make their
+    tasks through ``kedro.runner.runner.Task``, which ``_tasks`` points here during a run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cut = bool(_DECIDE is not None and _DECIDE(self.node))
+
+    def execute(self):
+        return self.node if self.cut else super().execute()
+
+
+@contextlib.contextmanager
+def _tasks(decide) -> Iterator[None]:
+    import kedro.runner.runner as kedro_runner
+
+    global _DECIDE
+    if kedro_runner.Task is not Task:  # Kedro changed how its loops make tasks
+        log.warning("Incremental run: Kedro's runner makes its tasks otherwise; no node is "
+                    "skipped by its inputs' bytes")  # fmt: skip
+        yield
+        return
+    kedro_runner.Task, _DECIDE = _Task, decide
+    try:
+        yield
+    finally:
+        kedro_runner.Task, _DECIDE = Task, None
+
+
 class _Incremental:
     """What ``IncrementalRunner`` and ``ParallelIncrementalRunner`` share: the nodes to run, and
     each node's record, written by the main process once the node's outputs are saved (a
@@ -309,6 +388,11 @@ class _Incremental:
         self._current: dict[str, str] = {}
         self._records: dict[str, str] = {}
         self._seconds: dict[str, float] = {}
+        self._contents: dict[str, str] = {}  # node -> its inputs' key when it last ran
+        self._keys: dict[str, str | None] = {}  # node -> its inputs' key in this run
+        self._cut: set[str] = set()
+        self._catalog = None
+        self._made_by: dict[str, str] = {}  # in this run: dataset -> the node that makes it
 
     def run(self, pipeline: Pipeline, catalog, hook_manager=None, run_id=None, **kwargs: Any):
         with _exclusive(self._state):  # the records are read and written by one run at a time
@@ -330,6 +414,12 @@ class _Incremental:
             self._state,
         )
         self._current, self._records, self._seconds = current, recorded, {}
+        # without records (deleted: every node reruns) the inputs' records go too
+        contents = _read(content_path(self._state)) if read else {}
+        self._contents, self._keys, self._cut = contents, {}, set()
+        self._catalog = catalog
+        self._made_by = {o: n.name for n in todo for o in n.outputs}
+        self._record_inputs_of_up_to_date(pipeline, catalog, {n.name for n in todo})
         start = time.perf_counter()
         self._run_key = uuid.uuid4().hex[:12]
         if todo:
@@ -343,13 +433,14 @@ class _Incremental:
         try:
             if not todo:
                 return {}
-            return super().run(
-                pipeline.filter(node_names=[n.name for n in todo]),
-                catalog,
-                hook_manager,
-                run_id,
-                **kwargs,
-            )
+            with _tasks(self._unchanged):
+                return super().run(
+                    pipeline.filter(node_names=[n.name for n in todo]),
+                    catalog,
+                    hook_manager,
+                    run_id,
+                    **kwargs,
+                )
         finally:
             wall = time.perf_counter() - start
             if todo:
@@ -358,15 +449,74 @@ class _Incremental:
                     {"event": "end", "run": self._run_key, "at": stamp(), "wall_s": wall,
                      "ran": len(self._seconds)},
                 )  # fmt: skip
+            if self._cut:
+                self._logger.info(
+                    "Incremental run: %d nodes found their inputs byte for byte as when they "
+                    "last ran, and were not run",
+                    len(self._cut),
+                )
             if self._seconds:
                 self._logger.info(
                     "Incremental run: %s; %.0f s from start to end", self.summary(), wall
                 )
 
+    def _record_inputs_of_up_to_date(self, pipeline, catalog, todo: set[str]) -> None:
+        """Each up-to-date node without a record of its inputs' bytes gets one, as it would
+        have had when it last ran: its inputs are what their makers last wrote. Once for
+        records made before the runner kept them; then nothing is left to do here."""
+        if all(n.name in self._contents or n.name in todo for n in pipeline.nodes):
+            return
+        made_by = {o: n.name for n in pipeline.nodes for o in n.outputs}
+        keys: dict[str, str] = {}
+        before = len(self._contents)
+        for node in pipeline.nodes:  # topologically sorted
+            if node.name in todo or self._records.get(node.name) != self._current[node.name]:
+                continue
+            key = self._contents.get(node.name)
+            if key is None:
+                made = {o: keys[m] for o, m in made_by.items() if m in keys}
+                key = content_key(node, catalog, made)
+                if key is not None:
+                    self._contents[node.name] = key
+            if key is not None:
+                keys[node.name] = key
+        if len(self._contents) > before:
+            _write(content_path(self._state), self._contents)
+
+    def _unchanged(self, node) -> bool:
+        """Whether ``node``, whose turn has come (what it reads is written), finds its inputs
+        byte for byte as when it last ran (``content_key``) and its outputs in place: then it
+        is up to date although a node before it ran (and wrote the same bytes), and it is
+        not run. A node with an output in memory always runs (its readers need it)."""
+        if node.name not in self._current:
+            return False
+        made = {o: key for o, m in self._made_by.items() if (key := self._keys.get(m)) is not None}
+        key = content_key(node, self._catalog, made)
+        self._keys[node.name] = key
+        if key is None or self._contents.get(node.name) != key:
+            return False
+        if any(not _persisted(self._catalog, o) for o in node.outputs):
+            return False
+        if not all(self._catalog.exists(o) for o in node.outputs):
+            return False
+        self._cut.add(node.name)
+        return True
+
     def _release_datasets(self, node, catalog, load_counts, pipeline) -> None:
         # the runner calls this in the main process once a node has succeeded and its
         # outputs are saved, in every runner's loop
         super()._release_datasets(node, catalog, load_counts, pipeline)
+        key = self._keys.get(node.name)
+        if key is not None and self._contents.get(node.name) != key:
+            self._contents[node.name] = key
+            _write(content_path(self._state), self._contents)
+        if node.name in self._cut:  # its inputs' bytes unchanged: up to date, not run
+            log.info("%s: its inputs are as when it last ran; not run", node.name)
+            self._node_seconds(node)  # the sequential clock moves on
+            if node.name in self._current:
+                self._records[node.name] = self._current[node.name]
+                _write(self._state, self._records)
+            return
         seconds = self._node_seconds(node)
         self._seconds[node.name] = seconds
         log.info("%s took %.1f s", node.name, seconds)
@@ -444,7 +594,17 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
         # ParallelRunner's own pool, each task submitted to it timing itself
         pool = super()._get_executor(max_workers)
         submit, seconds = pool.submit, self._task_seconds
-        pool.submit = lambda fn, /, *args, **kw: submit(_Timed(fn, seconds), *args, **kw)
+
+        def submit_timed(fn, /, *args, **kw):
+            if getattr(fn, "cut", False):  # nothing to do: no worker needed
+                from concurrent.futures import Future
+
+                done = Future()
+                done.set_result(fn.node)
+                return done
+            return submit(_Timed(fn, seconds), *args, **kw)
+
+        pool.submit = submit_timed
         return pool
 
     def _node_seconds(self, node) -> float:
