@@ -169,29 +169,36 @@ def test_tables_figures_and_sweep(run):
     assert len(sweep) == 2 * 2 * 2 and sweep["domain_fd"].ge(0).all()
 
 
-def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
-    from cxr_augment.augment import strategies
+def _experiment_data(run, name: str, exp: dict, gen: dict) -> dict:
+    """The datasets of augmented experiment ``name`` sampling the run's grey DDIM model."""
     from cxr_augment.datasets import TorchStateDictDataset
-    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
 
-    catalog, gen, store, manifest, tmp = run
-    exp = {"augmentation": {"source": "ddim", "strategy": "balanced", "seed": 3}}
-    data = {
+    catalog, _, store, manifest, tmp = run
+    return {
         "manifest": MemoryDataset(manifest),
         "tensor_store": MemoryDataset(store, copy_mode="assign"),
         **_params("params:generation", gen),
         "params:study.defaults": MemoryDataset(DEFAULTS),
-        "params:study.experiments.d": MemoryDataset(exp),
+        f"params:study.experiments.{name}": MemoryDataset(exp),
         "params:preprocessing.masks": MemoryDataset({}),
         "generation.grey.model": DiffusionModelDataset(path=str(tmp / "models" / "grey")),
         "generation.ddim.memorisation_summary": MemoryDataset(
             catalog.load("generation.ddim.memorisation_summary")
         ),
-        "d.augmented_store": TensorStoreDataset(path=str(tmp / "d_store")),
-        "d.seed1.checkpoints": CheckpointFolderDataset(path=str(tmp / "d_ck")),
-        "d.seed1.model": TorchStateDictDataset(filepath=str(tmp / "d.pt")),
+        f"{name}.augmented_store": TensorStoreDataset(path=str(tmp / f"{name}_store")),
+        f"{name}.seed1.checkpoints": CheckpointFolderDataset(path=str(tmp / f"{name}_ck")),
+        f"{name}.seed1.model": TorchStateDictDataset(filepath=str(tmp / f"{name}.pt")),
         "chexpert_truth": MemoryDataset(None),
     }
+
+
+def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
+    from cxr_augment.augment import strategies
+    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
+
+    catalog, gen, store, manifest, tmp = run
+    exp = {"augmentation": {"source": "ddim", "strategy": "balanced", "seed": 3}}
+    data = _experiment_data(run, "d", exp, gen)
     pipe = experiment_pipeline("d", {"generators": {"ddim": "grey"}})
     for name in pipe.datasets():
         data.setdefault(name, Kept(copy_mode="assign"))
@@ -219,7 +226,6 @@ def test_an_experiment_draws_its_synthetic_images_from_a_generator(run):
 def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(run):
     """With a generator as its source, the misclassified strategy's images are the selected
     images' copies, each an image-conditioned edit of its parent (``generation.edit``)."""
-    from cxr_augment.datasets import TorchStateDictDataset
     from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
 
     catalog, gen, store, manifest, tmp = run
@@ -229,24 +235,9 @@ def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(r
     neg = train[train["Pneumothorax"] == 0.0]["key"].head(1).tolist()
     selection = pd.DataFrame({"key": pos + neg, "target": [1.0, 1.0, 0.0], "copies": [3, 2, 1]})
     exp = {"augmentation": {"source": "ddim", "strategy": "misclassified", "seed": 3}}
-    data = {
-        "manifest": MemoryDataset(manifest),
-        "tensor_store": MemoryDataset(store, copy_mode="assign"),
-        **_params("params:generation", {**gen, "edit": {"strength": 0.6}}),
-        "params:study.defaults": MemoryDataset(DEFAULTS),
-        "params:study.experiments.m": MemoryDataset(exp),
-        "params:preprocessing.masks": MemoryDataset({}),
-        "generation.grey.model": DiffusionModelDataset(path=str(tmp / "models" / "grey")),
-        "generation.ddim.memorisation_summary": MemoryDataset(
-            catalog.load("generation.ddim.memorisation_summary")
-        ),
-        "misclassified_selection": MemoryDataset(selection),
-        "params:augmentation.copies_figure": MemoryDataset({"parents_per_class": 2, "copies": 2}),
-        "m.augmented_store": TensorStoreDataset(path=str(tmp / "m_store")),
-        "m.seed1.checkpoints": CheckpointFolderDataset(path=str(tmp / "m_ck")),
-        "m.seed1.model": TorchStateDictDataset(filepath=str(tmp / "m.pt")),
-        "chexpert_truth": MemoryDataset(None),
-    }
+    data = _experiment_data(run, "m", exp, {**gen, "edit": {"strength": 0.6}})
+    data["misclassified_selection"] = MemoryDataset(selection)
+    data["params:augmentation.copies_figure"] = MemoryDataset({"parents_per_class": 2, "copies": 2})
     pipe = experiment_pipeline("m", {"generators": {"ddim": "grey"}, "misclassified": True})
     assert "params:generation.edit" in pipe.inputs()
     for name in pipe.datasets():

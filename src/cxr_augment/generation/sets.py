@@ -40,6 +40,25 @@ def to_store_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=interp)
 
 
+def _made_with(model, d: dict, seed: int, chash: str, name: str, model_name: str) -> dict:
+    """The manifest columns that say how a generated image was made (``d``: the sampler's
+    ``describe()``)."""
+    return {
+        "generator": name,
+        "model": model_name,
+        "scheduler": d["scheduler"],
+        "steps": d["steps"] if d["steps"] else model.schedule.num_train_timesteps,
+        "eta": d["eta"],
+        "guidance": d["guidance"] if model.conditioning == "class_conditional" else np.nan,
+        "seed": int(seed),
+        "checkpoint_hash": chash,
+        "model_size": model.sample_size,
+        "channels": model.channels,
+        "origin": "diffusion",
+        "split": "train",
+    }
+
+
 class _BatchedProducer:
     """``produce(i)`` for the store writer: samples image i's batch on first use (one batch
     cached: the writer asks for images in order)."""
@@ -107,21 +126,7 @@ def generated_set(
             )
     plan = pd.DataFrame(rows, columns=["key", "target", "batch", "slot"])
     d = sampler.describe()
-    manifest = plan.assign(
-        generator=name,
-        model=model_name,
-        scheduler=d["scheduler"],
-        steps=d["steps"] if d["steps"] else model.schedule.num_train_timesteps,
-        eta=d["eta"],
-        guidance=d["guidance"] if model.conditioning == "class_conditional" else np.nan,
-        seed=int(seed),
-        checkpoint_hash=chash,
-        model_size=model.sample_size,
-        channels=model.channels,
-        origin="diffusion",
-        split="train",
-        patient_id=None,
-    )
+    manifest = plan.assign(**_made_with(model, d, seed, chash, name, model_name), patient_id=None)
     h = hashlib.sha256()
     h.update(json.dumps([chash, d, b, int(seed), list(out_shape), prefix], default=str).encode())
     h.update(pd.util.hash_pandas_object(plan, index=False).values.tobytes())
@@ -219,19 +224,7 @@ def edited_set(
     d = sampler.describe()
     info = train.drop_duplicates("key").set_index("key")[["patient_id", "view"]]
     manifest = plan.join(info, on="parent_key").assign(
-        generator=name,
-        model=model_name,
-        scheduler=d["scheduler"],
-        steps=d["steps"] if d["steps"] else model.schedule.num_train_timesteps,
-        eta=d["eta"],
-        guidance=d["guidance"] if model.conditioning == "class_conditional" else np.nan,
-        strength=float(strength),
-        seed=int(seed),
-        checkpoint_hash=chash,
-        model_size=model.sample_size,
-        channels=model.channels,
-        origin="diffusion",
-        split="train",
+        **_made_with(model, d, seed, chash, name, model_name), strength=float(strength)
     )
     shape = tuple(store.shape)
     h = hashlib.sha256()
