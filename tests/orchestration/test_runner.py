@@ -103,6 +103,11 @@ def test_a_node_whose_inputs_are_byte_for_byte_as_before_is_not_run(tmp_path, ca
                for r in caplog.records)  # fmt: skip
     assert json.loads((tmp_path / "end.json").read_text()) == {"v": 70}
     assert _run(tmp_path, note="same output") == []  # the records moved on
+    # an output written since by something else: its node runs although its inputs did not
+    # change (and writes what it wrote before: what follows is not run)
+    JSONDataset(filepath=str(tmp_path / "out.json")).save({"v": -1})
+    assert _run(tmp_path, note="other") == ["double", "plus_one", "in_memory"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 70}
     # other bytes: everything after runs
     assert _run(tmp_path, factor=3, note="same output") == [
         "double", "plus_one", "in_memory", "final"

@@ -22,8 +22,8 @@ again when anything upstream of it changed, so a changed parameter reruns exactl
 that read it and everything downstream, with one exception: a node whose turn comes and
 whose inputs are byte for byte those it last ran on (``content_key``: its version, its
 persisted inputs' ``path_fingerprint``, its in-memory inputs' makers' keys; recorded in
-``<records>.inputs.json``) is not run, so a maker that reran and wrote the same bytes stops
-there. Both runner loops make their tasks through ``kedro.runner.runner.Task``, which points
+``<records>.inputs.json``, with its outputs' ``outputs_key``, which must be as it left them)
+is not run, so a maker that reran and wrote the same bytes stops there. Both runner loops make their tasks through ``kedro.runner.runner.Task``, which points
 at ``_Task`` during a run: it asks the runner when it is made, in the main process. The records are ``data/.incremental/nodes.json``
 (``--runner-params state=...`` to move them), written after each node that succeeds (once its
 outputs are saved), so an interrupted run resumes where it stopped. Beside them,
@@ -341,6 +341,22 @@ def content_key(node, catalog, made: dict[str, str]) -> str | None:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def outputs_key(node, catalog) -> str | None:
+    """The bytes of a node's outputs as it left them (each one's ``path_fingerprint``); None
+    when one is missing, in memory or has no path."""
+    parts = []
+    for name in node.outputs:
+        dataset = _dataset(catalog, name)
+        if isinstance(dataset, MemoryDataset):
+            return None
+        path = dataset_path(dataset)
+        found = path_fingerprint(path) if path else None
+        if found is None:
+            return None
+        parts.append(f"{name}#{found}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 _DECIDE = None  # the running incremental runner's decision, while its run goes on
 
 
@@ -388,7 +404,8 @@ class _Incremental:
         self._current: dict[str, str] = {}
         self._records: dict[str, str] = {}
         self._seconds: dict[str, float] = {}
-        self._contents: dict[str, str] = {}  # node -> its inputs' key when it last ran
+        # node -> the keys of its inputs and outputs when it last ran
+        self._contents: dict[str, dict] = {}
         self._keys: dict[str, str | None] = {}  # node -> its inputs' key in this run
         self._cut: set[str] = set()
         self._catalog = None
@@ -461,43 +478,53 @@ class _Incremental:
                 )
 
     def _record_inputs_of_up_to_date(self, pipeline, catalog, todo: set[str]) -> None:
-        """Each up-to-date node without a record of its inputs' bytes gets one, as it would
-        have had when it last ran: its inputs are what their makers last wrote. Once for
-        records made before the runner kept them; then nothing is left to do here."""
-        if all(n.name in self._contents or n.name in todo for n in pipeline.nodes):
+        """Each up-to-date node without a record of its inputs' and outputs' bytes gets one,
+        as it would have had when it last ran: its inputs are what their makers last wrote.
+        Once for records made before the runner kept them; then nothing is left to do here."""
+        if all(isinstance(self._contents.get(n.name), dict) or n.name in todo
+               for n in pipeline.nodes):  # fmt: skip
             return
         made_by = {o: n.name for n in pipeline.nodes for o in n.outputs}
         keys: dict[str, str] = {}
-        before = len(self._contents)
+        added = False
         for node in pipeline.nodes:  # topologically sorted
+            found = self._contents.get(node.name)
             if node.name in todo or self._records.get(node.name) != self._current[node.name]:
+                # a node to run whose in-memory output an up-to-date node reads runs only
+                # because it is needed (its fingerprint did not move, or the reader's would
+                # have): its key when it last ran is the one that reader read
+                if isinstance(found, dict) and found.get("inputs"):
+                    keys[node.name] = found["inputs"]
                 continue
-            key = self._contents.get(node.name)
+            key = found.get("inputs") if isinstance(found, dict) else None
             if key is None:
                 made = {o: keys[m] for o, m in made_by.items() if m in keys}
                 key = content_key(node, catalog, made)
                 if key is not None:
-                    self._contents[node.name] = key
+                    outputs = outputs_key(node, catalog)
+                    self._contents[node.name] = {"inputs": key, "outputs": outputs}
+                    added = True
             if key is not None:
                 keys[node.name] = key
-        if len(self._contents) > before:
+        if added:
             _write(content_path(self._state), self._contents)
 
     def _unchanged(self, node) -> bool:
         """Whether ``node``, whose turn has come (what it reads is written), finds its inputs
-        byte for byte as when it last ran (``content_key``) and its outputs in place: then it
-        is up to date although a node before it ran (and wrote the same bytes), and it is
-        not run. A node with an output in memory always runs (its readers need it)."""
+        byte for byte as when it last ran (``content_key``) and its outputs as it left them
+        (``outputs_key``): then it is up to date although a node before it ran (and wrote
+        the same bytes), and it is not run. A node with an output in memory always runs (its
+        readers need it); so does one whose outputs were written since by something else."""
         if node.name not in self._current:
             return False
         made = {o: key for o, m in self._made_by.items() if (key := self._keys.get(m)) is not None}
         key = content_key(node, self._catalog, made)
         self._keys[node.name] = key
-        if key is None or self._contents.get(node.name) != key:
+        found = self._contents.get(node.name)
+        if key is None or not isinstance(found, dict) or found.get("inputs") != key:
             return False
-        if any(not _persisted(self._catalog, o) for o in node.outputs):
-            return False
-        if not all(self._catalog.exists(o) for o in node.outputs):
+        outputs = outputs_key(node, self._catalog)
+        if outputs is None or found.get("outputs") != outputs:
             return False
         self._cut.add(node.name)
         return True
@@ -506,10 +533,6 @@ class _Incremental:
         # the runner calls this in the main process once a node has succeeded and its
         # outputs are saved, in every runner's loop
         super()._release_datasets(node, catalog, load_counts, pipeline)
-        key = self._keys.get(node.name)
-        if key is not None and self._contents.get(node.name) != key:
-            self._contents[node.name] = key
-            _write(content_path(self._state), self._contents)
         if node.name in self._cut:  # its inputs' bytes unchanged: up to date, not run
             log.info("%s: its inputs are as when it last ran; not run", node.name)
             self._node_seconds(node)  # the sequential clock moves on
@@ -517,6 +540,10 @@ class _Incremental:
                 self._records[node.name] = self._current[node.name]
                 _write(self._state, self._records)
             return
+        key = self._keys.get(node.name)
+        if key is not None:  # what it ran on, and what it wrote
+            self._contents[node.name] = {"inputs": key, "outputs": outputs_key(node, catalog)}
+            _write(content_path(self._state), self._contents)
         seconds = self._node_seconds(node)
         self._seconds[node.name] = seconds
         log.info("%s took %.1f s", node.name, seconds)
