@@ -22,9 +22,12 @@ again when anything upstream of it changed, so a changed parameter reruns exactl
 that read it and everything downstream, with one exception: a node whose turn comes and
 whose inputs are byte for byte those it last ran on (``content_key``: its version, its
 persisted inputs' ``path_fingerprint``, its in-memory inputs' makers' keys; recorded in
-``<records>.inputs.json``, with its outputs' ``outputs_key``, which must be as it left them)
-is not run, so a maker that reran and wrote the same bytes stops there. Both runner loops make their tasks through ``kedro.runner.runner.Task``, which points
-at ``_Task`` during a run: it asks the runner when it is made, in the main process. The records are ``data/.incremental/nodes.json``
+``<records>.inputs.json`` with its outputs' ``outputs_key``, which must be as it left them)
+is not run, so a maker that reran and wrote the same bytes stops there. Both runner loops
+make their tasks through ``kedro.runner.runner.Task``, which points at ``_Task`` during a
+run: it asks the runner when it is made, in the main process.
+
+The records are ``data/.incremental/nodes.json``
 (``--runner-params state=...`` to move them), written after each node that succeeds (once its
 outputs are saved), so an interrupted run resumes where it stopped. Beside them,
 ``nodes.times.jsonl`` logs each run's start and end and each node's seconds (``time_summary``
