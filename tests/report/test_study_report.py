@@ -571,3 +571,15 @@ def test_the_json_summaries_say_what_their_fields_mean():
     assert "misclassified_near" in sel.notes[0] and "balance_target" in sel.notes[0]
     (choice,) = item(specs["misclassified_choice"], {"chosen": "traditional"}, params)
     assert choice.notes == []
+
+
+def test_a_figures_note_is_its_caption():
+    from cxr_augment.report.study_report import item
+
+    spec = {"key": "f", "kind": "figure", "asset": "x.copies_figure", "title": "Copies",
+            "command": "kedro run", "note": "The first   selected images,\n above their copies."}  # fmt: skip
+    (fig,) = item(spec, _png(), {})
+    assert fig.caption == "The first selected images, above their copies."
+    assert "Copies — The first selected images, above their copies." in html._figure_html(fig)
+    (plain,) = item({**spec, "note": None}, _png(), {})
+    assert plain.caption == ""

@@ -904,7 +904,8 @@ def item(
             html.png_size(data)
         except ValueError as err:
             raise ValueError(f"report item {key}: {asset} is not a readable PNG ({err})") from err
-        return [Figure(key=key, title=title, png=data, asset=asset)]
+        caption = " ".join(str(spec["note"]).split()) if spec.get("note") else ""
+        return [Figure(key=key, title=title, png=data, asset=asset, caption=caption)]
     if kind == "group":
         thesis = resolve_chosen((params.get("thesis") or {}).get(asset), sources or {})
         return group_tables(key, title, asset, data, list(params["columns"]), thesis)
