@@ -33,8 +33,8 @@ the parent's layout and the model redraws its detail (the misclassified strategy
 from a generator: ``sets.edited_set``).
 
 Two sets drawn from one model with one sampler and seed share their batches: the study's
-unbalanced, balanced and misclassified sets of one generator are the same images up to their
-counts. ``sample_batch_memo`` keeps the batches a process has sampled (the earliest first, up
+unbalanced and balanced sets of one generator are the same images up to their counts (the
+misclassified strategy's are edits, with noise of their own). ``sample_batch_memo`` keeps the batches a process has sampled (the earliest first, up
 to ``SamplerConfig.memo_bytes``) and hands a later set the ones it asks for again, instead of
 sampling them a second time; the bytes are the ones ``sample_batch`` returns.
 """

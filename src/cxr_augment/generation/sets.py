@@ -146,7 +146,10 @@ class _EditProducer:
         self.cls = plan["target"].to_numpy(int)
         self.batch = plan["batch"].to_numpy(int)
         self.slot = plan["slot"].to_numpy(int)
-        self.parents = {k: g["parent_key"].tolist() for k, g in plan.groupby(["target", "batch"])}
+        self.parents = {
+            (int(c), int(b)): g["parent_key"].tolist()
+            for (c, b), g in plan.groupby(["target", "batch"])
+        }
         self._key, self._images = None, None
 
     def __call__(self, i: int) -> np.ndarray:
@@ -155,9 +158,7 @@ class _EditProducer:
         key = (int(self.cls[i]), int(self.batch[i]))
         if key != self._key:
             s = self.model.sample_size
-            parents = np.stack(
-                [self.resize(self.store.get(k), s) for k in self.parents[(float(key[0]), key[1])]]
-            )
+            parents = np.stack([self.resize(self.store.get(k), s) for k in self.parents[key]])
             self._images = edit_batch(
                 self.model, parents, key[0], self.sampler, self.strength, self.seed, key[1]
             )

@@ -10,13 +10,12 @@ the observation, by how much and with what significance.
 from __future__ import annotations
 
 import json
-import math
 import re
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
+from cxr_augment.preprocess.labels import share
 from cxr_augment.report import html
 from cxr_augment.report.html import Figure, NotRun, Section, Table
 
@@ -594,14 +593,6 @@ def label_policies_thesis(
 
 
 LABEL_STATES = ("positive", "uncertain", "negative", "not_mentioned")
-
-
-def share(count: int, total: int, digits: int = 1) -> str:
-    """``count / total`` as a percentage rounded half up from the exact fraction (a float
-    rounds 4.85 % down and 0.65 % up: both are ties)."""
-    units = math.floor(Fraction(100 * int(count) * 10**digits, int(total)) + Fraction(1, 2))
-    whole, part = divmod(units, 10**digits)
-    return f"{whole}.{part:0{digits}d}" if digits else f"{whole}"
 
 
 _CELL = re.compile(r"^\s*(\d+)\s*\(\s*[\d.]+\s*%\s*\)\s*$")

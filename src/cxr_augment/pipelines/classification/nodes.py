@@ -259,16 +259,16 @@ def copies_figure(
     per_class, copies = int(params["parents_per_class"]), int(params["copies"])
     grid: list[list[tuple[np.ndarray, str]]] = []  # one list per column
     for cls in sorted(m["target"].dropna().unique(), reverse=True):
-        rows = m[m["target"] == cls]
+        of_class = m[m["target"] == cls]
         name = "positive" if cls == 1 else "negative" if cls == 0 else f"target {cls:g}"
-        if "parent_key" not in rows:  # draws: no parent to show
-            picks = rows.head(per_class * copies)
+        if "parent_key" not in of_class:  # draws: no parent to show
+            picks = of_class.head(per_class * copies)
             for lo in range(0, len(picks), copies):
                 grid.append([(augmented_store.get(k), f"{name}, draw")
                              for k in picks["key"].iloc[lo : lo + copies]])  # fmt: skip
             continue
-        for parent in rows["parent_key"].drop_duplicates().head(per_class):
-            kids = rows[rows["parent_key"] == parent].head(copies)
+        for parent in of_class["parent_key"].drop_duplicates().head(per_class):
+            kids = of_class[of_class["parent_key"] == parent].head(copies)
             line = [(store.get(parent), f"selected {name}")]
             for k in kids.itertuples(index=False):
                 if "strength" in kids:
@@ -278,8 +278,8 @@ def copies_figure(
                 line.append((augmented_store.get(k.key), f"copy {k.copy + 1}: {how}"))
             grid.append(line)
     # one column per selected image: the image on top, its copies below it
-    rows, cols = max((len(line) for line in grid), default=1), max(len(grid), 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.2 * rows), squeeze=False)
+    n_rows, cols = max((len(line) for line in grid), default=1), max(len(grid), 1)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(1.7 * cols, 2.2 * n_rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for c, line in enumerate(grid):

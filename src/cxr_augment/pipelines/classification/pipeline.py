@@ -16,8 +16,8 @@ from cxr_augment.pipelines.classification.nodes import choose_rules
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
 
-SETTING = "generation__"
-COPIES_FIGURE = "params:augmentation.copies_figure"  # nodes.augmented_set's keyword arguments of generation settings
+SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
+COPIES_FIGURE = "params:augmentation.copies_figure"  # the misclassified strategy's figure
 
 
 def _generation_settings(generators) -> dict[str, str]:
