@@ -256,6 +256,97 @@ def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(r
     assert c.load("m.predictions")["prob"].between(0, 1).all()
 
 
+def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
+    """``augmentation.choose`` over edit strengths: the option whose experiment has the better
+    validation AUC (the test AUCs say the opposite) sets the strength the edits are made at."""
+    from cxr_augment.pipelines.classification.pipeline import experiment_pipeline
+
+    catalog, gen, store, manifest, tmp = run
+    train = manifest[(manifest["split"] == "train") & (manifest["view"] == "frontal")]
+    train = train[train["Pneumothorax"].isin([0.0, 1.0])]
+    pos = train[train["Pneumothorax"] == 1.0]["key"].head(1).tolist()
+    selection = pd.DataFrame({"key": pos, "target": [1.0], "copies": [2]})
+    options = {
+        "s02": {"experiment": "e02", "set": {"strength": 0.2}},
+        "s08": {"experiment": "e08", "set": {"strength": 0.8}},
+    }
+    aug = {
+        "source": "ddim",
+        "strategy": "misclassified",
+        "seed": 3,
+        "choose": [{"options": options}],
+    }
+    data = _experiment_data(run, "m", {"augmentation": aug}, {**gen, "edit": {"strength": 0.5}})
+    data["misclassified_selection"] = MemoryDataset(selection)
+    data["params:augmentation.copies_figure"] = MemoryDataset({"parents_per_class": 1, "copies": 1})
+
+    def metrics(val: float, test: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"split": ["validation", "test"], "metric": ["roc_auc"] * 2, "value": [val, test]}
+        )
+
+    data["e02.metrics"] = MemoryDataset(metrics(0.61, 0.90))
+    data["e08.metrics"] = MemoryDataset(metrics(0.66, 0.50))
+    wiring = {"generators": {"ddim": "grey"}, "misclassified": True, "choose": ["e02", "e08"]}
+    pipe = experiment_pipeline("m", wiring)
+    assert {"e02.metrics", "e08.metrics"} <= pipe.inputs()
+    for name in pipe.datasets():
+        data.setdefault(name, Kept(copy_mode="assign"))
+    c = DataCatalog(data)
+    SequentialRunner().run(pipe, c)
+    chosen = c.load("m.chosen_augmentation")
+    assert chosen["chosen"] == "s08" and chosen["set"] == {"strength": 0.8}
+    assert chosen["options"]["s02"]["roc_auc"] == 0.61
+    rows = c.load("m.augmented_manifest")
+    assert set(rows["strength"]) == {0.8} and len(rows) == 2
+
+
+def test_the_study_profile_chooses_the_edit_strength_on_validation(monkeypatch):
+    """The study profile: Table 15's DDIM misclassified row and the headline's misclassified
+    experiment take their edit strength from the edit sweep's validation results; the default
+    profile keeps ``generation.edit.strength`` and trains no sweep."""
+    from cxr_augment import study
+    from cxr_augment.classify import experiments as ex
+    from cxr_augment.pipelines.classification import pipeline as cp
+
+    sweep = ["ptx_edit_s025", "ptx_edit_s05", "ptx_edit_s075"]
+    for env in ("study", "local"):
+        monkeypatch.setenv("KEDRO_ENV", env)
+        config = study.study_config()
+        for name in sweep:
+            spec = ex.experiment_spec(config["defaults"], config["experiments"][name], name)
+            assert spec["augmentation"]["source"] == "ddim"
+        assert cp.augmentation_wiring("ptx_ddim_misclassified")["choose"] == sweep
+        assert config["groups"]["edit_sweep"]["splits"] == ["validation"]
+        best = cp.augmentation_wiring("ptx_misclassified_best")["choose"]
+        head = ["ptx_aug_thesis_unbalanced", "ptx_ddim_unbalanced"]
+        assert best == (head + sweep if env == "study" else head)
+        assert not set(sweep) & set(config["headline"]["experiments"])
+        for name in ("ptx_misclassified_best", "ptx_ddim_misclassified"):  # every option parses
+            ex.experiment_spec(config["defaults"], config["experiments"][name], name)
+
+
+def test_an_edit_strength_is_a_number_in_0_1_for_a_generator():
+    from cxr_augment.classify import experiments as ex
+
+    ddim = {"source": "ddim", "strategy": "misclassified", "seed": 1}
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(ValueError, match=r"experiment x: augmentation.strength must be"):
+            ex.experiment_spec(DEFAULTS, {"augmentation": {**ddim, "strength": bad}}, "x")
+    ex.experiment_spec(DEFAULTS, {"augmentation": {**ddim, "strength": 0}}, "x")
+    trad = {"methods": ["noise"], "strategy": "misclassified", "seed": 1}
+    with pytest.raises(ValueError, match="augmentation.strength is a generator's setting"):
+        ex.experiment_spec(DEFAULTS, {"augmentation": {**trad, "strength": 0.5}}, "x")
+    # a chained choice may bring the strength to the transforms' option: it is ignored there
+    rules = [
+        {"options": {"t": {"experiment": "a", "set": {"source": "transforms", "methods": ["noise"]}},
+                     "d": {"experiment": "b", "set": {"source": "ddim"}}}},
+        {"options": {"s": {"experiment": "c", "set": {"strength": 0.25}}}},
+    ]  # fmt: skip
+    aug = {"strategy": "misclassified", "seed": 1, "choose": rules}
+    ex.experiment_spec(DEFAULTS, {"augmentation": aug}, "x")
+
+
 def test_each_node_reads_the_generation_settings_it_uses(parameters):
     """A table's or figure's setting reaches only the tables and figures; a sampler's only its
     generator's set and what is made from it, not a model's training (each setting, or one

@@ -98,7 +98,7 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                 for label, o in options.items()
             }
         for label, variant in variants.items():
-            _check_augmentation(f"{name} (option {label})" if label else name, variant)
+            _check_augmentation(f"{name} (option {label})" if label else name, variant, label)
         if spec["model"].get("outputs", 1) != 1 or policy.uncertain in (
             "multiclass",
             "self_trained",
@@ -108,8 +108,10 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
     return spec
 
 
-def _check_augmentation(name: str, aug: dict) -> None:
-    """An augmentation entry's source, methods and strategy, with messages that name it."""
+def _check_augmentation(name: str, aug: dict, option: str = "") -> None:
+    """An augmentation entry's source, methods, strategy and edit strength, with messages that
+    name it. A generator's setting that a chained choice (``option``) brings to the transforms
+    is left to be ignored; one given to the transforms outright is an error."""
     from cxr_augment.augment import strategies, transforms
 
     source = aug.get("source", "transforms")
@@ -128,6 +130,22 @@ def _check_augmentation(name: str, aug: dict) -> None:
     elif aug.get("methods"):
         raise ValueError(
             f"experiment {name}: augmentation from generator {source!r} takes no methods"
+        )
+    for key in ("strength", "images"):
+        if key in aug and source == "transforms" and not option:
+            raise ValueError(
+                f"experiment {name}: augmentation.{key} is a generator's setting; the "
+                "transforms take none"
+            )
+    strength = aug.get("strength")
+    if strength is not None and (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not 0.0 <= strength <= 1.0
+    ):
+        raise ValueError(
+            f"experiment {name}: augmentation.strength must be a number in [0, 1] (the share "
+            f"of the sampler's steps an edit runs), got {strength!r}"
         )
     if "strategy" not in aug:
         raise ValueError(f"experiment {name}: augmentation needs a strategy")
