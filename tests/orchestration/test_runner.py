@@ -162,7 +162,8 @@ def test_a_source_file_above_the_limit_counts_by_size_and_time(tmp_path, monkeyp
     monkeypatch.setattr(versions, "CONTENT_LIMIT", 0)
     _run(tmp_path)
     _rewrite_same_bytes(tmp_path / "src.json")
-    assert _run(tmp_path) == ["double", "plus_one", "in_memory", "final"]
+    # every file reads as new; ``final`` reads only an in-memory value, the same one: cut
+    assert _run(tmp_path) == ["double", "plus_one", "in_memory"]
 
 
 def test_records_of_sources_by_size_and_time_carry_over_where_they_still_match(tmp_path):
@@ -617,3 +618,106 @@ def test_if_kedro_makes_its_tasks_otherwise_nothing_is_skipped_by_bytes(
         assert _run(tmp_path, note="x") == ["double", "plus_one", "in_memory", "final"]
     assert any("makes its tasks otherwise" in r.getMessage() for r in caplog.records)
     assert kedro_runner.Task is Other  # left as found
+
+
+# --- an in-memory input is known by its value ------------------------------------------------
+
+
+def pick(z, q):
+    CALLS.append("pick")
+    return {"v": z["v"], "kept": q["kept"]}
+
+
+def echo(m):
+    CALLS.append("echo")
+    return dict(m)
+
+
+def _memory_setup(tmp_path, note="a", kept=1, memory=MemoryDataset):
+    """src -> mid (file) -> mem (in memory, its maker reads a parameter) -> end (file)."""
+    src = JSONDataset(filepath=str(tmp_path / "src.json"))
+    if not (tmp_path / "src.json").exists():
+        src.save({"v": 3})
+    catalog = DataCatalog(
+        datasets={
+            "src": src,
+            "mid": JSONDataset(filepath=str(tmp_path / "mid.json")),
+            "mem": memory(),
+            "end": JSONDataset(filepath=str(tmp_path / "end.json")),
+            "params:p": MemoryDataset({"factor": 2}),
+            "params:q": MemoryDataset({"kept": kept, "note": note}),
+        },
+    )
+    pipe = Pipeline(
+        [
+            Node(double, ["src", "params:p"], "mid", name="double"),
+            Node(pick, ["mid", "params:q"], "mem", name="pick"),
+            Node(echo, "mem", "end", name="echo"),
+        ]
+    )
+    return pipe, catalog
+
+
+def _memory_run(tmp_path, **kw):
+    pipe, catalog = _memory_setup(tmp_path, **kw)
+    CALLS.clear()
+    IncrementalRunner(state=tmp_path / "state.json").run(pipe, catalog, _create_hook_manager())
+    return list(CALLS)
+
+
+def test_a_reader_of_an_in_memory_value_made_again_the_same_is_not_run(tmp_path):
+    """An in-memory dataset (an experiment's settings) is known by its value: its maker reruns
+    (a parameter it does not pass on changed, or its code) and makes the same value, and its
+    reader is not run; another value, and the reader runs."""
+    assert _memory_run(tmp_path) == ["double", "pick", "echo"]
+    assert _memory_run(tmp_path) == []
+    assert _memory_run(tmp_path, note="b") == ["pick"]  # the same value: echo is cut
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 6, "kept": 1}
+    assert _memory_run(tmp_path, note="b") == []
+    assert _memory_run(tmp_path, note="c", kept=2) == ["pick", "echo"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 6, "kept": 2}
+
+
+def test_value_digest_follows_every_part_of_a_value_and_declines_what_it_cannot_read():
+    import numpy as np
+    import pandas as pd
+
+    from cxr_augment.orchestration.runner import value_digest
+
+    frame = pd.DataFrame({"key": ["a", "b"], "y": [0.0, 1.0]}, index=[3, 4])
+    digest = value_digest(frame)
+    assert digest == value_digest(frame.copy()) and len(digest) == 16
+    changed = [
+        frame.assign(y=[0.0, 0.5]),  # a value
+        frame.rename(columns={"y": "z"}),  # a column's name
+        frame.astype({"y": "float32"}),  # a dtype
+        frame.set_axis([3, 5]),  # the index
+        frame[["y", "key"]],  # the columns' order
+        frame["y"],  # a series of the same values
+    ]
+    assert len({digest, *map(value_digest, changed)}) == len(changed) + 1
+    spec = {"name": "x", "train": {"lr": 0.001, "epochs": 2}}
+    assert value_digest(spec) == value_digest({"train": {"epochs": 2, "lr": 0.001}, "name": "x"})
+    assert value_digest(spec) != value_digest({**spec, "name": "y"})
+    assert value_digest([1, 2]) != value_digest("[1, 2]")
+    array = np.arange(6, dtype=np.int32)
+    assert value_digest(array) != value_digest(array.reshape(2, 3))
+    assert value_digest(array) != value_digest(array.astype(np.int64))
+    for opaque in (object(), {"model": object()}, np.array([object()]), {1: {2, 3}}):
+        assert value_digest(opaque) is None
+
+
+def test_the_parallel_runner_reads_an_in_memory_value_in_the_main_process(tmp_path):
+    from kedro.io import SharedMemoryDataCatalog
+
+    def parallel(note):
+        pipe, catalog = _memory_setup(tmp_path, note=note, memory=ProcessMemoryDataset)
+        shared = SharedMemoryDataCatalog(datasets={n: catalog.get(n) for n in catalog.keys()})
+        runner = ParallelIncrementalRunner(max_workers=2, state=tmp_path / "state.json")
+        runner.run(pipe, shared, _create_hook_manager())
+        return runner
+
+    parallel("a")
+    runner = parallel("b")  # the shared value is the one made before: its reader is cut
+    assert set(runner._seconds) == {"pick"} and runner._cut == {"echo"}
+    assert _memory_run(tmp_path, note="b", memory=ProcessMemoryDataset) == []

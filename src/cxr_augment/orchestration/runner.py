@@ -310,13 +310,57 @@ def content_path(state: Path) -> Path:
     return state.with_name(state.stem + ".inputs.json")
 
 
-def content_key(node, catalog, made: dict[str, str]) -> str | None:
+def value_digest(value: Any) -> str | None:
+    """A digest of an in-memory value that its bytes decide: a dict, list or scalar (as
+    canonical JSON), a pandas table or series (its values, index, columns and dtypes), a NumPy
+    array; None for anything else (a model, a store handle), which is then known by its maker.
+    """
+    import numpy as np
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    try:
+        if isinstance(value, pd.DataFrame | pd.Series):
+            frame = value if isinstance(value, pd.DataFrame) else value.to_frame()
+            head = [type(value).__name__, list(frame.columns), frame.dtypes.astype(str).tolist()]
+            digest.update(b"pandas|" + json.dumps(head, default=repr).encode())
+            digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+        elif isinstance(value, np.ndarray):
+            if value.dtype == object:
+                return None
+            digest.update(f"numpy|{value.dtype.str}|{value.shape}|".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        elif value is None or isinstance(value, dict | list | tuple | str | int | float | bool):
+            digest.update(b"json|")
+            digest.update(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+        else:
+            return None
+    except (TypeError, ValueError):  # a dict holding a model, a column of unhashable cells
+        return None
+    return digest.hexdigest()[:16]
+
+
+def _memory_value(dataset) -> Any:
+    """What an in-memory dataset holds, without the copy its ``load`` may make (the shared
+    dataset of a parallel run: loaded); ``_EMPTY`` when nothing was saved."""
+    shared = getattr(dataset, "shared_memory_dataset", None)
+    if shared is not None:
+        return shared.load() if shared.exists() else _EMPTY
+    return getattr(dataset, "_data", _EMPTY)
+
+
+_EMPTY = object()
+
+
+def content_key(node, catalog, made: dict[str, str], by_value: bool = True) -> str | None:
     """What a node's outputs depend on, by its inputs' **bytes** rather than their makers:
     its version (code, bound arguments, parameter values), each persisted input's
-    ``path_fingerprint`` (a file's bytes), each in-memory input's maker's key (``made``, as
-    the run computed it), and the code of its inputs' and outputs' project dataset classes.
-    None when it cannot be known (an in-memory input whose maker's key is not known, an
-    input with no path)."""
+    ``path_fingerprint`` (a file's bytes), each in-memory input's value (``value_digest``:
+    an experiment's settings, its table of images) or, for a value that has none, its maker's
+    key (``made``, as the run computed it), and the code of its inputs' and outputs' project
+    dataset classes. None when it cannot be known (an in-memory input whose value is not there
+    and whose maker's key is not known, an input with no path). ``by_value=False``: every
+    in-memory input by its maker's key (the records made before values were read)."""
     params = {n: catalog.load(n) for n in node.inputs if is_parameter(n)}
     parts = [node_version(node, params)]
     for name in node.inputs:
@@ -326,9 +370,14 @@ def content_key(node, catalog, made: dict[str, str]) -> str | None:
         if getattr(dataset, "is_state", False):
             continue
         if isinstance(dataset, MemoryDataset):
-            if name not in made:
+            value = _memory_value(dataset) if by_value else _EMPTY
+            digest = value_digest(value) if value is not _EMPTY else None
+            if digest is not None:
+                parts.append(f"{name}={digest}")
+            elif name in made:
+                parts.append(f"{name}<{made[name]}")
+            else:
                 return None
-            parts.append(f"{name}<{made[name]}")
             continue
         path = dataset_path(dataset)
         found = path_fingerprint(path) if path else None
@@ -524,7 +573,11 @@ class _Incremental:
         key = content_key(node, self._catalog, made)
         self._keys[node.name] = key
         found = self._contents.get(node.name)
-        if key is None or not isinstance(found, dict) or found.get("inputs") != key:
+        if key is None or not isinstance(found, dict):
+            return False
+        if found.get("inputs") != key and found.get("inputs") != content_key(
+            node, self._catalog, made, by_value=False
+        ):  # a record by the in-memory inputs' makers (made before values were read) counts
             return False
         outputs = outputs_key(node, self._catalog)
         if outputs is None or found.get("outputs") != outputs:
