@@ -294,6 +294,35 @@ def test_a_server_discarded_while_it_loads_is_ended_at_once(tiny, monkeypatch):
         served.close()
 
 
+def test_a_server_discarded_before_its_process_starts_is_ended_once_it_does(tiny, monkeypatch):
+    """The socket is chosen, then the process starts: a discard between the two finds no
+    process to end, and ends it as soon as it has started (once a race under load)."""
+    monkeypatch.setattr(cs, "IDLE_PREPARE_S", 3600.0)
+    served = _Served(tiny)
+    try:
+        served.assets()
+        gate, real = threading.Event(), cs.GrpcServerProcess.start_server_process
+
+        def held(self):  # the socket is known; the process starts once the test says so
+            gate.wait(TIMEOUT_S)
+            return real(self)
+
+        monkeypatch.setattr(cs.GrpcServerProcess, "start_server_process", held)
+        prepared = cs._Prepared(served.servicer, cs.code_fingerprint([tiny]))
+        deadline = time.monotonic() + TIMEOUT_S
+        while prepared._socket is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        prepared.discard()  # no process yet
+        gate.set()
+        assert prepared.ready.wait(TIMEOUT_S)
+        assert prepared.error is not None and not prepared.usable()
+        import psutil
+
+        assert not [c for c in psutil.Process().children() if prepared._socket in c.cmdline()]
+    finally:
+        served.close()
+
+
 def test_cleanup_ends_the_prepared_server(tiny):
     served = _Served(tiny)
     served.assets()

@@ -13,6 +13,7 @@ import pytest
 # f in no job (the implicit asset job runs it), from e
 DEFS = """
 import dagster as dg
+from cxr_augment.orchestration.io_managers import ValueFilesystemIOManager
 
 
 def called(name):  # in a file: a run may reload this module
@@ -54,7 +55,7 @@ defs = dg.Definitions(
         dg.define_asset_job("first", selection=["a", "b", "e"]),
         dg.define_asset_job("second", selection=["c", "d"]),
     ],
-    resources={{"io_manager": dg.FilesystemIOManager(base_dir="{store}")}},
+    resources={{"io_manager": {io}(base_dir="{store}")}},
     executor=dg.in_process_executor,
 )
 """
@@ -64,11 +65,12 @@ defs = dg.Definitions(
 EVERY_PASS = [("first", 2), ("second", 2), ("first", 1), ("__ASSET_JOB", 1)]
 
 
-def _load(tmp_path, name: str, va: str = "1", fail: str = ""):
+def _load(tmp_path, name: str, va: str = "1", fail: str = "", io="dg.FilesystemIOManager"):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     path = tmp_path / f"{name}.py"
-    path.write_text(DEFS.format(va=va, fail=fail, store=tmp_path / "store", log=tmp_path / "calls"))
+    store, log = tmp_path / "store", tmp_path / "calls"
+    path.write_text(DEFS.format(va=va, fail=fail, store=store, log=log, io=io))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # the in-process executor reconstructs the job from here
@@ -149,19 +151,45 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, instance):
     assert _calls(tmp_path) == ["a", "b", "cd", "e", "f"]
 
 
-def test_a_code_change_reruns_the_asset_and_everything_downstream(tmp_path, instance):
+@pytest.mark.parametrize("downstream", [False, True])
+def test_a_code_change_reruns_the_asset_and_what_its_new_version_makes_stale(
+    tmp_path, instance, downstream
+):
+    """Dagster's own data versions (its code version and inputs', hashed): a new code version
+    of ``a`` makes everything downstream stale, pass after pass (``downstream``: in the pass
+    of ``a``, as far as the jobs allow)."""
     from cxr_augment.orchestration.resume import plan, resume, statuses
 
-    module, repo = _load(tmp_path, "defs_v1")
+    module, repo = _load(tmp_path, f"defs_v1_{downstream}")
     resume(module.defs, repo, instance, say=lambda _: None)
     (tmp_path / "calls").unlink()
-    changed, repo2 = _load(tmp_path, "defs_v2", va="2")
-    work = plan(changed.defs, statuses(instance, changed.defs.resolve_asset_graph()))
-    # Dagster itself calls only `a` stale until it is materialised again; b follows with it
-    assert {j: _keys(k) for j, k in work.items()} == {"first": ["a", "b"]}
-    runs = resume(changed.defs, repo2, instance, say=lambda _: None)
-    assert [(j, n) for j, n, _ in runs] == EVERY_PASS
+    changed, repo2 = _load(tmp_path, f"defs_v2_{downstream}", va="2")
+    status = statuses(instance, changed.defs.resolve_asset_graph())
+    work = plan(changed.defs, status, downstream=downstream)
+    # Dagster itself calls only `a` stale until it is materialised again
+    assert {j: _keys(k) for j, k in work.items()} == {"first": ["a", "b"] if downstream else ["a"]}
+    runs = resume(changed.defs, repo2, instance, say=lambda _: None, downstream=downstream)
+    # without: a, then b (once a's new version has made it stale), then on as from nothing
+    passes = EVERY_PASS if downstream else [("first", 1), ("first", 1), *EVERY_PASS[1:]]
+    assert [(j, n) for j, n, _ in runs] == passes
     assert _calls(tmp_path) == ["a", "b", "cd", "e", "f"]
+
+
+def test_an_asset_made_again_with_the_same_bytes_ends_the_resume_there(tmp_path, instance):
+    """Data versions by value (the project's IO managers): ``a`` under a new code version
+    returns what it returned, and nothing downstream is run."""
+    from cxr_augment.orchestration.resume import resume
+
+    io = "ValueFilesystemIOManager"
+    module, repo = _load(tmp_path, "defs_value_v1", io=io)
+    assert [(j, n) for j, n, _ in resume(module.defs, repo, instance, say=lambda _: None)] == (
+        EVERY_PASS
+    )
+    (tmp_path / "calls").unlink()
+    changed, repo2 = _load(tmp_path, "defs_value_v2", va="2", io=io)
+    runs = resume(changed.defs, repo2, instance, say=lambda _: None)
+    assert [(j, n) for j, n, _ in runs] == [("first", 1)]
+    assert _calls(tmp_path) == ["a"]
 
 
 def test_a_failed_run_stops_the_resume_naming_its_job_and_run(tmp_path, instance):

@@ -367,18 +367,21 @@ class _ServerProcess(GrpcServerProcess):
         return super().start_server_process()
 
 
-def _end_starting_server(socket_path: str) -> None:
-    """End the child process serving ``socket_path`` (one still loading the code)."""
+def _end_starting_server(socket_path: str) -> bool:
+    """End the child process serving ``socket_path`` (one still loading the code); whether
+    there was one (there is none yet between the socket's choice and the process's start)."""
     import psutil
 
     forked = _FORKED.pop(socket_path, None)
     if forked is not None:  # the zygote's child, not this process's
         forked.kill()
-        return
+        return True
 
+    found = False
     for child in psutil.Process().children():
         try:
             if socket_path in child.cmdline():
+                found = True
                 child.kill()
         except psutil.NoSuchProcess:  # it ended between the listing and now: nothing to end
             continue
@@ -388,6 +391,7 @@ def _end_starting_server(socket_path: str) -> None:
                 "loads on and stops once its heartbeats stop",
                 child.pid, socket_path, type(err).__name__, err,
             )  # fmt: skip
+    return found
 
 
 class _Prepared:
@@ -477,7 +481,16 @@ class _Prepared:
         if self.ready.is_set():
             self._shut_down()
         elif self._socket is not None:  # still loading code that is no longer wanted
-            _end_starting_server(self._socket)
+            if not _end_starting_server(self._socket):  # its process is about to start
+                threading.Thread(
+                    target=self._end_once_started, daemon=True, name="end-discarded-server"
+                ).start()
+
+    def _end_once_started(self) -> None:
+        while not self.ready.is_set():
+            if _end_starting_server(self._socket):
+                return
+            time.sleep(0.02)
 
     def _shut_down(self) -> None:
         self.heartbeat_stop.set()

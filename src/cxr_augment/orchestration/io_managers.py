@@ -3,9 +3,71 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from kedro_dagster.utils import format_dataset_name
 
 ASSET_OP_SUFFIX = "_asset"  # kedro-dagster's name of a node's multi-asset op: <node>_asset
+
+
+def data_version(dataset, obj) -> str | None:
+    """A saved dataset's content, as a Dagster data version: the digest of the file or folder
+    it wrote (``versions.content_digest``), or of an in-memory value (``runner.value_digest``);
+    None where neither can be read."""
+    from kedro.io import MemoryDataset
+
+    from cxr_augment.orchestration.runner import value_digest
+    from cxr_augment.orchestration.versions import content_digest, dataset_path
+
+    if isinstance(dataset, MemoryDataset):
+        found = value_digest(obj)
+        return f"v{found}" if found else None
+    try:
+        where = dataset_path(dataset)
+    except Exception:  # a dataset that cannot describe itself has no path to read
+        return None
+    if where is None or "://" in where:
+        return None
+    found = content_digest(where)
+    return f"c{found}" if found else None
+
+
+def set_data_version(context, version: str | None) -> None:
+    """The asset's data version is what was saved, by its bytes (``data_version``), so that an
+    asset materialised again with the same bytes (its code or a parameter it reads changed, its
+    output did not) leaves what reads it up to date in Dagster. Without one (a file too large
+    to read, an opaque value) Dagster's own version stands: its code version and its inputs'
+    versions, hashed."""
+    if version is None or not getattr(context, "has_asset_key", False):
+        return
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:  # an IO manager called outside a run
+        return
+    step.set_data_version(context.asset_key, dg.DataVersion(version))
+
+
+class _PickledByValue(PickledObjectFilesystemIOManager):
+    def handle_output(self, context, obj) -> None:
+        super().handle_output(context, obj)
+        if not getattr(context, "has_asset_partitions", False):
+            found = _value_digest(obj)
+            set_data_version(context, f"v{found}" if found else None)
+
+
+class ValueFilesystemIOManager(dg.FilesystemIOManager):
+    """Dagster's filesystem IO manager (each value pickled under the instance's storage, where
+    it was before), for the in-memory datasets (an experiment's settings and image table),
+    with the value's digest as the asset's data version (``runner.value_digest``)."""
+
+    def create_io_manager(self, context) -> PickledObjectFilesystemIOManager:
+        base_dir = self.base_dir or context.instance.storage_directory()
+        return _PickledByValue(base_dir=base_dir)
+
+
+def _value_digest(obj) -> str | None:
+    from cxr_augment.orchestration.runner import value_digest
+
+    return value_digest(obj)
 
 
 class DatasetIOManager(dg.IOManager):
@@ -68,8 +130,13 @@ class DatasetIOManager(dg.IOManager):
             metadata = None
         if metadata and hasattr(context, "add_output_metadata"):
             context.add_output_metadata(metadata)
+        if partition is None:  # a partition's version would need the partition's bytes
+            self._set_data_version(context, obj)
         if node is not None:
             hooks.after_dataset_saved(dataset_name=self.dataset_name, data=obj, node=node)
+
+    def _set_data_version(self, context, obj) -> None:
+        set_data_version(context, data_version(self.dataset, obj))
 
     def load_input(self, context):
         node = self._node(context)

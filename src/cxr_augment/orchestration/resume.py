@@ -14,9 +14,12 @@ Each pass
 - asks Dagster for each materialisable asset's status (``CachingStaleStatusResolver``, as the
   UI and ``RunRequest(stale_assets_only=True)`` do): *missing*, *stale* (its code version, or
   an upstream asset's data version, changed since it was materialised) or fresh;
-- adds everything downstream of a missing or stale asset (an upstream asset that is about to be
-  materialised again makes it stale, which Dagster says only once that has happened), and the
-  assets that must be materialised with them (the other outputs of the same Kedro node);
+- takes the missing and stale ones, and the assets that must be materialised with them (the
+  other outputs of the same Kedro node). What lies downstream waits for the next pass, where
+  Dagster says whether it is stale: an asset's data version is its bytes (``io_managers``),
+  so an asset made again with the same bytes leaves its readers up to date and they are not
+  run. ``--downstream`` adds everything downstream to the same pass instead (fewer passes,
+  every reader run);
 - runs, for each job in turn, the selected assets of that job whose selected upstream assets
   are in the same job (the rest wait for a later pass: ``generation`` reads a
   ``classification`` model, ``augmentation`` assets of both). An asset in no named job runs
@@ -64,12 +67,16 @@ def named_jobs(defs) -> list[str]:
     return [j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")]
 
 
-def plan(defs, status: dict, jobs: Sequence[str] | None = None) -> dict[str, list]:
+def plan(
+    defs, status: dict, jobs: Sequence[str] | None = None, downstream: bool = False
+) -> dict[str, list]:
     """One pass: for each job, the asset keys to materialise in one run of it now.
 
     ``status`` maps each materialisable key to its ``StaleStatus`` (``statuses``); ``jobs``
     limits the work to those jobs' assets (default: every asset, those in no named job going to
-    Dagster's implicit asset job). Empty when everything is fresh.
+    Dagster's implicit asset job). ``downstream``: also everything downstream of a missing or
+    stale asset (which Dagster calls stale only once its upstream is made again). Empty when
+    everything is fresh.
     """
     from dagster._core.definitions.data_version import StaleStatus
 
@@ -88,9 +95,8 @@ def plan(defs, status: dict, jobs: Sequence[str] | None = None) -> dict[str, lis
     frontier = list(todo)
     while frontier:  # what lies downstream, and what must be materialised with it
         key = frontier.pop()
-        near = set(graph.get(key).child_keys) | {
-            k for k in graph.get_execution_set_asset_and_check_keys(key) if k in status
-        }
+        near = set(graph.get(key).child_keys) if downstream else set()
+        near |= {k for k in graph.get_execution_set_asset_and_check_keys(key) if k in status}
         for k in near & scope:
             if k not in todo:
                 todo.add(k)
@@ -204,8 +210,9 @@ def resume(
     instance,
     jobs: Sequence[str] | None = None,
     dry_run: bool = False,
-    max_passes: int = 50,
+    max_passes: int = 200,
     say: Callable[[str], None] = print,
+    downstream: bool = False,
 ) -> list[tuple[str, int, str]]:
     """Materialise what is missing or unsynced, pass after pass, until nothing is; the runs
     made, as (job, number of assets, run id). Raises ``RuntimeError`` naming the job and run
@@ -217,7 +224,7 @@ def resume(
         say(f"resume: run {run_id} had lost its process; marked failed")
     graph = defs.resolve_asset_graph()
     for _ in range(max_passes):
-        work = plan(defs, statuses(instance, graph), jobs)
+        work = plan(defs, statuses(instance, graph), jobs, downstream)
         if not work:
             say(f"resume: every asset is up to date ({len(runs)} runs)")
             return runs
@@ -252,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("jobs", nargs="*", help="the jobs whose assets to bring up to date (all)")
     ap.add_argument("--dry-run", action="store_true", help="list the first pass, run nothing")
     ap.add_argument(
+        "--downstream",
+        action="store_true",
+        help="run everything downstream of an unsynced asset in the same pass, also what its "
+        "same bytes would leave up to date",
+    )
+    ap.add_argument(
         "--times", action="store_true", help="list this module's runs and their time, run nothing"
     )
     ap.add_argument("-m", "--module", default="cxr_augment.definitions")
@@ -285,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = ReconstructableRepository.for_module(args.module, args.attribute, os.getcwd())
     with DagsterInstance.get() as instance:
         try:
-            resume(defs, repo, instance, args.jobs or None, args.dry_run)
+            resume(defs, repo, instance, args.jobs or None, args.dry_run,
+                   downstream=args.downstream)  # fmt: skip
         except RuntimeError as err:
             print(err, file=sys.stderr)
             return 1

@@ -619,6 +619,7 @@ def definitions(location, checks: list, default_executor=None):
     from dagster._core.execution.build_resources import wrap_resources_for_execution
 
     from cxr_augment.orchestration import op_subsets
+    from cxr_augment.orchestration.io_managers import ValueFilesystemIOManager
 
     op_subsets.install()  # op-selection runs keep the blocking checks' inputs (op_subsets.py)
 
@@ -626,7 +627,8 @@ def definitions(location, checks: list, default_executor=None):
     # object in each
     resources = wrap_resources_for_execution(location.named_resources)
     shared = {k: v for k, v in resources.items() if not k.endswith("_io_manager")}
-    shared["io_manager"] = dg.FilesystemIOManager()
+    # the in-memory datasets' (pickled under the instance's storage), versioned by value
+    shared["io_manager"] = ValueFilesystemIOManager()
 
     def bind(asset):
         if isinstance(asset, dg.AssetSpec):

@@ -197,6 +197,28 @@ def path_fingerprint(path: str | os.PathLike, content: bool = True) -> str | Non
     return digest.hexdigest()[:16]
 
 
+#: a saved dataset up to this many bytes gets its content's digest as its Dagster data version
+DATA_VERSION_LIMIT = 4 * 2**30
+
+
+def content_digest(path: str | os.PathLike, limit: int = DATA_VERSION_LIMIT) -> str | None:
+    """The digest of what a dataset wrote, by its bytes only: a file's, or a folder's files'
+    (each one's path under the folder and bytes). None when the path does not exist or holds
+    more than ``limit`` bytes (then its bytes are not read)."""
+    root = Path(path)
+    if not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    stats = [f.stat() for f in files]
+    if sum(st.st_size for st in stats) > limit:
+        return None
+    digest = hashlib.sha256(b"file|" if root.is_file() else b"folder|")
+    for f, st in zip(files, stats, strict=True):
+        name = "" if f == root else f.relative_to(root).as_posix()
+        digest.update(f"{name}|{st.st_size}|{_file_digest(f, st)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def dataset_path(dataset) -> str | None:
     """The file or folder a Kedro dataset reads (``filepath`` or ``path`` of its description)."""
     return _path_in(dataset._describe())
