@@ -583,3 +583,30 @@ def test_a_figures_note_is_its_caption():
     assert "Copies — The first selected images, above their copies." in html._figure_html(fig)
     (plain,) = item({**spec, "note": None}, _png(), {})
     assert plain.caption == ""
+
+
+def test_a_groups_own_note_leads_its_first_table_and_reaches_the_page():
+    """A study group's note (what chose what, how to read it) is the first note of its first
+    table: passed by the report node from ``study.groups`` by the asset of the group's table."""
+    from cxr_augment.report.study_report import item
+
+    table = _group_table({"ptx_densenet121": 0.55, "ptx_edit_s05": 0.6}, [])
+    spec = {"key": "es", "kind": "group", "asset": "report.edit_sweep.table", "title": "Edits",
+            "command": "x"}  # fmt: skip
+    note = "Read on validation only:\n   these numbers chose the strength."
+    params = {**_params(), "group_notes": {"report.edit_sweep.table": note}}
+    out = item(spec, table, params)
+    assert out[0].notes[0] == "Read on validation only: these numbers chose the strength."
+    assert all(note not in t.notes for t in out[1:])
+    assert not item(spec, table, _params())[0].notes  # no note given: none shown
+    # through the report node, from the study's groups
+    params = _params()
+    sources = {argument(a): None for a in assets(params)}
+    aucs = {"ptx_densenet121": 0.55, "ptx_aug_thesis_unbalanced": 0.6, "ptx_ddim_unbalanced": 0.65}
+    pairs = [("ptx_aug_thesis_unbalanced", "ptx_densenet121", 0.01),
+             ("ptx_ddim_unbalanced", "ptx_densenet121", 0.02),
+             ("ptx_ddim_unbalanced", "ptx_aug_thesis_unbalanced", 0.2)]  # fmt: skip
+    sources[argument("report.headline.table")] = _group_table(aucs, pairs)
+    parameters = {"study": {"groups": {"headline": {"note": "The laptop-sized Table 15."}}}}
+    page = assemble_report(params, parameters, {}, **sources)
+    assert "The laptop-sized Table 15." in page

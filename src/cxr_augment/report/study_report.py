@@ -871,6 +871,15 @@ _HELD_BACK = {
 _HELD_BACK_ROWS = 50
 
 
+def _with_group_note(tables: list[Table], spec: dict, params: dict) -> list[Table]:
+    """The group's own note (``study.groups.<group>.note``, passed as ``group_notes`` by the
+    asset of its table), or the item's, first among the first table's notes."""
+    note = spec.get("note") or (params.get("group_notes") or {}).get(spec["asset"])
+    if note and tables:
+        tables[0].notes.insert(0, " ".join(str(note).split()))
+    return tables
+
+
 def item(
     spec: dict, data, params: dict, sources: dict | None = None
 ) -> list[Table | Figure | NotRun]:
@@ -899,13 +908,15 @@ def item(
         return [Figure(key=key, title=title, png=data, asset=asset, caption=caption)]
     if kind == "group":
         thesis = resolve_chosen((params.get("thesis") or {}).get(asset), sources or {})
-        return group_tables(key, title, asset, data, list(params["columns"]), thesis)
+        tables = group_tables(key, title, asset, data, list(params["columns"]), thesis)
+        return _with_group_note(tables, spec, params)
     if kind == "sweep":
         return [
             Figure(key=f"{key}-figure", title=title, png=sweep_figure(data), asset=asset,
                    caption="Validation AUC of the classifier trained with each setting's images "
                    "(error bars: 95 % patient-bootstrap CI); the grey line is the baseline."),
-            *group_tables(key, title, asset, data, list(params["columns"]), None),
+            *_with_group_note(group_tables(key, title, asset, data, list(params["columns"]),
+                                           None), spec, params),
         ]  # fmt: skip
     if kind == "fd_sweep":
         frame, meta, notes = fd_sweep_frame(data)

@@ -65,6 +65,13 @@ def assemble_report(params: dict, parameters: dict, provenance: dict, **sources)
     loaded = {asset: sources[argument(asset)] for asset in assets(params)}
     # Tables 13 and 14: their generators' labels and the thesis's numbers
     params = {**params, "generation_tables": _block(parameters, "generation.tables") or {}}
+    # each study group's note, by the asset of its table (what the group's Markdown says first)
+    groups = _block(parameters, "study.groups") or {}
+    params["group_notes"] = {
+        f"report.{name}.table": group["note"]
+        for name, group in groups.items()
+        if isinstance(group, dict) and group.get("note")
+    }
     parts, used = sections(params, loaded, data_note(loaded.get("manifest"), params))
     blob = json.dumps(parameters, sort_keys=True, default=str)
     prov = {
