@@ -392,7 +392,8 @@ def test_the_misclassified_strategy_augments_the_selection_it_is_given(tmp_path)
 
     catalog = augmented_catalog(
         tmp_path, "mis", over, manifest, store, misclassified_selection=selection,
-        **{"params:augmentation.copies_figure": {"parents_per_class": 2, "copies": 3}},
+        **{"params:augmentation.copies_figure": {"parents_per_class": 2, "copies": 3},
+           "params:augmentation.closeness": {"size": 8}},
     )  # fmt: skip
     catalog["mis.copies_figure"] = MatplotlibDataset(filepath=str(tmp_path / "copies.png"))
     pipe = build(["mis"], {}, None, {"mis": {"transforms": True, "misclassified": True}})
@@ -419,6 +420,11 @@ def test_the_misclassified_strategy_augments_the_selection_it_is_given(tmp_path)
     counts = pd.read_csv(tmp_path / "counts.csv").set_index("class")
     assert counts.loc["Positive", "generated_images"] == 14
     assert counts.loc["Negative", "real_images"] == int((train.Pneumothorax.fillna(0) == 0).sum())
+    # how close the copies stay: every copy measured, per class
+    closeness = catalog.load("mis.copies_closeness")
+    assert closeness["status"] == "ok" and closeness["copies"] == 15
+    assert closeness["parents"] == 3 and closeness["comparison_size"] == "8 x 8"
+    assert closeness["by_class"]["positive"]["copies"] == 14
 
 
 def test_several_choices_apply_in_order_each_on_its_own_options():

@@ -238,6 +238,7 @@ def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(r
     data = _experiment_data(run, "m", exp, {**gen, "edit": {"strength": 0.6}})
     data["misclassified_selection"] = MemoryDataset(selection)
     data["params:augmentation.copies_figure"] = MemoryDataset({"parents_per_class": 2, "copies": 2})
+    data["params:augmentation.closeness"] = MemoryDataset({"size": 8})
     pipe = experiment_pipeline("m", {"generators": {"ddim": "grey"}, "misclassified": True})
     assert "params:generation.edit" in pipe.inputs()
     for name in pipe.datasets():
@@ -253,6 +254,9 @@ def test_the_misclassified_strategy_edits_its_selected_images_with_a_generator(r
     titles = [ax.get_title() for ax in c.load("m.copies_figure").axes if ax.get_title()]
     assert titles.count("copy 1: edit, strength 0.6") == 3  # two positives, one negative
     assert titles.count("copy 2: edit, strength 0.6") == 2 and len(titles) == 3 + 5
+    closeness = c.load("m.copies_closeness")
+    assert closeness["how"] == "edit, strength 0.6" and closeness["copies"] == 6
+    assert 0 < closeness["rms_to_parent"]["mean"] < 255
     assert c.load("m.predictions")["prob"].between(0, 1).all()
 
 
@@ -279,6 +283,7 @@ def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
     data = _experiment_data(run, "m", {"augmentation": aug}, {**gen, "edit": {"strength": 0.5}})
     data["misclassified_selection"] = MemoryDataset(selection)
     data["params:augmentation.copies_figure"] = MemoryDataset({"parents_per_class": 1, "copies": 1})
+    data["params:augmentation.closeness"] = MemoryDataset({"size": 8})
 
     def metrics(val: float, test: float) -> pd.DataFrame:
         return pd.DataFrame(

@@ -242,6 +242,16 @@ def augmentation_examples(manifest: pd.DataFrame, store: TensorStore, params: di
     return fig
 
 
+def copies_closeness(
+    store: TensorStore, augmented_manifest: pd.DataFrame, augmented_store: TensorStore, params: dict
+) -> dict:
+    """How close the misclassified strategy's copies stay to the images they were made from
+    (``augment.closeness.copy_closeness`` at ``params["size"]``)."""
+    from cxr_augment.augment.closeness import copy_closeness
+
+    return copy_closeness(store, augmented_manifest, augmented_store, int(params["size"]))
+
+
 def copies_figure(
     store: TensorStore,
     augmented_manifest: pd.DataFrame,

@@ -18,6 +18,7 @@ from cxr_augment.study import repeats, study_config
 
 SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
 COPIES_FIGURE = "params:augmentation.copies_figure"  # the misclassified strategy's figure
+CLOSENESS = "params:augmentation.closeness"  # its copies against the images they were made from
 
 
 def _generation_settings(generators) -> dict[str, str]:
@@ -101,6 +102,14 @@ def experiment_pipeline(
                     name="plot_copies",
                 )
             )
+            steps.append(
+                Node(
+                    nodes.copies_closeness,
+                    ["tensor_store", "augmented_manifest", "augmented_store", CLOSENESS],
+                    "copies_closeness",
+                    name="measure_copies",
+                )
+            )
     per_seed = []
     for s in seeds:
         if augmented:
@@ -164,7 +173,11 @@ def experiment_pipeline(
             "params:study.defaults": "params:study.defaults",
             "params:experiment": f"params:study.experiments.{name}",
             masks: masks,
-            **({COPIES_FIGURE: COPIES_FIGURE} if augmented and wiring.get("misclassified") else {}),
+            **(
+                {COPIES_FIGURE: COPIES_FIGURE, CLOSENESS: CLOSENESS}
+                if augmented and wiring.get("misclassified")
+                else {}
+            ),
             **(
                 {v: v for v in _generation_settings(wiring["generators"]).values()}
                 if augmented and wiring.get("generators")
