@@ -610,3 +610,31 @@ def test_a_groups_own_note_leads_its_first_table_and_reaches_the_page():
     parameters = {"study": {"groups": {"headline": {"note": "The laptop-sized Table 15."}}}}
     page = assemble_report(params, parameters, {}, **sources)
     assert "The laptop-sized Table 15." in page
+
+
+def test_the_copies_closeness_reads_as_one_row_for_all_and_one_per_class():
+    from cxr_augment.augment.closeness import copy_closeness
+    from cxr_augment.report.study_report import item
+
+    class Store(dict):
+        def get(self, key):
+            return self[key]
+
+    rng = np.random.default_rng(0)
+    real = Store({k: rng.integers(0, 256, (32, 32), dtype=np.uint8) for k in "abc"})
+    copies = Store({"x": real["a"], "y": real["c"], "z": real["c"]})
+    manifest = pd.DataFrame({"key": ["x", "y", "z"], "parent_key": ["a", "b", "c"],
+                             "target": [1.0, 1.0, 0.0], "strength": 0.5})  # fmt: skip
+    data = copy_closeness(real, manifest, copies)
+    spec = {"key": "cl", "kind": "closeness", "asset": "e.copies_closeness", "title": "Close",
+            "command": "x", "note": "How to read it."}  # fmt: skip
+    (table,) = item(spec, data, _params())
+    assert list(table.frame["copies of"]) == ["all", "positive", "negative"]
+    assert list(table.frame["copies"]) == [3, 2, 1]
+    assert table.frame["parent nearest"].tolist() == pytest.approx([2 / 3, 0.5, 1.0])
+    assert table.frame.loc[2, "to parent"] == "0.0 / 0.0"
+    assert table.meta["made by"] == "edit, strength 0.5" and table.meta["compared at"] == "32 x 32"
+    assert table.notes == ["How to read it."]
+    draws = {"status": "no parents", "copies": 0, "reason": "class draws"}
+    (table,) = item(spec, draws, _params())
+    assert table.meta["status"] == "no parents" and table.frame.loc[0, "why"] == "class draws"

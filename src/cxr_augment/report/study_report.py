@@ -871,6 +871,38 @@ _HELD_BACK = {
 _HELD_BACK_ROWS = 50
 
 
+def closeness_frame(data: dict) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``copies_closeness`` as one row for all the copies and one per class: the distances
+    (mean, median) and the share of copies whose parent is the nearest selected image."""
+    if data.get("status") != "ok":
+        frame = pd.DataFrame([{"copies": data.get("copies", 0), "why": data.get("reason", "")}])
+        return frame, {"status": str(data.get("status"))}
+
+    def row(label: str, part: dict) -> dict:
+        def pair(stats: dict) -> str:
+            if stats.get("mean") is None:
+                return "n/a"
+            return f"{stats['mean']:.1f} / {stats['median']:.1f}"
+
+        return {
+            "copies of": label,
+            "copies": part["copies"],
+            "selected": part["parents"],
+            "to parent": pair(part["rms_to_parent"]),
+            "to nearest other": pair(part["rms_to_nearest_other"]),
+            "parent nearest": part["parent_nearest_share"],
+            "spacing": part["parent_spacing"],
+        }
+
+    rows = [row("all", data)] + [row(k, v) for k, v in (data.get("by_class") or {}).items()]
+    meta = {
+        "made by": str(data.get("how")),
+        "compared at": str(data.get("comparison_size")),
+        "distances": "RMS grey levels (0-255), mean / median",
+    }
+    return pd.DataFrame(rows), meta
+
+
 def _with_group_note(tables: list[Table], spec: dict, params: dict) -> list[Table]:
     """The group's own note (``study.groups.<group>.note``, passed as ``group_notes`` by the
     asset of its table), or the item's, first among the first table's notes."""
@@ -924,6 +956,11 @@ def item(
     if kind == "json":
         notes = [" ".join(str(spec["note"]).split())] if spec.get("note") else []
         return [Table(key=key, title=title, frame=_json_frame(data), asset=asset, notes=notes)]
+    if kind == "closeness":
+        frame, meta = closeness_frame(data)
+        notes = [" ".join(str(spec["note"]).split())] if spec.get("note") else []
+        return [Table(key=key, title=title, frame=frame, asset=asset, meta=meta, notes=notes,
+                      digits=2)]  # fmt: skip
     if kind == "split_counts":
         return [
             Table(
