@@ -41,10 +41,16 @@ def final(m):
     return {"v": m * 10}
 
 
-def _setup(tmp_path, factor=2, memory=MemoryDataset, note=None):
+def _source(tmp_path) -> JSONDataset:
+    """The pipelines' source file, written once (a test rewrites it to change it)."""
     src = JSONDataset(filepath=str(tmp_path / "src.json"))
     if not (tmp_path / "src.json").exists():
         src.save({"v": 3})
+    return src
+
+
+def _setup(tmp_path, factor=2, memory=MemoryDataset, note=None):
+    src = _source(tmp_path)
     catalog = DataCatalog(
         datasets={
             "src": src,
@@ -635,9 +641,7 @@ def echo(m):
 
 def _memory_setup(tmp_path, note="a", kept=1, memory=MemoryDataset):
     """src -> mid (file) -> mem (in memory, its maker reads a parameter) -> end (file)."""
-    src = JSONDataset(filepath=str(tmp_path / "src.json"))
-    if not (tmp_path / "src.json").exists():
-        src.save({"v": 3})
+    src = _source(tmp_path)
     catalog = DataCatalog(
         datasets={
             "src": src,

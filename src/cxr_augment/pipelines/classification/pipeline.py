@@ -93,23 +93,13 @@ def experiment_pipeline(
                 else "augment_images",
             )
         )
-        if wiring.get("misclassified"):  # the selected images beside their copies
-            steps.append(
-                Node(
-                    nodes.copies_figure,
-                    ["tensor_store", "augmented_manifest", "augmented_store", COPIES_FIGURE],
-                    "copies_figure",
-                    name="plot_copies",
-                )
-            )
-            steps.append(
-                Node(
-                    nodes.copies_closeness,
-                    ["tensor_store", "augmented_manifest", "augmented_store", CLOSENESS],
-                    "copies_closeness",
-                    name="measure_copies",
-                )
-            )
+        if wiring.get("misclassified"):  # the selected images beside their copies, and how
+            for func, settings, out, step in (  # close the copies stay to them
+                (nodes.copies_figure, COPIES_FIGURE, "copies_figure", "plot_copies"),
+                (nodes.copies_closeness, CLOSENESS, "copies_closeness", "measure_copies"),
+            ):
+                sets = ["tensor_store", "augmented_manifest", "augmented_store", settings]
+                steps.append(Node(func, sets, out, name=step))
     per_seed = []
     for s in seeds:
         if augmented:
