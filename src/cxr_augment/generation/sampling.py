@@ -28,9 +28,10 @@ and the scheduler's steps are the whole batch's. Batch b of class c starts from 
 (seed, c, b): same seed, same bytes on CPU (for one batch size and chunk).
 
 ``edit_batch`` is image-conditioned generation (SDEdit, Meng et al. 2022): a real image is
-noised part of the way to T and denoised from there with its class, so the new image keeps
-the parent's layout and the model redraws its detail (the misclassified strategy's images
-from a generator: ``sets.edited_set``).
+noised part of the way to T and denoised from there with its class, so the new image
+starts from its parent and the model redraws it, the more the larger the strength (the
+misclassified strategy's images from a generator: ``sets.edited_set``; how much of the
+parent a copy keeps: ``augment.closeness``).
 
 Two sets drawn from one model with one sampler and seed share their batches: the study's
 unbalanced and balanced sets of one generator are the same images up to their counts (the
