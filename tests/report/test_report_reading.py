@@ -220,15 +220,14 @@ def test_the_tests_read_at_a_threshold_are_named_with_their_direction():
     assert ("the smallest adjusted p is 0.109 (trad against base on test; ddim against base "
             "on test)") in text  # fmt: skip
     assert (
-        "At each classifier's threshold, significant after Holm's adjustment at 0.05:\n- McNemar: "
+        "At each classifier's threshold, significant after Holm's adjustment at 0.05:\n- McNemar "
         in text
     )
     assert (
-        "McNemar: trad against base on test (accuracy 0.400 against 0.840; Holm p = 0.000400)."
-        in text
+        "McNemar on test, against base's accuracy 0.840: trad (0.400, Holm p = 0.000400)." in text
     )
-    assert "bootstrap ΔF1: ddim against trad on internal_test (-0.066; Holm p = 0.0320)." in text
-    assert "ddim against base on test (accuracy" not in text  # 0.5: not significant
+    assert "bootstrap ΔF1 on internal_test, against trad: ddim (-0.066, Holm p = 0.0320)." in text
+    assert "ddim (0.400" not in text  # 0.5: not significant
 
 
 def test_the_answer_names_the_source_validation_chose_and_the_labels_of_each_split():
@@ -242,3 +241,16 @@ def test_the_answer_names_the_source_validation_chose_and_the_labels_of_each_spl
     assert "official test set (the radiologists' labels;" in text
     assert "their report labels under the experiment's label policy" in text
     assert "chosen on validation" not in " ".join(answer({"headline": table}, SPEC)[0])
+
+
+def test_comparisons_against_one_reference_on_one_split_are_one_item():
+    table = _table({("test", "trad", "base"): 0.109, ("test", "ddim", "base"): 0.109})
+    table["accuracy"] = np.where(table["experiment"] == "base", 0.84, 0.40)
+    comp = table["row"] == "comparison"
+    table.loc[comp, "mcnemar_p_holm"] = 0.5
+    on_test = comp & (table["split"] == "test") & (table["reference"] == "base")
+    table.loc[on_test, "mcnemar_p_holm"] = [0.0004, 0.002]
+    text = " ".join(answer({"headline": table}, SPEC)[0])
+    assert text.count("McNemar on test") == 1
+    assert ("McNemar on test, against base's accuracy 0.840: trad (0.400, Holm p = 0.000400); "
+            "ddim (0.400, Holm p = 0.00200).") in text  # fmt: skip

@@ -200,21 +200,26 @@ def at_threshold(
     rows = [(split, r) for split, r in read if r is not None]
     items = []
     for col, word, diff in _AT_THRESHOLD:
-        found = []
+        # one item per split and reference: the reference's value once, then each experiment's
+        found: dict[tuple[str, str], list[str]] = {}
         for split, r in rows:
             if col not in r or not np.isfinite(float(r[col])) or float(r[col]) >= alpha:
                 continue
             if diff == "accuracy" and table is not None:
-                a = _value(table, split, r["experiment"], "accuracy")
-                b = _value(table, split, r["reference"], "accuracy")
-                way = f"accuracy {_fmt(a)} against {_fmt(b)}; "
+                value = f"{_fmt(_value(table, split, r['experiment'], 'accuracy'))}, "
             elif diff in r and np.isfinite(float(r[diff])):
-                way = f"{float(r[diff]):+.3f}; "
+                value = f"{float(r[diff]):+.3f}, "
             else:
-                way = ""
-            found.append(f"{_names(r, split)} ({way}Holm p = {_p(float(r[col]))})")
-        if found:
-            items.append(f"{word}: " + "; ".join(found) + ".")
+                value = ""
+            found.setdefault((split, str(r["reference"])), []).append(
+                f"{r['experiment']} ({value}Holm p = {_p(float(r[col]))})"
+            )
+        for (split, reference), hits in found.items():
+            if diff == "accuracy" and table is not None:
+                ref = f"{reference}'s accuracy {_fmt(_value(table, split, reference, 'accuracy'))}"
+            else:
+                ref = reference
+            items.append(f"{word} on {split}, against {ref}: " + "; ".join(hits) + ".")
     if not items:
         return ""
     return "\n- ".join(
