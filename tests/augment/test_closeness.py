@@ -48,7 +48,8 @@ def test_copies_equal_to_their_parents_are_at_distance_0_and_nearest_them():
     assert (
         out["by_class"]["positive"]["copies"] == 4 and out["by_class"]["negative"]["parents"] == 2
     )
-    assert out["how"] == "transformed copies" and out["comparison_size"] == "32 x 32"
+    assert out["how"] == "transformed copies" and out["strengths"] == []
+    assert out["comparison_size"] == "32 x 32"
 
 
 def test_a_copy_that_shows_another_image_is_counted_as_not_keeping_its_parent():
@@ -64,7 +65,7 @@ def test_a_copy_that_shows_another_image_is_counted_as_not_keeping_its_parent():
     assert out["rms_to_parent"]["mean"] == pytest.approx(np.mean(want), rel=1e-5)
     assert out["by_class"]["positive"]["parent_nearest_share"] == 0.5
     assert out["by_class"]["negative"]["rms_to_parent"]["median"] == pytest.approx(0.0, abs=1e-3)
-    assert out["how"] == "edit, strength 0.5"
+    assert out["how"] == "edit, strength 0.5" and out["strengths"] == [0.5]
 
 
 def test_images_of_another_size_are_compared_at_the_comparison_size():

@@ -638,3 +638,53 @@ def test_the_copies_closeness_reads_as_one_row_for_all_and_one_per_class():
     draws = {"status": "no parents", "copies": 0, "reason": "class draws"}
     (table,) = item(spec, draws, _params())
     assert table.meta["status"] == "no parents" and table.frame.loc[0, "why"] == "class draws"
+
+
+def test_the_edit_sweep_draws_auc_and_parent_closeness_against_the_strength():
+    import io
+
+    from PIL import Image
+
+    from cxr_augment.report.study_report import assets, edit_sweep_figure, item
+
+    aucs = {"ptx_densenet121": 0.58, "ptx_edit_s025": 0.52, "ptx_edit_s05": 0.50,
+            "ptx_edit_s075": 0.60}  # fmt: skip
+    table = _group_table(aucs, []).assign(split="validation")
+    near = {f"ptx_edit_s0{n}": {"status": "ok", "strengths": [s], "parent_nearest_share": v}
+            for n, s, v in (("25", 0.25, 0.89), ("5", 0.5, 0.12), ("75", 0.75, 0.02))}  # fmt: skip
+    also = [f"{e}.copies_closeness" for e in near]
+    spec = {"key": "es", "kind": "edit_sweep", "asset": "report.edit_sweep.table", "also": also,
+            "title": "Edits", "command": "x"}  # fmt: skip
+    sources = {f"{e}.copies_closeness": v for e, v in near.items()}
+    out = item(spec, table, _params(), sources)
+    assert isinstance(out[0], html.Figure) and out[0].key == "es-figure"
+    assert Image.open(io.BytesIO(out[0].png)).size[0] > 300
+    assert len(out[1].frame) == 4  # the validation table follows
+    # the figure's points: strength, AUC and share, the reference as the baseline line
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real = plt.subplots
+
+    def spy(*a, **k):
+        fig, ax = real(*a, **k)
+        drawn.append(ax)
+        return fig, ax
+
+    plt.subplots = spy
+    try:
+        edit_sweep_figure(table, near)
+    finally:
+        plt.subplots = real
+    ax = drawn[0]
+    assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [
+        0.58
+    ]
+    right = [a for a in ax.figure.axes if a is not ax][0]
+    (shares,) = right.get_lines()
+    assert list(shares.get_xdata()) == [0.25, 0.5, 0.75]
+    assert list(shares.get_ydata()) == [0.89, 0.12, 0.02]
+    # closeness not made: no figure, the tables alone; the report reads the extra assets
+    assert not isinstance(item(spec, table, _params(), {})[0], html.Figure)
+    params = _params()
+    assert set(also) <= set(assets(params))

@@ -55,7 +55,7 @@ def copy_closeness(
 
     Returns:
         ``status`` (``ok``, or ``no parents``), ``copies``, ``parents``, how the copies were
-        made, the comparison size, and overall and per class: ``rms_to_parent`` and
+        made (``how``; an edit's ``strengths``), the comparison size, and overall and per class: ``rms_to_parent`` and
         ``rms_to_nearest_other`` (mean, median; grey levels 0-255), ``parent_nearest_share``
         (the share of copies whose parent is the nearest selected image), and
         ``parent_spacing`` (the median distance of a selected image to its nearest other).
@@ -79,10 +79,8 @@ def copy_closeness(
     spacing = _rms(p, p)
     np.fill_diagonal(spacing, np.inf)
     parent_gap = spacing.min(1) if len(parents) > 1 else np.full(len(parents), np.nan)
-    if "strength" in rows:
-        how = ", ".join(f"edit, strength {s:g}" for s in sorted(rows["strength"].unique()))
-    else:
-        how = "transformed copies"
+    strengths = sorted(float(s) for s in rows["strength"].unique()) if "strength" in rows else []
+    how = ", ".join(f"edit, strength {s:g}" for s in strengths) or "transformed copies"
 
     def summary(mask: np.ndarray, parent_mask: np.ndarray) -> dict:
         return {
@@ -94,7 +92,12 @@ def copy_closeness(
             "parent_spacing": _stats(parent_gap[parent_mask])["median"],
         }
 
-    out = {"status": "ok", "how": how, "comparison_size": f"{size} x {size}"}
+    out = {
+        "status": "ok",
+        "how": how,
+        "strengths": strengths,
+        "comparison_size": f"{size} x {size}",
+    }
     out |= summary(np.ones(len(rows), bool), np.ones(len(parents), bool))
     parent_class = rows.drop_duplicates("parent_key").set_index("parent_key")["target"]
     classes = parent_class.reindex(parents).to_numpy()

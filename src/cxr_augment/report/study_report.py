@@ -867,6 +867,46 @@ def sweep_figure(table: pd.DataFrame) -> bytes:
     return html.figure_png(fig)
 
 
+def edit_sweep_figure(table: pd.DataFrame, closeness: dict[str, dict]) -> bytes | None:
+    """The edit sweep: validation AUC (with its CI) against the edit strength, and on a second
+    axis the share of copies whose parent is the nearest selected image (how much of the
+    parent the edits keep). ``closeness`` maps each sweep experiment to its
+    ``copies_closeness`` (None: not made), whose ``strengths`` place it; the table's other
+    experiment is the reference. None when no sweep experiment's closeness has been made."""
+    import matplotlib.pyplot as plt
+
+    rows = _experiment_rows(table)
+    rows = rows[rows["split"] == "validation"]
+    points, baseline = [], np.nan
+    for _, r in rows.iterrows():
+        if str(r["experiment"]) not in closeness:  # the reference
+            baseline = float(r["roc_auc"])
+            continue
+        near = closeness[str(r["experiment"])]
+        if not near or near.get("status") != "ok" or len(near.get("strengths") or []) != 1:
+            continue  # its closeness not made yet
+        lo, hi = (float(x) for x in str(r["roc_auc_ci"]).strip("[]").split(","))
+        points.append((near["strengths"][0], float(r["roc_auc"]), lo, hi,
+                       float(near["parent_nearest_share"])))  # fmt: skip
+    if not points:
+        return None
+    points.sort()
+    x, auc, lo, hi, share = (np.array(v) for v in zip(*points, strict=True))
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.errorbar(x, auc, yerr=[auc - lo, hi - auc], marker="o", ms=4, capsize=3, lw=1,
+                color="C0", label="validation AUC (95 % CI)")  # fmt: skip
+    if np.isfinite(baseline):
+        ax.axhline(baseline, color="grey", lw=0.8, ls="--", label="baseline's AUC")
+    ax.set(xlabel="edit strength (share of the sampler's steps redrawn)", ylabel="validation AUC")
+    right = ax.twinx()
+    right.plot(x, share, marker="s", ms=4, lw=1, color="C3", label="copies nearest their parent")
+    right.set(ylabel="share of copies nearest their parent", ylim=(0, 1.05))
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return html.figure_png(fig)
+
+
 #: tables of what ingestion held back: shown even when empty (a zero is the news), counted,
 #: and their first rows listed
 _HELD_BACK = {
@@ -955,6 +995,19 @@ def item(
             *_with_group_note(group_tables(key, title, asset, data, list(params["columns"]),
                                            None), spec, params),
         ]  # fmt: skip
+    if kind == "edit_sweep":
+        closeness = {a.removesuffix(".copies_closeness"): (sources or {}).get(a)
+                     for a in spec.get("also") or []}  # fmt: skip
+        png = edit_sweep_figure(data, closeness)
+        tables = group_tables(key, title, asset, data, list(params["columns"]), None)
+        figure = [] if png is None else [
+            Figure(key=f"{key}-figure", title=title, png=png, asset=asset,
+                   caption="Validation AUC of the classifier trained with each strength's edits "
+                   "(error bars: 95 % patient-bootstrap CI) and, on the right, the share of the "
+                   "edits whose parent is the nearest selected image (each experiment's "
+                   "copies_closeness); the grey line is the baseline.")
+        ]  # fmt: skip
+        return [*figure, *_with_group_note(tables, spec, params)]
     if kind == "fd_sweep":
         frame, meta, notes = fd_sweep_frame(data)
         return [Table(key=key, title=title, frame=frame, asset=asset, meta=meta, notes=notes)]
@@ -1102,5 +1155,8 @@ def source_of(dataset_name: str) -> str | None:
 def assets(params: dict) -> list[str]:
     """Every asset the report reads, in order."""
     names = [spec["asset"] for sec in params["sections"] for spec in sec["items"]]
+    names += [
+        a for sec in params["sections"] for spec in sec["items"] for a in spec.get("also", [])
+    ]
     names += [f"report.{g}.table" for g in params["answer"]["groups"]]
     return list(dict.fromkeys(names))
