@@ -304,6 +304,69 @@ def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
     assert chosen["options"]["s02"]["roc_auc"] == 0.61
     rows = c.load("m.augmented_manifest")
     assert set(rows["strength"]) == {0.8} and len(rows) == 2
+    # required to keep the parent: 0.8's copies do not (their closeness), so 0.2 is chosen
+    aug["choose"] = [{"options": options, "require": {"parent_nearest_share": 0.5}}]
+    data["params:study.experiments.m"] = MemoryDataset({"augmentation": aug})
+    data["e02.copies_closeness"] = MemoryDataset({"parent_nearest_share": 0.9})
+    data["e08.copies_closeness"] = MemoryDataset({"parent_nearest_share": 0.1})
+    wiring["choose_closeness"] = ["e02", "e08"]
+    pipe = experiment_pipeline("m", wiring)
+    assert {"e02.copies_closeness", "e08.copies_closeness"} <= pipe.inputs()
+    for name in pipe.datasets():
+        data.setdefault(name, Kept(copy_mode="assign"))
+    c = DataCatalog(data)
+    SequentialRunner().run(pipe, c)
+    chosen = c.load("m.chosen_augmentation")
+    assert chosen["chosen"] == "s02" and chosen["options"]["s08"]["parent_nearest_share"] == 0.1
+    assert "parent nearest for at least 0.5" in chosen["rule"]
+    assert set(c.load("m.augmented_manifest")["strength"]) == {0.2}
+
+
+def test_a_required_closeness_limits_the_options_and_says_when_none_meets_it():
+    from cxr_augment.pipelines.classification.nodes import choose_augmentation
+
+    def metrics(val: float) -> pd.DataFrame:
+        return pd.DataFrame({"split": ["validation"], "metric": ["roc_auc"], "value": [val]})
+
+    options = {k: {"experiment": k, "set": {"strength": s}}
+               for k, s in (("a", 0.25), ("b", 0.5), ("c", 0.75))}  # fmt: skip
+    rule = {"options": options, "require": {"parent_nearest_share": 0.1}}
+    spec = {"name": "x", "augmentation": {"choose": [rule]}}
+    aucs = [metrics(0.52), metrics(0.50), metrics(0.60)]
+    near = [{"parent_nearest_share": v} for v in (0.89, 0.12, 0.02)]
+    # a and b keep their parents often enough; b's AUC is lower: a
+    assert choose_augmentation(spec, *aucs, *near)["chosen"] == "a"
+    rule["require"]["parent_nearest_share"] = 0.95  # none does: every option stays in
+    out = choose_augmentation(spec, *aucs, *near)
+    assert out["chosen"] == "c" and "none has: every option stays in" in out["rule"]
+    with pytest.raises(ValueError, match="left over"):
+        choose_augmentation(spec, *aucs, *near, near[0])
+
+
+def test_a_closeness_requirement_needs_misclassified_options_and_a_share(monkeypatch):
+    from cxr_augment.classify import experiments as ex
+    from cxr_augment.pipelines.classification import pipeline as cp
+
+    for bad in ({"parent_nearest_share": 1.5}, {"parent_nearest_share": "most"}, {"fid": 3}):
+        rule = {"options": {"a": {"experiment": "a"}}, "require": bad}
+        aug = {"source": "ddim", "strategy": "misclassified", "seed": 1, "choose": [rule]}
+        with pytest.raises(ValueError, match="experiment x: augmentation.choose's require"):
+            ex.experiment_spec(DEFAULTS, {"augmentation": aug}, "x")
+    need = {"parent_nearest_share": 0.5}
+    study = {
+        "defaults": {},
+        "experiments": {
+            "x": {"augmentation": {"methods": ["noise"], "strategy": "misclassified", "seed": 1,
+                                   "choose": [{"options": {"u": {"experiment": "u"}},
+                                               "require": need}]}},
+            "u": {"augmentation": {"methods": ["noise"], "strategy": "unbalanced", "seed": 1}},
+        },
+    }  # fmt: skip
+    monkeypatch.setattr(cp, "study_config", lambda: study)
+    with pytest.raises(ValueError, match="option experiment u makes no copies"):
+        cp.augmentation_wiring("x")
+    study["experiments"]["u"]["augmentation"]["strategy"] = "misclassified"
+    assert cp.augmentation_wiring("x")["choose_closeness"] == ["u"]
 
 
 def test_the_study_profile_chooses_the_edit_strength_on_validation(monkeypatch):
@@ -322,10 +385,13 @@ def test_the_study_profile_chooses_the_edit_strength_on_validation(monkeypatch):
             spec = ex.experiment_spec(config["defaults"], config["experiments"][name], name)
             assert spec["augmentation"]["source"] == "ddim"
         assert cp.augmentation_wiring("ptx_ddim_misclassified")["choose"] == sweep
+        assert cp.augmentation_wiring("ptx_ddim_misclassified")["choose_closeness"] == sweep
         assert config["groups"]["edit_sweep"]["splits"] == ["validation"]
         best = cp.augmentation_wiring("ptx_misclassified_best")["choose"]
         head = ["ptx_aug_thesis_unbalanced", "ptx_ddim_unbalanced"]
         assert best == (head + sweep if env == "study" else head)
+        closeness = cp.augmentation_wiring("ptx_misclassified_best")["choose_closeness"]
+        assert closeness == (sweep if env == "study" else None)
         assert not set(sweep) & set(config["headline"]["experiments"])
         for name in ("ptx_misclassified_best", "ptx_ddim_misclassified"):  # every option parses
             ex.experiment_spec(config["defaults"], config["experiments"][name], name)

@@ -92,6 +92,17 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                     f"experiment {name}: augmentation.choose needs `options` (label: "
                     "{experiment: whose validation result decides, set: {settings it implies}})"
                 )
+            require = (rule or {}).get("require") or {}
+            share = require.get("parent_nearest_share")
+            if set(require) - {"parent_nearest_share"} or (
+                share is not None
+                and (isinstance(share, bool) or not isinstance(share, int | float)
+                     or not 0.0 <= share <= 1.0)
+            ):  # fmt: skip
+                raise ValueError(
+                    f"experiment {name}: augmentation.choose's require takes "
+                    f"parent_nearest_share, a share in [0, 1]; got {require!r}"
+                )
             variants = {
                 f"{k} + {label}".strip(" +"): {**v, **(o.get("set") or {})}
                 for k, v in variants.items()

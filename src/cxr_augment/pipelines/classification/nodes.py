@@ -93,18 +93,31 @@ def choose_rules(choose: dict | list) -> list[dict]:
     return list(choose) if isinstance(choose, list) else [choose]
 
 
-def choose_augmentation(spec: dict, *option_metrics: pd.DataFrame) -> dict:
-    """Augmentation settings (a source, a strategy, a sampler), chosen on validation only.
+def closeness_required(rule: dict) -> float | None:
+    """A rule's ``require: {parent_nearest_share: x}`` (None: no requirement)."""
+    need = (rule.get("require") or {}).get("parent_nearest_share")
+    return None if need is None else float(need)
+
+
+def choose_augmentation(spec: dict, *option_results) -> dict:
+    """Augmentation settings (a source, a strategy, a sampler, an edit strength), chosen on
+    validation only.
 
     Rule (``augmentation.choose: {metric, options: {label: {experiment, set}}}``, or a list of
     such rules applied in order): the option whose experiment has the best seed-mean
     validation ``metric`` (default ROC AUC; ties: the first listed) gives its ``set`` (e.g.
     ``{source: ddim}``, ``{strategy: misclassified}`` or ``{sampler: {steps: 10}}``).
-    ``option_metrics`` are the options' metrics tables, rule after rule. The test sets are
+    ``require: {parent_nearest_share: x}`` limits a rule to the options whose copies keep
+    their parent (``copies_closeness``: at least the share ``x`` of them have their parent
+    nearest); when none does, every option stays in and the decision says so.
+    ``option_results`` are the options' metrics tables, rule after rule, then the
+    ``copies_closeness`` of the options of each rule with a requirement. The test sets are
     never read.
     """
     rules = choose_rules(spec["augmentation"]["choose"])
-    tables = list(option_metrics)
+    n_metrics = sum(len(rule["options"]) for rule in rules)
+    tables = list(option_results[:n_metrics])
+    closeness = list(option_results[n_metrics:])
     decisions, merged = [], {}
     for rule in rules:
         metric = rule.get("metric", "roc_auc")
@@ -114,22 +127,30 @@ def choose_augmentation(spec: dict, *option_metrics: pd.DataFrame) -> dict:
             table = tables.pop(0)
             row = table[(table["split"] == "validation") & (table["metric"] == metric)]
             scores[label] = float(row["value"].iloc[0])
-        best = max(labels, key=lambda k: scores[k])  # max keeps the first of equal values
+        options = {
+            k: {"experiment": rule["options"][k]["experiment"], metric: scores[k]} for k in labels
+        }
+        words = f"best validation {metric} among the options' experiments"
+        eligible = labels
+        need = closeness_required(rule)
+        if need is not None:
+            for label in labels:
+                near = closeness.pop(0) or {}
+                options[label]["parent_nearest_share"] = near.get("parent_nearest_share")
+            eligible = [k for k in labels
+                        if (options[k]["parent_nearest_share"] or 0.0) >= need]  # fmt: skip
+            words += (f" whose copies have their parent nearest for at least {need:g} of them"
+                      + ("" if eligible else " (none has: every option stays in)"))  # fmt: skip
+            eligible = eligible or labels
+        best = max(eligible, key=lambda k: scores[k])  # max keeps the first of equal values
         chosen_set = dict(rule["options"][best].get("set") or {})
         merged.update(chosen_set)
-        decisions.append(
-            {
-                "rule": f"best validation {metric} among the options' experiments",
-                "options": {
-                    k: {"experiment": rule["options"][k]["experiment"], metric: scores[k]}
-                    for k in labels
-                },
-                "chosen": best,
-                "set": chosen_set,
-            }
+        decisions.append({"rule": words, "options": options, "chosen": best, "set": chosen_set})
+    if tables or closeness:
+        raise ValueError(
+            f"choose_augmentation: {len(tables)} metrics tables and {len(closeness)} closeness "
+            "summaries left over"
         )
-    if tables:
-        raise ValueError(f"choose_augmentation: {len(tables)} metrics tables left over")
     out = {"experiment": spec["name"], **decisions[0], "set": merged}
     if len(decisions) > 1:
         out["chosen"] = " + ".join(d["chosen"] for d in decisions)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from kedro.pipeline import Node, Pipeline
 
 from cxr_augment.pipelines.classification import nodes
-from cxr_augment.pipelines.classification.nodes import choose_rules
+from cxr_augment.pipelines.classification.nodes import choose_rules, closeness_required
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
 
@@ -64,6 +64,8 @@ def experiment_pipeline(
         if choice is not None:
             func, what, refs = choice
             metrics = [f"{r}.metrics" for r in refs]
+            # a rule that requires the copies to keep their parent reads its options' closeness
+            metrics += [f"{r}.copies_closeness" for r in wiring.get("choose_closeness") or []]
             steps.append(Node(func, ["spec", *metrics], f"chosen_{what}", name=f"choose_{what}"))
             outside |= set(metrics)
             inputs["chosen"] = f"chosen_{what}"
@@ -264,11 +266,22 @@ def augmentation_wiring(name: str) -> dict | None:
         src: _generator_model(name, src) for src in dict.fromkeys(sources) if src != "transforms"
     }
     methods = aug.get("methods")
+    closeness = [o["experiment"] for r in rules if closeness_required(r) is not None
+                 for o in r["options"].values()]  # fmt: skip
+    for other in closeness:  # only a misclassified experiment measures its copies' closeness
+        wiring = augmentation_wiring(other) if other in study["experiments"] else None
+        if not (wiring and wiring["misclassified"]):
+            raise ValueError(
+                f"experiment {name}: augmentation.choose requires parent_nearest_share, but "
+                f"option experiment {other} makes no copies of selected images (it needs the "
+                "misclassified strategy)"
+            )
     return {
         "generators": generators,
         "transforms": "transforms" in sources,
         "rule": methods if isinstance(methods, dict) else None,
         "choose": [o["experiment"] for r in rules for o in r["options"].values()] or None,
+        "choose_closeness": closeness or None,
         "misclassified": any(v.get("strategy") == "misclassified" for v in variants),
     }
 
