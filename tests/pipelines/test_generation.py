@@ -293,12 +293,17 @@ def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
     data["e02.metrics"] = MemoryDataset(metrics(0.61, 0.90))
     data["e08.metrics"] = MemoryDataset(metrics(0.66, 0.50))
     wiring = {"generators": {"ddim": "grey"}, "misclassified": True, "choose": ["e02", "e08"]}
-    pipe = experiment_pipeline("m", wiring)
-    assert {"e02.metrics", "e08.metrics"} <= pipe.inputs()
-    for name in pipe.datasets():
-        data.setdefault(name, Kept(copy_mode="assign"))
-    c = DataCatalog(data)
-    SequentialRunner().run(pipe, c)
+
+    def run(reads: set[str]) -> DataCatalog:
+        pipe = experiment_pipeline("m", wiring)
+        assert reads <= pipe.inputs()
+        for name in pipe.datasets():
+            data.setdefault(name, Kept(copy_mode="assign"))
+        c = DataCatalog(data)
+        SequentialRunner().run(pipe, c)
+        return c
+
+    c = run({"e02.metrics", "e08.metrics"})
     chosen = c.load("m.chosen_augmentation")
     assert chosen["chosen"] == "s08" and chosen["set"] == {"strength": 0.8}
     assert chosen["options"]["s02"]["roc_auc"] == 0.61
@@ -310,12 +315,7 @@ def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
     data["e02.copies_closeness"] = MemoryDataset({"parent_nearest_share": 0.9})
     data["e08.copies_closeness"] = MemoryDataset({"parent_nearest_share": 0.1})
     wiring["choose_closeness"] = ["e02", "e08"]
-    pipe = experiment_pipeline("m", wiring)
-    assert {"e02.copies_closeness", "e08.copies_closeness"} <= pipe.inputs()
-    for name in pipe.datasets():
-        data.setdefault(name, Kept(copy_mode="assign"))
-    c = DataCatalog(data)
-    SequentialRunner().run(pipe, c)
+    c = run({"e02.copies_closeness", "e08.copies_closeness"})
     chosen = c.load("m.chosen_augmentation")
     assert chosen["chosen"] == "s02" and chosen["options"]["s08"]["parent_nearest_share"] == 0.1
     assert "parent nearest for at least 0.5" in chosen["rule"]

@@ -55,8 +55,9 @@ def copy_closeness(
 
     Returns:
         ``status`` (``ok``, or ``no parents``), ``copies``, ``parents``, how the copies were
-        made (``how``; an edit's ``strengths``), the comparison size, and overall and per class: ``rms_to_parent`` and
-        ``rms_to_nearest_other`` (mean, median; grey levels 0-255), ``parent_nearest_share``
+        made (``how``; an edit's ``strengths``), the comparison size, and overall and per
+        class: ``rms_to_parent`` and ``rms_to_nearest_other`` (mean, median; grey levels
+        0-255), ``parent_nearest_share``
         (the share of copies whose parent is the nearest selected image), and
         ``parent_spacing`` (the median distance of a selected image to its nearest other).
     """

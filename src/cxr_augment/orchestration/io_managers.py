@@ -15,17 +15,12 @@ def data_version(dataset, obj) -> str | None:
     None where neither can be read."""
     from kedro.io import MemoryDataset
 
-    from cxr_augment.orchestration.runner import value_digest
     from cxr_augment.orchestration.versions import content_digest, dataset_path
 
     if isinstance(dataset, MemoryDataset):
-        found = value_digest(obj)
-        return f"v{found}" if found else None
-    try:
-        where = dataset_path(dataset)
-    except Exception:  # a dataset that cannot describe itself has no path to read
-        return None
-    if where is None or "://" in where:
+        return _value_version(obj)
+    where = dataset_path(dataset)
+    if where is None or "://" in where:  # no file of its own, or one elsewhere: not read
         return None
     found = content_digest(where)
     return f"c{found}" if found else None
@@ -39,19 +34,14 @@ def set_data_version(context, version: str | None) -> None:
     versions, hashed."""
     if version is None or not getattr(context, "has_asset_key", False):
         return
-    try:
-        step = context.step_context
-    except dg.DagsterInvariantViolationError:  # an IO manager called outside a run
-        return
-    step.set_data_version(context.asset_key, dg.DataVersion(version))
+    context.step_context.set_data_version(context.asset_key, dg.DataVersion(version))
 
 
 class _PickledByValue(PickledObjectFilesystemIOManager):
     def handle_output(self, context, obj) -> None:
         super().handle_output(context, obj)
         if not getattr(context, "has_asset_partitions", False):
-            found = _value_digest(obj)
-            set_data_version(context, f"v{found}" if found else None)
+            set_data_version(context, _value_version(obj))
 
 
 class ValueFilesystemIOManager(dg.FilesystemIOManager):
@@ -64,10 +54,12 @@ class ValueFilesystemIOManager(dg.FilesystemIOManager):
         return _PickledByValue(base_dir=base_dir)
 
 
-def _value_digest(obj) -> str | None:
+def _value_version(obj) -> str | None:
+    """An in-memory value's data version: ``v`` and its digest (None: not data)."""
     from cxr_augment.orchestration.runner import value_digest
 
-    return value_digest(obj)
+    found = value_digest(obj)
+    return f"v{found}" if found else None
 
 
 class DatasetIOManager(dg.IOManager):

@@ -21,8 +21,9 @@ A node whose outputs live only in memory runs when a node that reads them runs. 
 again when anything upstream of it changed, so a changed parameter reruns exactly the nodes
 that read it and everything downstream, with one exception: a node whose turn comes and
 whose inputs are byte for byte those it last ran on (``content_key``: its version, its
-persisted inputs' ``path_fingerprint``, its in-memory inputs' makers' keys; recorded in
-``<records>.inputs.json`` with its outputs' ``outputs_key``, which must be as it left them)
+persisted inputs' ``path_fingerprint``, its in-memory inputs' values or makers' keys;
+recorded in ``<records>.inputs.json`` with its outputs' ``outputs_key``, which must be as it
+left them)
 is not run, so a maker that reran and wrote the same bytes stops there. Both runner loops
 make their tasks through ``kedro.runner.runner.Task``, which points at ``_Task`` during a
 run: it asks the runner when it is made, in the main process.
@@ -335,8 +336,8 @@ def value_digest(value: Any) -> str | None:
             digest.update(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
         else:
             return None
-    except (TypeError, ValueError):  # a dict holding a model, a column of unhashable cells
-        return None
+    except TypeError:  # not data: a dict holding a model, a column of unhashable cells
+        return None  # (the caller then knows the value by its maker, as documented above)
     return digest.hexdigest()[:16]
 
 
