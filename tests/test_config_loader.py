@@ -114,3 +114,123 @@ def test_a_corrupted_cache_entry_is_reported_and_replaced(conf, caplog):
         assert _loaders(conf)[0]["parameters"] == expected
     assert f"configuration cache {entry} is corrupted" in caplog.text
     assert _loaders(conf)[0]["parameters"] == expected
+
+
+# --- environments that stand on others (layers.yml) -------------------------------------------
+
+
+def _layered(conf, env):
+    from cxr_augment.config_layers import LayeredConfigLoader
+
+    return LayeredConfigLoader(str(conf), **dict(CONFIG_LOADER_ARGS, env=env))
+
+
+def _raw_leaves(folder, pattern="parameters*.yml"):
+    """The leaves (key path -> value) the YAML files of one folder set, unresolved."""
+    import yaml
+
+    leaves = {}
+
+    def walk(value, path):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, (*path, k))
+        else:
+            leaves[path] = value
+
+    for path in sorted(folder.glob(pattern)):
+        walk(yaml.safe_load(path.read_text()) or {}, ())
+    return leaves
+
+
+def test_a_layered_environment_merges_its_layers_in_order(conf, monkeypatch):
+    """conf/chexpert_gpu stands on gpu, then chexpert: every leaf is the value of the last of
+    base, gpu, chexpert, chexpert_gpu whose files set it (read here from the raw YAML)."""
+    monkeypatch.setenv("CHEXPERT_ROOT", "/somewhere/chexpert")
+    cached = _layered(conf, "chexpert_gpu")
+    assert cached._layer_names() == ["gpu", "chexpert"]
+    params = cached["parameters"]
+    expected = {}
+    for env in ("base", "gpu", "chexpert", "chexpert_gpu"):
+        expected.update(_raw_leaves(conf / env))
+    checked = 0
+    for path, value in expected.items():
+        if isinstance(value, str) and "${" in value:  # interpolated: resolved below
+            continue
+        got = params
+        for key in path:
+            got = got[key]
+        assert got == value, path
+        checked += 1
+    assert checked > 500
+    # the leaves this environment exists for
+    train = params["study"]["defaults"]["train"]
+    assert (train["lr"], train["batch_size"], train["epochs"]) == (0.001, 16, 3)  # chexpert's
+    assert train["num_workers"] == 8  # gpu's, which chexpert leaves alone
+    gen = params["generation"]
+    assert gen["models"]["grey"]["preset"] == "thesis" and gen["device"] == "cuda"  # gpu's
+    assert gen["metrics"]["max_reference"] == 2000 and gen["metrics"]["n_per_class"] == 512
+    assert params["reporting"]["env"] == "chexpert_gpu"
+    assert params["preprocessing"]["ingestion"]["chexpert_root"] == "/somewhere/chexpert"
+    # the catalog and globals are chexpert's (gpu and chexpert_gpu have none): as Kedro reads them
+    kedro_chexpert = OmegaConfigLoader(str(conf), **dict(CONFIG_LOADER_ARGS, env="chexpert"))
+    for key in ("catalog", "globals"):
+        assert cached[key] == kedro_chexpert[key]
+    # Kedro's loader through this class without the cache reads the same layers
+    monkeypatch.setenv("CXR_CONFIG_CACHE", "off")
+    uncached = _layered(conf, "chexpert_gpu")
+    for key in ("parameters", "catalog", "globals"):
+        assert uncached[key] == cached[key]
+
+
+def test_one_layer_and_no_files_of_its_own_is_that_environment_as_kedro_reads_it(conf, monkeypatch):
+    monkeypatch.setenv("CHEXPERT_ROOT", "/somewhere/chexpert")
+    (conf / "alias").mkdir()
+    (conf / "alias" / "layers.yml").write_text("layers: [chexpert]\n")
+    alias = _layered(conf, "alias")
+    kedro = OmegaConfigLoader(str(conf), **dict(CONFIG_LOADER_ARGS, env="chexpert"))
+    for key in ("parameters", "catalog", "globals"):
+        assert alias[key] == kedro[key]
+    # without layers.yml the folder is an ordinary (empty) environment: base alone
+    (conf / "alias" / "layers.yml").unlink()
+    base = OmegaConfigLoader(str(conf), **dict(CONFIG_LOADER_ARGS, env="alias"))
+    assert _layered(conf, "alias")["parameters"] == base["parameters"]
+
+
+def test_an_edit_of_a_layer_is_seen_through_the_cache(conf, monkeypatch):
+    monkeypatch.setenv("CHEXPERT_ROOT", "/somewhere/chexpert")
+    assert _layered(conf, "chexpert_gpu")["parameters"]["generation"]["train"]["epochs"] == 40
+
+    def fail(self, key):
+        raise AssertionError(f"read the configuration for {key!r} instead of the cache")
+
+    from cxr_augment.config_layers import _ReadThroughLayers
+
+    with monkeypatch.context() as patch:  # unchanged: read back from the cache
+        patch.setattr(_ReadThroughLayers, "__getitem__", fail)
+        assert _layered(conf, "chexpert_gpu")["parameters"]["generation"]["train"]["epochs"] == 40
+    path = conf / "gpu" / "parameters.yml"
+    text = path.read_text()
+    assert "    epochs: 40 " in text
+    path.write_text(text.replace("    epochs: 40 ", "    epochs: 41 ", 1))
+    assert _layered(conf, "chexpert_gpu")["parameters"]["generation"]["train"]["epochs"] == 41
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("layers: [nowhere]\n", "layer 'nowhere' is not a folder of"),
+        ("layers: [base]\n", "layer 'base' is the base, this environment or named twice"),
+        ("layers: [gpu, gpu]\n", "layer 'gpu' is the base, this environment or named twice"),
+        ("layers: [mine]\n", "layer 'mine' is the base, this environment or named twice"),
+        ("layers: gpu\n", "expected `layers: \\[<environment>, ...\\]`"),
+        ("layers: [gpu\n", "not valid YAML"),
+        ("layers: [chexpert_gpu]\n", "layer 'chexpert_gpu' has layers of its own"),
+    ],
+)
+def test_a_bad_layers_file_is_an_error_naming_it_and_the_rule(conf, monkeypatch, text, rule):
+    monkeypatch.setenv("CHEXPERT_ROOT", "/somewhere/chexpert")
+    (conf / "mine").mkdir()
+    (conf / "mine" / "layers.yml").write_text(text)
+    with pytest.raises(ValueError, match=rf"mine/layers\.yml: {rule}"):
+        _layered(conf, "mine")["parameters"]

@@ -1,6 +1,7 @@
 """Every shipped environment (``conf/<env>``) wires up and its settings validate, also those
 never run on this machine: ``gpu`` (one GPU at the thesis's resolutions), ``chexpert`` (a real
-download), ``chexpert_size`` and ``production``.
+download), ``chexpert_gpu`` (a download on one GPU: ``gpu`` then ``chexpert``, its
+``layers.yml``), ``chexpert_size`` and ``production``.
 
 For each: a Kedro session loads; every registered pipeline builds; every free input of each
 pipeline is a catalog entry (or a dataset factory's) or a parameter that exists; every
@@ -39,7 +40,15 @@ def _lookup(params: dict, dotted: str):
 
 
 def test_the_environments_are_the_shipped_ones():
-    assert {"local", "study", "gpu", "chexpert", "chexpert_size", "production"} <= set(ENVS)
+    assert {
+        "local",
+        "study",
+        "gpu",
+        "chexpert",
+        "chexpert_gpu",
+        "chexpert_size",
+        "production",
+    } <= set(ENVS)
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -102,7 +111,7 @@ def test_every_experiment_model_and_sampler_setting_parses(env, monkeypatch, tmp
     for name in generation["generators"]:
         sampler = gen.sampler_config(generation, name)
         assert sampler.steps is None or sampler.steps >= 1, name
-    if env == "gpu":  # the thesis's resolutions, on CUDA
+    if env in ("gpu", "chexpert_gpu"):  # the thesis's resolutions, on CUDA
         assert params["preprocessing"]["images"]["size"] == [389, 320]
         for name in generation["models"]:
             _, unet, _, train = gen._model_settings(generation, name)

@@ -3,7 +3,7 @@
 Every Kedro session, every Dagster code load (the UI, each reload, each run worker) and the
 pipeline registry read the project's configuration: OmegaConf parses, merges and resolves some
 2,000 parameter nodes, about a second per read on 2 cores. The result depends only on what
-``fingerprint`` covers, so it is kept in ``<project>/.cache/config/`` under that fingerprint
+``config_fingerprint`` covers, so it is kept in ``<project>/.cache/config/`` under that fingerprint
 and read back in milliseconds when nothing it covers changed:
 
 - the name, relative path and bytes of every file under the base and the run environment's
@@ -22,6 +22,11 @@ atomically; ``MAX_ENTRIES`` per key are kept, the oldest removed first. A corrup
 reported (a warning naming it) and written again. A cache folder that cannot be read or
 written (a read-only project) is an error naming it; ``CXR_CONFIG_CACHE=off`` in the
 environment reads the configuration as Kedro does, without the cache.
+
+The method is ``config_fingerprint``, not ``fingerprint``: the code versions
+(``orchestration/code_deps.py``) tie a call of ``x.fingerprint(...)`` on an object they cannot
+name to every project class defining that method, and the training code makes such calls; under
+the shorter name, every node's version followed this module's.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ class CachedConfigLoader(OmegaConfigLoader):
         envs = [self.base_env, self.env or self.default_run_env]
         return [root / e for e in dict.fromkeys(e for e in envs if e)]
 
-    def fingerprint(self, key: str) -> str | None:
+    def config_fingerprint(self, key: str) -> str | None:
         """The hash of everything ``self[key]`` depends on (module doc); None when the
         configuration is not a local folder."""
         folders = self._folders()
@@ -118,7 +123,7 @@ class CachedConfigLoader(OmegaConfigLoader):
         off = os.environ.get("CXR_CONFIG_CACHE", "").lower() == "off"
         if off or key not in CACHED or key in self.data:  # explicitly set values: no reading
             return super().__getitem__(key)
-        fingerprint = self.fingerprint(key)
+        fingerprint = self.config_fingerprint(key)
         if fingerprint is None:
             return super().__getitem__(key)
         path = self._cache_folder() / f"{key}-{fingerprint}.marshal"

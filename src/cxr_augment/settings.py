@@ -7,7 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cxr_augment.config_loader import CachedConfigLoader
+from cxr_augment.config_layers import LayeredConfigLoader
 from cxr_augment.hooks import CheckpointHooks, RunHooks
 
 
@@ -39,8 +39,9 @@ warnings.filterwarnings(
 # Kedro's config loader calls OmegaConf's deprecated resolver API once per resolver, per load
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
 
-# OmegaConfigLoader, its resolved parameters, catalog and globals kept in .cache/config/
-CONFIG_LOADER_CLASS = CachedConfigLoader
+# OmegaConfigLoader, its resolved parameters, catalog and globals kept in .cache/config/; an
+# environment with a layers.yml merged over the environments it names (config_layers.py)
+CONFIG_LOADER_CLASS = LayeredConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
