@@ -174,7 +174,10 @@ def test_checkpoints_stay_until_every_output_is_saved(tmp_path):
             raise OSError(28, "No space left on device")
 
     model = MemoryDataset()
-    with pytest.raises((OSError, DatasetError)):
+    # Kedro wraps the dataset's OSError, naming the dataset whose save failed
+    with pytest.raises(
+        DatasetError, match=r"(?s)exp\.seed1\.history: Failed while saving.*No space left on device"
+    ):
         _run(tmp_path, model_dataset=model, history_dataset=FullDisk())
     assert model.load()["w"].tolist() == [1.0] * 4  # the first output was saved
     folder = tmp_path / "exp" / "seed1" / "checkpoints"

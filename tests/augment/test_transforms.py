@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageEnhance
+from scipy import stats as sps
 from skimage import transform as skt
 from skimage.util import random_noise
 from torchvision.transforms import InterpolationMode
@@ -235,14 +236,115 @@ def test_mixup_mixes_images_and_labels():
     out, y = tf.mixup(IMG, other, 1.0, 0.0, 0.25)
     assert y == 0.25
     assert np.abs(out.astype(float) - (0.25 * IMG + 0.75 * other)).max() <= 0.5 + 1e-9
-    lam = [tf.Mixup(alpha=0.4, seed=s).randomize(IMG)["lambda"] for s in range(200)]
-    assert 0 <= min(lam) and max(lam) <= 1
+    t = tf.Mixup(alpha=0.4, seed=5)
+    for _ in range(20):  # the drawn lambdas, as the augmented sets use them
+        lam = t.randomize(IMG)["lambda"]
+        out, y = tf.mixup(IMG, other, 1.0, 0.0, lam)
+        ref = lam * IMG.astype(float) + (1 - lam) * other
+        assert out.dtype == np.uint8 and y == pytest.approx(lam)
+        # rounded to the nearest grey level (the first term is mixed in float32)
+        assert np.abs(out - ref).max() <= 0.5 + 1e-4
+        assert np.mean(out == np.rint(ref)) > 0.999
 
 
-def test_elastic_and_bilateral_keep_shape_and_change_pixels():
-    for name in ("elastic", "bilateral", "scaling", "salt_pepper"):
-        out, _ = tf.build(name, seed=1)(IMG)
-        assert out.shape == IMG.shape and not np.array_equal(out, IMG)
+@pytest.mark.parametrize("alpha", [0.4, 2.0])
+def test_mixup_lambda_is_beta_alpha_alpha(alpha):
+    t = tf.Mixup(alpha=alpha, seed=0)
+    lam = np.array([t.randomize(IMG)["lambda"] for _ in range(2000)])
+    assert lam.min() >= 0 and lam.max() <= 1
+    assert sps.kstest(lam, sps.beta(alpha, alpha).cdf).pvalue > 0.01
+    # 2,000 draws tell Beta(0.4, 0.4) (U-shaped) from Beta(2, 2) (a hump) and from uniform
+    wrong = 2.0 if alpha == 0.4 else 0.4
+    assert sps.kstest(lam, sps.beta(wrong, wrong).cdf).pvalue < 1e-6
+    assert sps.kstest(lam, "uniform").pvalue < 1e-6
+
+
+def _bilateral(image: np.ndarray, diameter: int, sigma_colour: float, sigma_space: float):
+    """The bilateral filter from its definition: a disc of radius diameter // 2, Gaussian
+    weights in distance and in grey level, reflected (101) borders."""
+    r = diameter // 2
+    h, w = image.shape
+    img = image.astype(float)
+    pad = np.pad(img, r, mode="reflect")
+    num, den = np.zeros((h, w)), np.zeros((h, w))
+    for i in range(-r, r + 1):
+        for j in range(-r, r + 1):
+            if i * i + j * j > r * r:
+                continue
+            nb = pad[r + i : r + i + h, r + j : r + j + w]
+            wgt = np.exp(-(i * i + j * j) / (2 * sigma_space**2))
+            wgt = wgt * np.exp(-((nb - img) ** 2) / (2 * sigma_colour**2))
+            num += wgt * nb
+            den += wgt
+    return num / den
+
+
+def test_bilateral_is_the_bilateral_filter_with_a_scaled_diameter():
+    t = tf.Bilateral()
+    # diameter 9 at 320 pixels wide, scaled with the width, at least 3
+    for shape, diameter in (((97, 80), 3), ((200, 160), 4), ((389, 320), 9)):
+        img = cv2.resize(IMG, shape[::-1])
+        out, p = t(img)
+        assert p == {"diameter": diameter} and out.shape == shape and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, cv2.bilateralFilter(img, diameter, 75.0, 75.0))
+        assert _grey_levels_apart(out, _bilateral(img, diameter, 75.0, 75.0)) <= 1
+        assert not np.array_equal(out, img)
+    assert not t.random and t(IMG)[0].tobytes() == t(IMG)[0].tobytes()
+
+
+def test_scaling_is_skimage_warp_about_the_centre_by_the_drawn_factor():
+    t = tf.Scaling(seed=9)
+    f = np.array([t.randomize(IMG)["factor"] for _ in range(2000)])
+    assert f.min() >= 0.8 and f.max() <= 1.2  # thesis 4.4: 0.8-1.2
+    assert sps.kstest(f, sps.uniform(0.8, 0.4).cdf).pvalue > 0.01
+    h, w = IMG.shape
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    for _ in range(4):
+        out, p = t(IMG)
+        k = p["factor"]
+        zoom = np.array([[k, 0, cx - k * cx], [0, k, cy - k * cy], [0, 0, 1]])
+        zoom = skt.AffineTransform(matrix=zoom)  # x' = centre + k (x - centre)
+        ref = skt.warp(IMG, zoom.inverse, order=1, mode="edge", preserve_range=True)
+        assert _grey_levels_apart(out, ref) <= 1
+        assert not np.array_equal(out, IMG)
+
+
+def _displacement(t: tf.Elastic, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The displacement field an elastic transform applied, read back from grey ramps (grey
+    2 x and 2 y: a pixel sampled from x + dx reads 2 x + 2 dx), away from the borders."""
+    h, w = IMG.shape
+    ramp_x = np.tile(np.arange(w, dtype=np.uint8) * 2, (h, 1))
+    ramp_y = np.tile(np.arange(h, dtype=np.uint8)[:, None] * 2, (1, w))
+    dx = (t.apply(ramp_x, params).astype(float) - ramp_x) / 2
+    dy = (t.apply(ramp_y, params).astype(float) - ramp_y) / 2
+    return dx[10:-10, 10:-10], dy[10:-10, 10:-10]
+
+
+def test_elastic_is_a_smooth_displacement_scaled_by_alpha():
+    params = tf.Elastic(seed=1).randomize(IMG)
+    # no amplitude: the image unchanged, to the bit
+    np.testing.assert_array_equal(tf.Elastic(alpha=0.0).apply(IMG, params), IMG)
+    out, _ = tf.Elastic(seed=1)(IMG)
+    assert out.shape == IMG.shape and out.dtype == np.uint8 and not np.array_equal(out, IMG)
+    # the same field scaled by alpha: the mean displacement doubles with alpha
+    mean = {}
+    for alpha in (60.0, 120.0, 240.0):
+        dx, dy = _displacement(tf.Elastic(alpha=alpha), params)
+        mean[alpha] = np.hypot(dx, dy).mean()
+    assert mean[60.0] > 0.5, mean
+    assert mean[120.0] / mean[60.0] == pytest.approx(2, rel=0.1), mean
+    assert mean[240.0] / mean[120.0] == pytest.approx(2, rel=0.1), mean
+    # smoothed by sigma: displacements 3 pixels apart agree more the larger sigma is
+    lag = []
+    for sigma in (4.0, 12.0, 24.0):
+        dx, _ = _displacement(tf.Elastic(alpha=240.0, sigma=sigma), params)
+        lag.append(np.corrcoef(dx[:, :-3].ravel(), dx[:, 3:].ravel())[0, 1])
+    assert lag[0] < 0.4 < lag[1] < lag[2], lag
+
+
+def test_salt_pepper_changes_pixels_and_unknown_methods_are_refused():
+    out, _ = tf.build("salt_pepper", seed=1)(IMG)
+    assert out.shape == IMG.shape and not np.array_equal(out, IMG)
     with pytest.raises(ValueError, match="unknown augmentation methods"):
         tf.build(["twirl"])
     with pytest.raises(ValueError, match="settings for unknown methods"):

@@ -129,8 +129,20 @@ def test_predict_returns_one_probability_per_image(tmp_path):
     res = _run(store, keys, y, epochs=2)
     model = build_model(ModelConfig("tiny_densenet", drop_rate=0.1))
     model.load_state_dict(res.state_dict)
-    p = predict(model, torch_dataset(store, keys, None), TrainConfig(**CONFIG))
-    assert p.shape == (96,) and ((p >= 0) & (p <= 1)).all()
+    dataset = torch_dataset(store, keys, None)
+    # float32 on the CPU (bf16_cpu false, the default; no CUDA autocast): the reference is
+    # the model's own output, in eval mode (dropout 0.1 and batch norm would differ in train)
+    config = TrainConfig(**{**CONFIG, "device": "cpu", "bf16_cpu": False})
+    p = predict(model, dataset, config)
+    assert p.shape == (96,) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
+    model.train()  # predict must put it in eval mode itself
+    x = torch.stack([dataset[i] for i in range(len(dataset))])
+    assert x.shape == (96, 1, 32, 24)
+    model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)[:, 0]).numpy()
+    np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-7)
+    assert np.ptp(p) > 0  # one probability per image, not one constant
 
 
 # --- multi-label heads (CheXNet): per-element masks, per-output weights, the watched output

@@ -235,8 +235,18 @@ def test_settings_defaults_and_validation():
     assert s.total_steps(33) == 20 * 3
     assert sd.LoraSettings(max_steps=7).total_steps(33) == 7
     assert sd.LoraSettings(warmup_fraction=0.1).warmup_steps(160) == 20
-    for bad in ({"mixed_precision": "fp8"}, {"resolution": 30}, {"lr_scheduler": "step"}):
-        with pytest.raises(ValueError):
+    for bad, match in (
+        ({"mixed_precision": "fp8"}, r"mixed_precision must be one of .*, got 'fp8'"),
+        ({"resolution": 30}, "resolution must be a positive multiple of 8, got 30"),
+        ({"lr_scheduler": "step"}, r"lr_scheduler must be one of .*, got 'step'"),
+        ({"rank": 0}, "rank, batch_size and epochs must be >= 1"),
+        ({"unet_lr": 0.0}, "alpha and the learning rates must be > 0"),
+        ({"warmup_fraction": 1.0}, r"warmup_fraction must be in \[0, 1\), got 1.0"),
+        ({"optimizer": "SGD"}, "only the AdamW optimizer is supported, got 'SGD'"),
+        ({"max_steps": 0}, "max_steps must be >= 1 or None, got 0"),
+        ({"unet_target_modules": []}, "the LoRA target module lists must not be empty"),
+    ):
+        with pytest.raises(ValueError, match=match):
             sd.LoraSettings(**bad)
 
 

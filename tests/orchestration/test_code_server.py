@@ -140,6 +140,41 @@ class _Served:
         self.servicer.cleanup()
 
 
+class _Polls:
+    """The watcher's settled polls (its ``_maybe_prepare`` calls), counted per servicer once
+    each has returned: a negative check waits for polls instead of sleeping."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[object, tuple]] = []
+        self._lock = threading.Lock()
+        original = cs.WarmProxyApiServicer._maybe_prepare
+
+        def counted(servicer, now):
+            try:
+                return original(servicer, now)
+            finally:
+                with self._lock:
+                    self.calls.append((servicer, now))
+
+        monkeypatch.setattr(cs.WarmProxyApiServicer, "_maybe_prepare", counted)
+
+    def count(self, servicer, fingerprint: tuple | None = None) -> int:
+        with self._lock:
+            return sum(
+                s is servicer and (fingerprint is None or now == fingerprint)
+                for s, now in self.calls
+            )
+
+    def wait(self, servicer, polls: int, fingerprint: tuple) -> None:
+        """Until the watcher has polled ``polls`` more times with the files at ``fingerprint``."""
+        target = self.count(servicer, fingerprint) + polls
+        deadline = time.monotonic() + TIMEOUT_S
+        while self.count(servicer, fingerprint) < target:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the watcher did not poll {polls} times within {TIMEOUT_S} s")
+            time.sleep(0.01)
+
+
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(cs, "POLL_S", 0.05)
@@ -247,13 +282,14 @@ def test_an_edit_reloaded_at_once_is_loaded_once(tiny, monkeypatch):
             super().__init__(servicer, fingerprint)
 
     monkeypatch.setattr(cs, "_Prepared", Counted)
+    polls = _Polls(monkeypatch)
     served = _Served(tiny)
     try:
         assert served.assets() == {"one"}
         _write(tiny / "tinydefs.py", _module(["one", "two"]))
         served.reload()
         edited = cs.code_fingerprint([tiny])
-        time.sleep(1.0)  # twenty polls of the watcher
+        polls.wait(served.servicer, 2, edited)  # the watcher has seen the edit settle, twice
         loads = prepared.count(edited) + served.servicer.reloads.count("loaded")
         assert loads == 1, (prepared.count(edited), served.servicer.reloads)
         assert served.assets() == {"one", "two"}
@@ -261,16 +297,26 @@ def test_an_edit_reloaded_at_once_is_loaded_once(tiny, monkeypatch):
         served.close()
 
 
-def test_without_warm_reload_every_reload_loads(tiny):
+def _watchers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "code-watch"}
+
+
+def test_without_warm_reload_every_reload_loads(tiny, monkeypatch):
+    # a watcher would prepare a server at its first poll here (IDLE_PREPARE_S 0): without one,
+    # none starts. Thread.start returns once the thread is listed, so the servicer's
+    # constructor would have listed its watcher by the time it returns: no sleep can miss it
+    polls = _Polls(monkeypatch)
+    before = _watchers()
     served = _Served(tiny, warm=False)
     try:
+        assert not _watchers() - before
         assert served.assets() == {"one"}
-        time.sleep(0.3)  # the watcher would have prepared one by now
         assert served.servicer.prepared_state() == "none"
         _write(tiny / "tinydefs.py", _module(["one", "two"]))
         served.reload()
         assert served.servicer.reloads == ["loaded"]
         assert served.assets() == {"one", "two"}
+        assert polls.count(served.servicer) == 0 and served.servicer.prepared_state() == "none"
     finally:
         served.close()
 

@@ -334,14 +334,43 @@ def test_a_module_moved_into_a_package_is_another_module(pkg):
 def test_versions_computed_together_are_written_at_most_every_so_often_and_at_the_end(
     pkg, monkeypatch
 ):
-    writes, calls = [], []
-    write, closure = code_deps._DiskCache._write, code_deps._closure
+    class Clock:  # the module's clock, a quarter of WRITE_EVERY_S on per computed version
+        now = 100.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    assert code_deps._DiskCache.WRITE_EVERY_S == 1.0
+    monkeypatch.setattr(code_deps, "time", clock)
+    events, calls = [], []
+    write, closure, put = code_deps._DiskCache._write, code_deps._closure, code_deps._DiskCache.put
+
+    def computing(*args):
+        clock.now += 0.25
+        return closure(*args)
+
+    monkeypatch.setattr(code_deps, "_closure", computing)
     monkeypatch.setattr(
-        code_deps._DiskCache, "_write", lambda self: writes.append(1) or write(self)
-    )
-    first = _versions(pkg)  # computed within a second: a write or two, then the rest at the end
-    code_deps.clear_caches()
-    assert 1 <= len(writes) <= 4
+        code_deps._DiskCache, "_write",
+        lambda self: events.append(("write", clock.now)) or write(self),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        code_deps._DiskCache, "put",
+        lambda self, *a: events.append(("put", clock.now)) or put(self, *a),
+    )  # fmt: skip
+    first = _versions(pkg)
+    code_deps.clear_caches()  # the end: what is pending is written
+    assert len(NODE_FUNCTIONS) == 10
+    puts = [("put", 100.0 + 0.25 * i) for i in range(1, 11)]
+    # the class listing while the first version is computed (100.25); then a write at the
+    # first version 1 s or more after the last write (the 5th at 101.25, the 9th at 102.25);
+    # and the 10th, pending, at the end
+    assert events == (
+        [("write", 100.25)] + puts[:5] + [("write", 101.25)] + puts[5:9]
+        + [("write", 102.25)] + puts[9:] + [("write", 102.5)]
+    )  # fmt: skip
+    assert [e for e, _ in events].count("write") == 4
     monkeypatch.setattr(code_deps, "_closure", lambda *a: calls.append(a) or closure(*a))
     assert _versions(pkg) == first and calls == []  # all of them were written
 

@@ -72,10 +72,58 @@ def test_floating_point_images_are_an_unsupported_mode():
         imaging.decode_grey(tiff)
 
 
+def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """scikit-image's bilinear resampling on pixel centres, edges replicated (OpenCV's
+    INTER_LINEAR rule), without anti-aliasing."""
+    from skimage.transform import resize as sk_resize
+
+    return sk_resize(
+        image.astype(float), (height, width), order=1, mode="edge", anti_aliasing=False,
+        preserve_range=True,
+    )  # fmt: skip
+
+
 def test_resize_shapes():
     assert imaging.resize(GREY, 20, 15).shape == (20, 15)
     assert imaging.resize(GREY, 80, 60).shape == (80, 60)
     assert imaging.resize(GREY, 40, 30) is GREY
+
+
+def test_resize_averages_areas_when_shrinking_by_two_or_more():
+    half = imaging.resize(GREY, 20, 15)
+    assert half.dtype == np.uint8
+    blocks = GREY.reshape(20, 2, 15, 2).mean(axis=(1, 3))
+    assert np.abs(half - blocks).max() <= 0.5  # the 2 x 2 block mean, rounded
+    img = RNG.integers(0, 256, (36, 30), dtype=np.uint8)
+    third = imaging.resize(img, 12, 10)
+    assert np.abs(third - img.reshape(12, 3, 10, 3).mean(axis=(1, 3))).max() <= 0.5
+    # a 2x shrink of one side is enough for area averaging (not the bilinear's sampling)
+    tall = imaging.resize(GREY, 20, 30)
+    np.testing.assert_allclose(tall, GREY.reshape(20, 2, 30).mean(axis=1), atol=0.5)
+
+
+def test_resize_crops_the_centre_when_at_most_two_percent_larger():
+    img = RNG.integers(0, 256, (102, 101), dtype=np.uint8)
+    # 102 <= 100 * 1.02 and 101 <= 100 * 1.02: no resampling, the centred 100 x 100
+    crop = imaging.resize(img, 100, 100)
+    np.testing.assert_array_equal(crop, img[1:101, 0:100])
+    # 103 rows is more than 2 % larger: resampled (bilinear, under a 2x shrink)
+    big = RNG.integers(0, 256, (103, 100), dtype=np.uint8)
+    out = imaging.resize(big, 100, 100)
+    assert not np.array_equal(out, big[1:101])
+    assert np.abs(out - _bilinear(big, 100, 100)).max() <= 1
+    # larger in one side, smaller in the other: no crop either
+    mixed = imaging.resize(img, 100, 102)
+    assert np.abs(mixed - _bilinear(img, 100, 102)).max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(80, 60), (50, 45), (30, 20)])
+def test_resize_is_bilinear_otherwise(shape):
+    # enlarging, or shrinking by less than 2 in both sides: bilinear, within a grey level of
+    # scikit-image's (OpenCV's fixed-point weights and rounding)
+    out = imaging.resize(GREY, *shape)
+    assert out.shape == shape and out.dtype == np.uint8
+    assert np.abs(out - _bilinear(GREY, *shape)).max() <= 1
 
 
 MASK_PARAMS = {

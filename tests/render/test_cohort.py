@@ -106,13 +106,24 @@ def test_valid_and_test_labels_are_the_truth(plan):
             np.testing.assert_array_equal(part[obs].to_numpy(), part[f"truth_{obs}"].to_numpy())
 
 
-def test_views_of_a_study_share_labels_findings_and_devices(plan):
+def test_views_of_a_study_share_labels_findings_and_devices(plan, parameters):
     cols = [*cx.OBSERVATIONS, "spec_findings", "spec_devices", "spec_device_seed"]
-    for _, group in plan.groupby(["split", "patient_id", "study_id"]):
+    checked = {"train": 0, "valid": 0, "test": 0}
+    studies = dict.fromkeys(checked, 0)
+    for (split, _, _), group in plan.groupby(["split", "patient_id", "study_id"]):
+        studies[split] += 1
         if len(group) > 1:
+            assert group["view"].is_unique, group["view"].tolist()  # a frontal and a lateral
             first = group[cols].iloc[0]
             for _, row in group[cols].iterrows():
                 pd.testing.assert_series_equal(row, first, check_names=False)
+            checked[split] += 1
+    # each study has two views with probability two_view_fraction (train 0.2, valid 0.17,
+    # test 0.34 of 1,647 / 165 / 233 studies: about 330 / 28 / 79; this seed: 353 / 35 / 67):
+    # at least half of that is checked in every split
+    fraction = parameters["demo_data"]["cohort"]["two_view_fraction"]
+    for split, n in checked.items():
+        assert n >= 0.5 * fraction[split] * studies[split], (split, n, studies[split])
 
 
 def test_findings_follow_the_truth_and_drains_follow_pneumothorax(plan):
