@@ -36,7 +36,8 @@ sums them, for a study run in pieces: ``run_log.py``, ``python scripts/run_times
 
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
-runners share them, so either can resume what the other began. Records written under the
+runners share them, so either can resume what the other began. Of the nodes ready to run, a
+free worker gets the one with the longest expected path to the end (``schedule.py``). Records written under the
 module-level code versions (``versions.py``, ``legacy``), or before a source file counted by
 its bytes, are carried over to the current ones where they still match (``carry_over``).
 """
@@ -60,6 +61,7 @@ from kedro.pipeline import Pipeline
 from kedro.runner import ParallelRunner, SequentialRunner
 from kedro.runner.task import Task
 
+from cxr_augment.orchestration import schedule
 from cxr_augment.orchestration.run_log import log_event, stamp, times_path
 from cxr_augment.orchestration.versions import (
     PACKAGE,
@@ -662,7 +664,9 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
 
     ``kedro run --runner cxr_augment.orchestration.runner.ParallelIncrementalRunner``; the
     same records as ``IncrementalRunner``, so the two can take turns. A node's time is its
-    worker's, from loading its inputs to saving its outputs.
+    worker's, from loading its inputs to saving its outputs. Of the ready nodes, a free worker
+    gets the one with the longest expected path to the end (``schedule.PriorityDispatch``;
+    ``dispatch.started`` lists them in the order started).
     """
 
     def __init__(
@@ -673,11 +677,36 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
     ):
         super().__init__(max_workers=max_workers, is_async=is_async, state=state)
         self._task_seconds = self._manager.dict()
+        self._ranks: dict[str, float] = {}
+        self._waits = contextlib.ExitStack()
+        self.dispatch: schedule.PriorityDispatch | None = None
+
+    def _run(self, pipeline, catalog, hook_manager=None, run_id=None):
+        # the order of starting: the longest expected path to the end first (schedule.py)
+        deps = {n.name: [p.name for p in ps] for n, ps in pipeline.node_dependencies.items()}
+        seconds = schedule.expected_seconds(deps, self._times)
+        self._ranks = schedule.ranks(deps, seconds)
+        if deps:
+            log.info(
+                "Parallel run: %d nodes started longest path to the end first (expected "
+                "from the run log: %.0f s of work, the longest path %.0f s)",
+                len(deps),
+                sum(seconds.values()),
+                max(self._ranks.values()),
+            )
+        self._waits = contextlib.ExitStack()
+        with self._waits:
+            return super()._run(pipeline, catalog, hook_manager, run_id)
 
     def _get_executor(self, max_workers: int):
-        # ParallelRunner's own pool, each task submitted to it timing itself
+        # ParallelRunner's own pool, each task submitted to it timing itself, started by rank
         pool = super()._get_executor(max_workers)
-        submit, seconds = pool.submit, self._task_seconds
+        submit, shutdown, seconds = pool.submit, pool.shutdown, self._task_seconds
+        dispatch = schedule.PriorityDispatch(submit, max_workers)
+        if not self._waits.enter_context(schedule.kedro_wait(dispatch)):
+            log.warning("Parallel run: Kedro's loop waits otherwise; nodes start as submitted")
+            dispatch = schedule.PriorityDispatch(submit, max_workers, eager=True)
+        self.dispatch = dispatch
 
         def submit_timed(fn, /, *args, **kw):
             if getattr(fn, "cut", False):  # nothing to do: no worker needed
@@ -686,9 +715,14 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
                 done = Future()
                 done.set_result(fn.node)
                 return done
-            return submit(_Timed(fn, seconds), *args, **kw)
+            rank = self._ranks.get(fn.node.name, 0.0)
+            return dispatch.submit_ranked(rank, _Timed(fn, seconds), *args, **kw)
 
-        pool.submit = submit_timed
+        def shutdown_after_dispatch(*args, **kw):
+            dispatch.close()
+            return shutdown(*args, **kw)
+
+        pool.submit, pool.shutdown = submit_timed, shutdown_after_dispatch
         return pool
 
     def _node_seconds(self, node) -> float:
