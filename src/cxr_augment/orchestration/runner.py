@@ -687,12 +687,17 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
         seconds = schedule.expected_seconds(deps, self._times)
         self._ranks = schedule.ranks(deps, seconds)
         if deps:
+            work, longest = sum(seconds.values()), max(self._ranks.values())
+            workers = max(int(self._max_workers or 1), 1)
             log.info(
-                "Parallel run: %d nodes started longest path to the end first (expected "
-                "from the run log: %.0f s of work, the longest path %.0f s)",
+                "Parallel run: %d nodes, started longest path to the end first; expected from "
+                "the run log: %.0f s of work, the longest path %.0f s, so at least %.1f h on %d "
+                "workers",
                 len(deps),
-                sum(seconds.values()),
-                max(self._ranks.values()),
+                work,
+                longest,
+                max(work / workers, longest) / 3600,
+                workers,
             )
         self._waits = contextlib.ExitStack()
         with self._waits:
