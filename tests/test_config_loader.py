@@ -234,3 +234,19 @@ def test_a_bad_layers_file_is_an_error_naming_it_and_the_rule(conf, monkeypatch,
     (conf / "mine" / "layers.yml").write_text(text)
     with pytest.raises(ValueError, match=rf"mine/layers\.yml: {rule}"):
         _layered(conf, "mine")["parameters"]
+
+
+def test_a_packaged_configuration_reads_its_layers_too(conf, tmp_path, monkeypatch):
+    """``--conf-source conf.tar.gz`` (``kedro package``): the layers are read from the archive,
+    as from the folder."""
+    import tarfile
+
+    monkeypatch.setenv("CHEXPERT_ROOT", "/somewhere/chexpert")
+    archive = tmp_path / "conf.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(conf, arcname="conf")
+    monkeypatch.setenv("CXR_CONFIG_CACHE", "off")
+    packed, folder = _layered(archive, "chexpert_gpu"), _layered(conf, "chexpert_gpu")
+    assert packed._protocol != "file" and packed._layer_names() == ["gpu", "chexpert"]
+    for key in ("parameters", "catalog", "globals"):
+        assert packed[key] == folder[key]

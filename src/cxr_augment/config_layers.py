@@ -21,6 +21,7 @@ configuration is read is never answered from an entry the old code wrote.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,41 @@ LAYERS_FILE = "layers.yml"  # in an environment's folder: the environments it st
 
 def environment_layers(conf: Path, env: str | None, base_env: str = "base") -> list[str]:
     """The environments ``env`` stands on, in merge order (``conf/<env>/layers.yml``; none
-    without one). Each must be another folder of ``conf``, not the base, without layers of its
-    own: anything else is an error naming the file and the rule."""
+    without one), for a configuration folder ``conf``: ``parse_layers`` on the local disk."""
     if not env or env == base_env:
         return []
     path = Path(conf) / env / LAYERS_FILE
     if not path.is_file():
         return []
+    return parse_layers(
+        path.read_text(),
+        str(path),
+        env,
+        base_env,
+        is_env=lambda name: (Path(conf) / name).is_dir(),
+        layers_file=lambda name: (
+            str(Path(conf) / name / LAYERS_FILE)
+            if (Path(conf) / name / LAYERS_FILE).exists()
+            else None
+        ),
+        where=str(conf),
+    )
+
+
+def parse_layers(
+    text: str,
+    path: str,
+    env: str,
+    base_env: str,
+    is_env: Callable[[str], bool],
+    layers_file: Callable[[str], str | None],
+    where: str,
+) -> list[str]:
+    """The layers ``layers.yml`` at ``path`` names. Each must be another environment
+    (``is_env``), not the base, without layers of its own (``layers_file``): anything else is
+    an error naming the file and the rule."""
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from err
     layers = spec.get("layers") if isinstance(spec, dict) else None
@@ -51,12 +78,12 @@ def environment_layers(conf: Path, env: str | None, base_env: str = "base") -> l
     for name in layers:
         if name in (base_env, env) or layers.count(name) > 1:
             raise ValueError(f"{path}: layer {name!r} is the base, this environment or named twice")
-        if not (Path(conf) / name).is_dir():
-            raise ValueError(f"{path}: layer {name!r} is not a folder of {conf}")
-        if (Path(conf) / name / LAYERS_FILE).exists():
+        if not is_env(name):
+            raise ValueError(f"{path}: layer {name!r} is not a folder of {where}")
+        own = layers_file(name)
+        if own is not None:
             raise ValueError(
-                f"{path}: layer {name!r} has layers of its own ({Path(conf) / name / LAYERS_FILE}); "
-                "name them here instead"
+                f"{path}: layer {name!r} has layers of its own ({own}); name them here instead"
             )
     return layers
 
@@ -65,10 +92,29 @@ class _ReadThroughLayers(OmegaConfigLoader):
     """Kedro's reading of a key, merged over the run environment's layers."""
 
     def _layer_names(self) -> list[str]:
-        if getattr(self, "_protocol", "file") != "file":
+        run_env = self.env or self.default_run_env
+        if getattr(self, "_protocol", "file") == "file":
+            return environment_layers(Path(self.conf_source), run_env, self.base_env)
+        if not run_env or run_env == self.base_env:  # a packaged or remote configuration
             return []
-        return environment_layers(
-            Path(self.conf_source), self.env or self.default_run_env, self.base_env
+        path = f"{self._get_conf_env_path(run_env)}/{LAYERS_FILE}"
+        if not self._fs.isfile(path):
+            return []
+        with self._fs.open(path) as f:
+            text = f.read().decode("utf-8")
+
+        def layers_file(name: str) -> str | None:
+            own = f"{self._get_conf_env_path(name)}/{LAYERS_FILE}"
+            return own if self._fs.isfile(own) else None
+
+        return parse_layers(
+            text,
+            f"{self.conf_source}: {run_env}/{LAYERS_FILE}",
+            run_env,
+            self.base_env,
+            is_env=lambda name: self._fs.isdir(self._get_conf_env_path(name)),
+            layers_file=layers_file,
+            where=str(self.conf_source),
         )
 
     def __getitem__(self, key: str) -> dict[str, Any]:
@@ -100,13 +146,18 @@ class _ReadThroughLayers(OmegaConfigLoader):
         return merged or {}
 
 
-def _code() -> str:
+def _code_hash() -> str:
     from cxr_augment import config_loader
 
     digest = hashlib.sha256()
     for module in (__file__, config_loader.__file__):
         digest.update(Path(module).read_bytes())
     return digest.hexdigest()[:12]
+
+
+# the reading code's hash, as this process imported it: a long-lived process that runs older
+# code keeps writing under the older code's folder
+_CODE = _code_hash()
 
 
 class LayeredConfigLoader(CachedConfigLoader, _ReadThroughLayers):
@@ -121,4 +172,4 @@ class LayeredConfigLoader(CachedConfigLoader, _ReadThroughLayers):
         return [folders[0], *layers, *folders[1:]]
 
     def _cache_folder(self) -> Path:
-        return super()._cache_folder() / f"reader-{_code()}"
+        return super()._cache_folder() / f"reader-{_CODE}"

@@ -94,10 +94,32 @@ def test_a_failure_reaches_its_future_and_close_fails_what_never_started():
         assert [rank for rank, _ in dispatch.started] == [2]
         with pytest.raises(RuntimeError, match="closed"):
             dispatch.submit_ranked(3, time.sleep, 0)
-    eager_pool = ThreadPoolExecutor(max_workers=1)
-    eager = schedule.PriorityDispatch(eager_pool.submit, workers=1, eager=True)
-    assert eager.submit_ranked(1, lambda: 7).result(timeout=10) == 7  # started at once
-    eager_pool.shutdown()
+
+
+def test_eager_hands_every_task_to_the_pool_as_submitted():
+    # a Kedro loop that cannot be hooked: nothing would call start_ready, so nothing may wait
+    gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        eager = schedule.PriorityDispatch(pool.submit, workers=2, eager=True)
+        futures = [eager.submit_ranked(r, lambda r=r: gate.wait(10) and r) for r in (1, 3, 2)]
+        assert [rank for rank, _ in eager.started] == [1, 3, 2]  # as submitted, none held
+        gate.set()
+        assert [f.result(timeout=10) for f in futures] == [1, 3, 2]
+
+
+def test_ctrl_c_while_a_worker_starts_stops_the_dispatch():
+    submitted = []
+
+    def submit(fn, *args):
+        submitted.append(fn)
+        raise KeyboardInterrupt
+
+    dispatch = schedule.PriorityDispatch(submit, workers=2)
+    first = dispatch.submit_ranked(2, print)
+    dispatch.submit_ranked(1, print)
+    with pytest.raises(KeyboardInterrupt):
+        dispatch.start_ready()
+    assert submitted == [print] and isinstance(first.exception(timeout=1), KeyboardInterrupt)
 
 
 # --- the runner: a chain a -> b -> c beside three independent nodes ---------------------------

@@ -709,7 +709,8 @@ class ParallelIncrementalRunner(_Incremental, ParallelRunner):
         submit, shutdown, seconds = pool.submit, pool.shutdown, self._task_seconds
         dispatch = schedule.PriorityDispatch(submit, max_workers)
         if not self._waits.enter_context(schedule.kedro_wait(dispatch)):
-            log.warning("Parallel run: Kedro's loop waits otherwise; nodes start as submitted")
+            log.warning("Parallel run: Kedro's loop waits otherwise (or another parallel run "
+                        "in this process holds it); nodes start as submitted")  # fmt: skip
             dispatch = schedule.PriorityDispatch(submit, max_workers, eager=True)
         self.dispatch = dispatch
 

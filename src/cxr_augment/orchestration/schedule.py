@@ -101,7 +101,8 @@ class PriorityDispatch:
     The parallel runner calls ``start_ready`` just before it waits for a task to finish, once it
     has handed over every node that became ready (``kedro_wait``), so the choice is among all
     of them, in the main process; a finished task frees its worker before its future ends.
-    With ``eager``, every submission starts what it can at once."""
+    With ``eager`` (a Kedro whose loop cannot be hooked), every task goes to the pool as it is
+    submitted, in the order submitted, as without this class."""
 
     def __init__(self, submit: Callable[..., Future], workers: int, eager: bool = False) -> None:
         self._submit, self._workers, self._eager = submit, max(int(workers), 1), eager
@@ -113,13 +114,15 @@ class PriorityDispatch:
         self.started: list = []  # (rank, task) in the order started: for the log and tests
 
     def submit_ranked(self, rank: float, fn, /, *args, **kwargs) -> Future:
+        if self._eager:
+            with self._lock:
+                self.started.append((rank, fn))
+            return self._submit(fn, *args, **kwargs)
         outer: Future = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the dispatch is closed: no new tasks")
             heapq.heappush(self._pending, (-rank, next(self._order), fn, args, kwargs, outer))
-        if self._eager:
-            self.start_ready()
         return outer
 
     def start_ready(self) -> None:
@@ -132,10 +135,14 @@ class PriorityDispatch:
                 self.started.append((-neg_rank, fn))
             try:
                 inner = self._submit(fn, *args, **kwargs)
-            except BaseException as err:  # the pool refused it (shut down, broken)
+            except Exception as err:  # the pool refused it (shut down, broken)
                 self._free()
                 outer.set_exception(err)
                 continue
+            except BaseException as err:  # Ctrl-C while it spawned a worker: stop here
+                self._free()
+                outer.set_exception(err)
+                raise
             inner.add_done_callback(lambda done, outer=outer: self._copy(done, outer))
 
     def _free(self) -> None:
