@@ -5,7 +5,9 @@ pieces, interrupted and resumed, included).
 
 Prints each run (start, runner, workers, nodes run, wall time; a run that was killed ends at
 its last node), the total wall time, and the nodes' seconds by kind (``train_classifier``
-over every experiment and seed). A run's wall time includes any time it was stopped.
+over every experiment and seed). A run's wall time includes any time it was stopped; the
+time its process saw itself stopped (``kill -STOP``, Ctrl-Z: the run log's pauses) is given
+beside it, and the wall time less it.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ def main(argv: list[str]) -> int:
         return 1
     for r in s["runs"]:
         state = "" if r["ended"] else "  (killed, or still running: to its last node)"
+        paused = f" ({r['paused_s'] / 3600:.2f} h stopped)" if r["paused_s"] else ""
         print(f"{r['start']}  {r.get('runner')} x{r.get('workers')}  env {r.get('env')}  "
-              f"{r['nodes_run']}/{r.get('to_run')} nodes  {r['wall_s'] / 3600:.2f} h{state}")  # fmt: skip
-    print(f"\n{len(s['runs'])} runs, {s['wall_s'] / 3600:.2f} h of wall time; "
-          f"{s['node_seconds'] / 3600:.2f} node-hours")  # fmt: skip
+              f"{r['nodes_run']}/{r.get('to_run')} nodes  {r['wall_s'] / 3600:.2f} h{paused}"
+              f"{state}")  # fmt: skip
+    print(f"\n{len(s['runs'])} runs, {s['wall_s'] / 3600:.2f} h of wall time, of which "
+          f"{s['paused_s'] / 3600:.2f} h stopped: {(s['wall_s'] - s['paused_s']) / 3600:.2f} h "
+          f"running; {s['node_seconds'] / 3600:.2f} node-hours")  # fmt: skip
     for kind, k in s["kinds"].items():
         print(f"  {kind:32s} {k['nodes']:5d} nodes  {k['seconds'] / 3600:7.2f} h")
     if s["unread_lines"]:

@@ -31,8 +31,9 @@ run: it asks the runner when it is made, in the main process.
 The records are ``data/.incremental/nodes.json``
 (``--runner-params state=...`` to move them), written after each node that succeeds (once its
 outputs are saved), so an interrupted run resumes where it stopped. Beside them,
-``nodes.times.jsonl`` logs each run's start and end and each node's seconds (``time_summary``
-sums them, for a study run in pieces: ``run_log.py``, ``python scripts/run_times.py``).
+``nodes.times.jsonl`` logs each run's start and end, each node's seconds and the time the run
+was stopped (``time_summary`` sums them, for a study run in pieces: ``run_log.py``,
+``python scripts/run_times.py``).
 
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
@@ -62,7 +63,7 @@ from kedro.runner import ParallelRunner, SequentialRunner
 from kedro.runner.task import Task
 
 from cxr_augment.orchestration import schedule
-from cxr_augment.orchestration.run_log import log_event, stamp, times_path
+from cxr_augment.orchestration.run_log import PauseWatch, log_event, stamp, times_path
 from cxr_augment.orchestration.versions import (
     PACKAGE,
     dataset_path,
@@ -505,7 +506,7 @@ class _Incremental:
         try:
             if not todo:
                 return {}
-            with _tasks(self._unchanged):
+            with _tasks(self._unchanged), PauseWatch(self._times, self._run_key):
                 return super().run(
                     pipeline.filter(node_names=[n.name for n in todo]),
                     catalog,
