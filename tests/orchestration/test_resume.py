@@ -269,3 +269,28 @@ def test_busy_seconds_is_the_union_of_the_step_intervals():
                     [(10, 20), (15, 30), (16, 17), (40, 45), (50, None), (None, None)]]  # fmt: skip
 
     assert busy_seconds(Instance(), "r", end=58.0) == 20 + 5 + 8
+
+
+def test_stopped_seconds_are_the_logged_pauses_within_a_run(tmp_path):
+    """``resume --times``: the time resume's process was stopped (its PauseWatch's pauses, each
+    the seconds up to its ``at``) counted within each run's interval, clipped to it."""
+    import json
+    from datetime import UTC, datetime
+
+    from cxr_augment.orchestration.resume import stopped_seconds
+
+    def at(second: float) -> str:
+        return datetime.fromtimestamp(second, UTC).isoformat()
+
+    log = tmp_path / "resume.pauses.jsonl"
+    events = [
+        {"event": "pause", "run": "resume-1", "at": at(1_000_100), "seconds": 50.0},  # 50-100
+        {"event": "pause", "run": "resume-1", "at": at(1_000_230), "seconds": 60.0},  # 170-230
+        {"event": "start", "run": "x", "at": at(1_000_000)},  # not a pause
+    ]
+    log.write_text("\n".join(json.dumps(e) for e in events) + '\n{"event": "pau')
+    base = 1_000_000
+    assert stopped_seconds(log, base, base + 300) == 110.0
+    assert stopped_seconds(log, base + 75, base + 200) == 25.0 + 30.0  # clipped at both ends
+    assert stopped_seconds(log, base + 100, base + 170) == 0.0  # between the pauses
+    assert stopped_seconds(tmp_path / "none.jsonl", base, base + 300) == 0.0

@@ -37,10 +37,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 IMPLICIT_JOB = "__ASSET_JOB"
 TAG = "cxr_augment/resume"
 PID_TAG = "cxr_augment/resume_pid"  # the process that runs it (runs execute in this process)
+PAUSES = "resume.pauses.jsonl"  # in the instance's folder: the time this process was stopped
 
 
 def statuses(instance, asset_graph) -> dict:
@@ -181,6 +183,31 @@ def run_times(instance) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+def stopped_seconds(pauses: Path, start: float, end: float) -> float:
+    """How long this module's process was stopped between ``start`` and ``end`` (epoch
+    seconds): the pauses its ``PauseWatch`` logged in ``pauses``, each the ``seconds`` up to its
+    ``at``, clipped to the interval. No log: none."""
+    import json
+    from datetime import datetime
+
+    total = 0.0
+    try:
+        lines = pauses.read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        try:
+            e = json.loads(line)
+            if e.get("event") != "pause":
+                continue
+            until = datetime.fromisoformat(e["at"]).timestamp()
+            since = until - float(e["seconds"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        total += max(0.0, min(until, end) - max(since, start))
+    return total
+
+
 def busy_seconds(instance, run_id: str, end: float) -> float:
     """How long at least one step of the run was executing: the union of its steps' intervals
     (a step with no end, in a killed run, ends at ``end``). Unlike the wall time it leaves out
@@ -219,39 +246,43 @@ def resume(
     when a run fails, and when ``max_passes`` passes leave work undone."""
     from dagster import execute_job
 
+    from cxr_augment.orchestration.run_log import PauseWatch
+
     runs: list[tuple[str, int, str]] = []
     for run_id in mark_orphans(instance):
         say(f"resume: run {run_id} had lost its process; marked failed")
     graph = defs.resolve_asset_graph()
-    for _ in range(max_passes):
-        work = plan(defs, statuses(instance, graph), jobs, downstream)
-        if not work:
-            say(f"resume: every asset is up to date ({len(runs)} runs)")
-            return runs
-        for name, keys in work.items():
-            say(f"resume: {name}: {len(keys)} assets missing or unsynced")
-        if dry_run:
+    # runs execute in this process: a stop of it (kill -STOP, Ctrl-Z) is a stop of the run
+    with PauseWatch(Path(instance.root_directory) / PAUSES, f"resume-{os.getpid()}"):
+        for _ in range(max_passes):
+            work = plan(defs, statuses(instance, graph), jobs, downstream)
+            if not work:
+                say(f"resume: every asset is up to date ({len(runs)} runs)")
+                return runs
             for name, keys in work.items():
-                for k in keys:
-                    say(f"  {name}  {k.to_user_string()}")
-            say("resume: dry run; later passes depend on these and are not listed")
-            return runs
-        for name, keys in work.items():
-            result = execute_job(
-                recon_repo.get_reconstructable_job(name),
-                instance=instance,
-                asset_selection=keys,
-                tags={TAG: "1", PID_TAG: f"{os.getpid()}@{os.uname().nodename}"},
-            )
-            runs.append((name, len(keys), result.run_id))
-            if not result.success:
-                raise RuntimeError(
-                    f"resume: the run {result.run_id} of job {name} failed; its events are in the "
-                    f"Dagster instance ({instance.root_directory}); fix the cause and run again"
+                say(f"resume: {name}: {len(keys)} assets missing or unsynced")
+            if dry_run:
+                for name, keys in work.items():
+                    for k in keys:
+                        say(f"  {name}  {k.to_user_string()}")
+                say("resume: dry run; later passes depend on these and are not listed")
+                return runs
+            for name, keys in work.items():
+                result = execute_job(
+                    recon_repo.get_reconstructable_job(name),
+                    instance=instance,
+                    asset_selection=keys,
+                    tags={TAG: "1", PID_TAG: f"{os.getpid()}@{os.uname().nodename}"},
                 )
-        # a job's selection reads nothing another job of the pass selected, so each pass's
-        # runs are independent; what they made unsynced downstream is the next pass's
-    raise RuntimeError(f"resume: work left after {max_passes} passes")
+                runs.append((name, len(keys), result.run_id))
+                if not result.success:
+                    raise RuntimeError(
+                        f"resume: the run {result.run_id} of job {name} failed; its events are in the "
+                        f"Dagster instance ({instance.root_directory}); fix the cause and run again"
+                    )
+            # a job's selection reads nothing another job of the pass selected, so each pass's
+            # runs are independent; what they made unsynced downstream is the next pass's
+        raise RuntimeError(f"resume: work left after {max_passes} passes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,13 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with DagsterInstance.get() as instance:
             rows = run_times(instance)
             busy = [busy_seconds(instance, r[0], r[2] + r[3]) for r in rows]
-        print("started (UTC)        wall time   steps busy  job  run")
-        for (run_id, job, start, seconds), b in zip(rows, busy, strict=True):
+            pauses = Path(instance.root_directory) / PAUSES
+        stopped = [stopped_seconds(pauses, r[2], r[2] + r[3]) for r in rows]
+        print("started (UTC)        wall time   steps busy     stopped  job  run")
+        for (run_id, job, start, seconds), b, st in zip(rows, busy, stopped, strict=True):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
-            print(f"{when}  {seconds:9.1f} s  {b:9.1f} s  {job}  {run_id}")
-        total, steps = sum(r[3] for r in rows), sum(busy)
+            print(f"{when}  {seconds:9.1f} s  {b:9.1f} s  {st:8.1f} s  {job}  {run_id}")
+        total, steps, paused = sum(r[3] for r in rows), sum(busy), sum(stopped)
         print(f"{len(rows)} runs, {total:.0f} s ({total / 3600:.2f} h) of wall time in all; "
-              f"a step executing during {steps:.0f} s ({steps / 3600:.2f} h) of it")  # fmt: skip
+              f"a step executing during {steps:.0f} s ({steps / 3600:.2f} h) of it; this "
+              f"process stopped during {paused:.0f} s ({paused / 3600:.2f} h): "
+              f"{(total - paused) / 3600:.2f} h running")  # fmt: skip
         return 0
     defs = getattr(importlib.import_module(args.module), args.attribute)
     known = named_jobs(defs)
