@@ -250,3 +250,30 @@ def test_a_packaged_configuration_reads_its_layers_too(conf, tmp_path, monkeypat
     assert packed._protocol != "file" and packed._layer_names() == ["gpu", "chexpert"]
     for key in ("parameters", "catalog", "globals"):
         assert packed[key] == folder[key]
+
+
+def test_other_reading_code_s_entries_unused_for_a_week_are_swept(tmp_path):
+    import os
+
+    from cxr_augment.config_layers import UNUSED_S, sweep_other_readers
+
+    parent = tmp_path / "config"
+    own, recent, stale = parent / "reader-own", parent / "reader-recent", parent / "reader-stale"
+    for folder in (own, recent, stale):
+        folder.mkdir(parents=True)
+        (folder / "parameters-abc.marshal").write_bytes(b"x")
+    legacy, other = parent / "parameters-old.marshal", parent / "notes.txt"
+    legacy.write_bytes(b"x")
+    other.write_text("not the cache's")
+    now = 10 * UNUSED_S
+    old = now - UNUSED_S - 60
+    for path in (stale, stale / "parameters-abc.marshal", legacy, other, own):
+        os.utime(path, (old, old))
+    for path in (recent, recent / "parameters-abc.marshal"):
+        os.utime(path, (now - 60, now - 60))
+    removed = sweep_other_readers(parent, own, now=now)
+    assert sorted(p.name for p in removed) == ["parameters-old.marshal", "reader-stale"]
+    assert sorted(p.name for p in parent.iterdir()) == ["notes.txt", "reader-own", "reader-recent"]
+    # a folder one of whose entries was written lately stays
+    os.utime(recent, (old, old))
+    assert sweep_other_readers(parent, own, now=now) == []

@@ -15,12 +15,15 @@ settings over it, so neither is copied.
 loader of ``config_loader.py``, whose fingerprint then covers every layer's folder, reading
 through the layers; ``CXR_CONFIG_CACHE=off`` reads them too. Its cache entries are kept under a
 folder named by this module's and ``config_loader.py``'s code, so a change to how the
-configuration is read is never answered from an entry the old code wrote.
+configuration is read is never answered from an entry the old code wrote; other code's
+entries untouched for a week are removed (``sweep_other_readers``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,4 +175,43 @@ class LayeredConfigLoader(CachedConfigLoader, _ReadThroughLayers):
         return [folders[0], *layers, *folders[1:]]
 
     def _cache_folder(self) -> Path:
-        return super()._cache_folder() / f"reader-{_CODE}"
+        parent = super()._cache_folder()
+        own = parent / f"reader-{_CODE}"
+        if parent not in _SWEPT:
+            _SWEPT.add(parent)
+            sweep_other_readers(parent, own)
+        return own
+
+
+_SWEPT: set[Path] = set()  # the cache folders swept by this process
+UNUSED_S = 7 * 24 * 3600  # another reading code's entries untouched this long are removed
+
+
+def sweep_other_readers(parent: Path, own: Path, now: float | None = None) -> list[Path]:
+    """Remove what other reading code cached in ``parent`` (its ``reader-*`` folders, and the
+    entries written before them) that nothing has written for ``UNUSED_S``: a process still
+    running older code, which writes only when the configuration changes, keeps its folder
+    (and makes it again if it was removed). Returns what was removed; unreadable entries are
+    left alone."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry == own or not (entry.name.startswith("reader-") or entry.suffix == ".marshal"):
+            continue
+        try:
+            files = [entry, *entry.iterdir()] if entry.is_dir() else [entry]
+            newest = max(f.stat().st_mtime for f in files)
+            if now - newest < UNUSED_S:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
