@@ -89,12 +89,23 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     store, keys, y = make_store(tmp_path / "s")
     full = _run(store, keys, y, epochs=5)
     ckpt_dir = tmp_path / "ck"
+    # the child halts halfway through writing epoch 2's checkpoint, where it is killed: a
+    # kill mid-save, whatever the machine's speed (watching for a file and killing races a
+    # fast training past its last epoch)
     script = textwrap.dedent(f"""
-        import sys, numpy as np
+        import sys, time, numpy as np
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_training import _run, make_store
         from cxr_augment.classify.training import CheckpointStore
         from cxr_augment.preprocess.tensor_store import TensorStore
+        write = CheckpointStore._write
+        def halt_in_epoch_2(self, tmp, state):
+            if tmp.name.startswith(".epoch_0002."):
+                with open(tmp, "wb") as f:
+                    f.write(b"half a checkpoint")
+                time.sleep(120)
+            write(self, tmp, state)
+        CheckpointStore._write = halt_in_epoch_2
         store = TensorStore({str(tmp_path / "s")!r})
         y = (np.arange(96) % 3 == 0).astype(float)
         keys = [f"img/{{i:03d}}.png" for i in range(96)]
@@ -102,12 +113,14 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt_dir / "epoch_0001.pt").exists():
+    while time.time() < deadline and not list(ckpt_dir.glob(".epoch_0002.partial-*")):
+        assert proc.poll() is None, "the training ended before its halt in epoch 2"
         time.sleep(0.05)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
     done = sorted(p.name for p in ckpt_dir.glob("epoch_*.pt"))
-    assert done and done[-1] < "epoch_0004.pt", "the run was killed before it finished"
+    assert done and done[-1] == "epoch_0001.pt", done
+    assert len(list(ckpt_dir.glob(".epoch_0002.partial-*"))) == 1  # the save cut short
     resumed = _run(store, keys, y, checkpoints=CheckpointStore(ckpt_dir), epochs=5)
     # a save cut short by the kill leaves nothing (its partial file is removed on resume)
     assert not [p.name for p in ckpt_dir.iterdir() if p.name.startswith(".")]
