@@ -1,10 +1,6 @@
 """Training: learning, masked targets, and resume after a kill to the same weights (CPU)."""
 
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +9,7 @@ import torch
 from cxr_augment.classify.models import ModelConfig, build_model
 from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
 from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, torch_dataset, write_store
+from tests.kill_mid_save import kill_mid_save
 
 
 def make_store(folder, n=96, seed=0):
@@ -89,35 +86,17 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     store, keys, y = make_store(tmp_path / "s")
     full = _run(store, keys, y, epochs=5)
     ckpt_dir = tmp_path / "ck"
-    # the child halts halfway through writing epoch 2's checkpoint, where it is killed: a
-    # kill mid-save, whatever the machine's speed (watching for a file and killing races a
-    # fast training past its last epoch)
-    script = textwrap.dedent(f"""
-        import sys, time, numpy as np
+    child = f"""
+        import sys, numpy as np
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_training import _run, make_store
-        from cxr_augment.classify.training import CheckpointStore
         from cxr_augment.preprocess.tensor_store import TensorStore
-        write = CheckpointStore._write
-        def halt_in_epoch_2(self, tmp, state):
-            if tmp.name.startswith(".epoch_0002."):
-                with open(tmp, "wb") as f:
-                    f.write(b"half a checkpoint")
-                time.sleep(120)
-            write(self, tmp, state)
-        CheckpointStore._write = halt_in_epoch_2
         store = TensorStore({str(tmp_path / "s")!r})
         y = (np.arange(96) % 3 == 0).astype(float)
         keys = [f"img/{{i:03d}}.png" for i in range(96)]
         _run(store, keys, y, checkpoints=CheckpointStore({str(ckpt_dir)!r}), epochs=5)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ckpt_dir.glob(".epoch_0002.partial-*")):
-        assert proc.poll() is None, "the training ended before its halt in epoch 2"
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no chance to clean up
-    proc.wait()
+    """
+    kill_mid_save(child, ckpt_dir, "epoch_0002")
     done = sorted(p.name for p in ckpt_dir.glob("epoch_*.pt"))
     assert done and done[-1] == "epoch_0001.pt", done
     assert len(list(ckpt_dir.glob(".epoch_0002.partial-*"))) == 1  # the save cut short

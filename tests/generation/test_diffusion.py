@@ -26,6 +26,7 @@ from cxr_augment.generation.sampling import (
 from cxr_augment.generation.sets import generated_set
 from cxr_augment.generation.training import DiffusionTrainConfig, ImageSet, train_unet
 from cxr_augment.preprocess.tensor_store import TensorStore, write_store
+from tests.kill_mid_save import kill_mid_save
 
 TINY = UNetConfig(
     sample_size=16,
@@ -344,38 +345,16 @@ def _kill_run(ck_dir, steps: int = 16):
 
 def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     import os
-    import subprocess
-    import sys
-    import textwrap
-    import time
 
     full, _ = _kill_run(None)
     ck_dir = tmp_path / "ck"
-    # the child halts halfway through writing step 4's checkpoint, where it is killed: a kill
-    # mid-save, whatever the machine's speed (watching for a file and killing races a fast
-    # training past its last step)
-    script = textwrap.dedent(f"""
-        import sys, time
+    child = f"""
+        import sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_diffusion import _kill_run
-        from cxr_augment.classify.checkpoints import CheckpointStore
-        write = CheckpointStore._write
-        def halt_in_step_4(self, tmp, state):
-            if tmp.name.startswith(".step_00000004."):
-                with open(tmp, "wb") as f:
-                    f.write(b"half a checkpoint")
-                time.sleep(120)
-            write(self, tmp, state)
-        CheckpointStore._write = halt_in_step_4
         _kill_run({str(ck_dir)!r})
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ck_dir.glob(".step_00000004.partial-*")):
-        assert proc.poll() is None, "the training ended before its halt in step 4"
-        time.sleep(0.01)
-    proc.kill()  # SIGKILL: no chance to clean up
-    proc.wait()
+    """
+    kill_mid_save(child, ck_dir, "step_00000004")
     done = sorted(p.name for p in ck_dir.glob("step_*.pt"))
     assert done and done[-1] == "step_00000003.pt", done
     assert len(list(ck_dir.glob(".step_00000004.partial-*"))) == 1  # the save cut short

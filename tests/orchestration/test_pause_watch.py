@@ -72,6 +72,7 @@ def test_a_process_stopped_by_sigstop_logs_the_time_it_was_stopped(tmp_path):
     assert child.returncode == 0
     pauses = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["event"] for e in pauses] == ["pause"]
-    # stopped for 2 s: a late tick of at least that, less the tick it would have slept
-    assert 2.0 - PauseWatch.TICK_S <= pauses[0]["seconds"] < 30.0
-    assert float(out.strip()) == pauses[0]["seconds"]
+    # the known answer: stopped for 2 s, so a tick late by at least that, less the tick it
+    # would have slept anyway (how much later depends on the machine: not asserted)
+    assert pauses[0]["seconds"] >= 2.0 - PauseWatch.TICK_S
+    assert float(out.strip()) == pauses[0]["seconds"]  # what it logged is what it counted

@@ -38,9 +38,10 @@ was stopped (``time_summary`` sums them, for a study run in pieces: ``run_log.py
 ``ParallelIncrementalRunner`` does the same on Kedro's ``ParallelRunner``: the nodes to run go to
 worker processes, one torch thread each, and the main process writes the records; the two
 runners share them, so either can resume what the other began. Of the nodes ready to run, a
-free worker gets the one with the longest expected path to the end (``schedule.py``). Records written under the
-module-level code versions (``versions.py``, ``legacy``), or before a source file counted by
-its bytes, are carried over to the current ones where they still match (``carry_over``).
+free worker gets the one with the longest expected path to the end (``schedule.py``). Records
+written under the module-level code versions (``versions.py``, ``legacy``), or before a source
+file counted by its bytes, are carried over to the current ones where they still match
+(``carry_over``).
 """
 
 from __future__ import annotations
