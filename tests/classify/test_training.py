@@ -9,7 +9,6 @@ import torch
 from cxr_augment.classify.models import ModelConfig, build_model
 from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
 from cxr_augment.preprocess.tensor_store import StoreWrite, TensorStore, torch_dataset, write_store
-from tests.kill_mid_save import kill_mid_save
 
 
 def make_store(folder, n=96, seed=0):
@@ -96,6 +95,9 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
         keys = [f"img/{{i:03d}}.png" for i in range(96)]
         _run(store, keys, y, checkpoints=CheckpointStore({str(ckpt_dir)!r}), epochs=5)
     """
+    # imported here: the children import this module by its own name, without tests/
+    from tests.kill_mid_save import kill_mid_save
+
     kill_mid_save(child, ckpt_dir, "epoch_0002")
     done = sorted(p.name for p in ckpt_dir.glob("epoch_*.pt"))
     assert done and done[-1] == "epoch_0001.pt", done

@@ -26,7 +26,6 @@ from cxr_augment.generation.sampling import (
 from cxr_augment.generation.sets import generated_set
 from cxr_augment.generation.training import DiffusionTrainConfig, ImageSet, train_unet
 from cxr_augment.preprocess.tensor_store import TensorStore, write_store
-from tests.kill_mid_save import kill_mid_save
 
 TINY = UNetConfig(
     sample_size=16,
@@ -354,6 +353,9 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
         from test_diffusion import _kill_run
         _kill_run({str(ck_dir)!r})
     """
+    # imported here: the children import this module by its own name, without tests/
+    from tests.kill_mid_save import kill_mid_save
+
     kill_mid_save(child, ck_dir, "step_00000004")
     done = sorted(p.name for p in ck_dir.glob("step_*.pt"))
     assert done and done[-1] == "step_00000003.pt", done

@@ -47,13 +47,14 @@ def test_two_processes_train_one_model(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     torchrun = Path(sys.executable).with_name("torchrun")
-    subprocess.run(
+    run = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), str(script)],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2)
     assert r0["hash"] == r1["hash"]  # gradients averaged: one model in both processes
