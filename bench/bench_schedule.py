@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import save_results  # noqa: E402  (same folder)
 
-from cxr_augment.orchestration import schedule  # noqa: E402
+from cxr_augment.orchestration import run_log, schedule  # noqa: E402
 
 
 def replay(deps: dict, seconds: dict, workers: int, pick) -> float:
@@ -131,7 +131,8 @@ def main() -> None:
     log = Path(args.run_log)
     seconds = schedule.expected_seconds(deps, log if log.exists() else None)
     rank = schedule.ranks(deps, seconds)
-    logged = sum(1 for n in deps if n in _logged(log))
+    logged_times = run_log.node_seconds(log)
+    logged = sum(1 for n in deps if n in logged_times)
     baseline = [replay(deps, seconds, args.workers, fifo(s)) for s in range(args.orders)]
     ours = replay(deps, seconds, args.workers, by_rank(rank))
     work = sum(seconds.values())
@@ -160,21 +161,6 @@ def main() -> None:
     for k, v in results.items():
         print(f"{k:28s} {v}")
     save_results(results, args.out)
-
-
-def _logged(log: Path) -> set[str]:
-    import json
-
-    names = set()
-    if log.exists():
-        for line in log.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(e, dict) and e.get("event") == "node":
-                names.add(e.get("node"))
-    return names
 
 
 if __name__ == "__main__":

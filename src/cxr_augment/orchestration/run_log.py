@@ -89,6 +89,26 @@ class PauseWatch:
         self.tick()  # a pause just before the end
 
 
+def node_seconds(path: Path | None) -> dict[str, float]:
+    """Each node's seconds the last time the run log saw it succeed; ``{}`` for no log or an
+    unreadable one. A line that is not an event (one cut short by a kill) is skipped."""
+    last: dict[str, float] = {}
+    if path is None:
+        return last
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return last
+    for line in lines:
+        try:
+            event = json.loads(line)
+            if event.get("event") == "node":
+                last[event["node"]] = float(event["seconds"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return last
+
+
 def _kind(node_name: str) -> str:
     """A node's kind across experiments and seeds: ``ptx_x.train_classifier_seed2`` ->
     ``train_classifier``."""

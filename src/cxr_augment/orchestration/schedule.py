@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import json
 import statistics
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +33,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
 
-from cxr_augment.orchestration.run_log import _kind
+from cxr_augment.orchestration.run_log import _kind, node_seconds
 
 DEFAULT_SECONDS = 1.0
 
@@ -42,19 +41,7 @@ DEFAULT_SECONDS = 1.0
 def expected_seconds(names: Iterable[str], run_log: Path | None) -> dict[str, float]:
     """Each node's expected seconds: its last time in ``run_log``, else its kind's median
     there, else ``DEFAULT_SECONDS``. An unreadable log or line counts as none."""
-    last: dict[str, float] = {}
-    if run_log is not None:
-        try:
-            lines = Path(run_log).read_text().splitlines()
-        except OSError:
-            lines = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-                if event.get("event") == "node":
-                    last[event["node"]] = float(event["seconds"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
+    last = node_seconds(run_log)
     by_kind: dict[str, list[float]] = {}
     for name, seconds in last.items():
         if seconds == seconds:  # not NaN
