@@ -555,7 +555,8 @@ def test_a_json_summary_reads_as_flat_fields_not_raw_json():
         "options": {"ddim": {"experiment": "ptx_ddim_unbalanced", "roc_auc": 0.5542308810700786}},
         "chosen": "traditional",
         "set": {"methods": ["rotation", "noise"], "source": "transforms"},
-        "pairs": [{"a": 1}],
+        "pairs": [{"a": 1}, {"a": 2, "b": {"c": "x"}}],
+        "mixed": [{"a": 1}, 2],
     }
     frame = _json_frame(choice)
     rows = dict(zip(frame["field"], frame["value"], strict=True))
@@ -567,7 +568,10 @@ def test_a_json_summary_reads_as_flat_fields_not_raw_json():
         "chosen": "traditional",
         "set.methods": "rotation, noise",
         "set.source": "transforms",
-        "pairs": '[{"a": 1}]',
+        "pairs.1.a": 1,  # a list of objects: numbered from 1, each flattened
+        "pairs.2.a": 2,
+        "pairs.2.b.c": "x",
+        "mixed": '[{"a": 1}, 2]',  # anything else: compact JSON
     }
     assert html.format_cell(rows["options.ddim.roc_auc"], 4)[0] == "0.5542"
 

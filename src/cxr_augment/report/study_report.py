@@ -533,8 +533,9 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
 
 def _json_frame(data: dict) -> pd.DataFrame:
     """A JSON summary as field / value rows: nested objects flattened to dotted fields
-    (``options.ddim.roc_auc``), lists of plain values joined with commas, numbers left for
-    the table's rounding; anything else as compact JSON."""
+    (``options.ddim.roc_auc``), lists of plain values joined with commas, lists of objects
+    numbered from 1 (``decisions.2.chosen``), numbers left for the table's rounding; anything
+    else as compact JSON."""
     rows: list[dict] = []
 
     def add(field: str, v) -> None:
@@ -543,6 +544,9 @@ def _json_frame(data: dict) -> pd.DataFrame:
                 add(f"{field}.{k}" if field else str(k), sub)
         elif isinstance(v, list) and v and all(isinstance(x, str | int | float | bool) for x in v):
             rows.append({"field": field, "value": ", ".join(str(x) for x in v)})
+        elif isinstance(v, list) and v and all(isinstance(x, dict) and x for x in v):
+            for i, sub in enumerate(v, start=1):  # a list of objects: decisions.1.chosen, ...
+                add(f"{field}.{i}" if field else str(i), sub)
         elif isinstance(v, dict | list):
             rows.append({"field": field, "value": json.dumps(v, sort_keys=True)})
         else:
