@@ -642,8 +642,9 @@ def echo(m):
     return dict(m)
 
 
-def _memory_setup(tmp_path, note="a", kept=1, memory=MemoryDataset):
-    """src -> mid (file) -> mem (in memory, its maker reads a parameter) -> end (file)."""
+def _memory_setup(tmp_path, note="a", kept=1, memory=MemoryDataset, p_note=None):
+    """src -> mid (file) -> mem (in memory, its maker reads a parameter) -> end (file);
+    ``p_note`` changes ``double``'s version, not what it writes."""
     src = _source(tmp_path)
     catalog = DataCatalog(
         datasets={
@@ -651,7 +652,7 @@ def _memory_setup(tmp_path, note="a", kept=1, memory=MemoryDataset):
             "mid": JSONDataset(filepath=str(tmp_path / "mid.json")),
             "mem": memory(),
             "end": JSONDataset(filepath=str(tmp_path / "end.json")),
-            "params:p": MemoryDataset({"factor": 2}),
+            "params:p": MemoryDataset({"factor": 2, **({"note": p_note} if p_note else {})}),
             "params:q": MemoryDataset({"kept": kept, "note": note}),
         },
     )
@@ -683,6 +684,26 @@ def test_a_reader_of_an_in_memory_value_made_again_the_same_is_not_run(tmp_path)
     assert _memory_run(tmp_path, note="b") == []
     assert _memory_run(tmp_path, note="c", kept=2) == ["pick", "echo"]
     assert json.loads((tmp_path / "end.json").read_text()) == {"v": 6, "kept": 2}
+
+
+def test_a_record_by_the_makers_of_in_memory_inputs_becomes_one_by_their_values(tmp_path):
+    """Records made for up-to-date nodes (no values read) know an in-memory input by its
+    maker's key. The first run that reads the value and finds the record matching by makers
+    rewrites it by the value: a later edit of the maker that makes the same value then
+    leaves the reader up to date."""
+    assert _memory_run(tmp_path) == ["double", "pick", "echo"]
+    (tmp_path / "state.inputs.json").unlink()
+    assert _memory_run(tmp_path) == []  # the records remade, echo's by pick's key
+    made = json.loads((tmp_path / "state.inputs.json").read_text())["echo"]["inputs"]
+    # a change upstream that leaves mid's bytes: pick reruns with its key unchanged, echo
+    # matches by its maker and is not run; its record is now by mem's value
+    assert _memory_run(tmp_path, p_note="x") == ["double", "pick"]
+    by_value = json.loads((tmp_path / "state.inputs.json").read_text())["echo"]["inputs"]
+    assert by_value != made
+    # pick's own version changes (a parameter it does not pass on), the same value: echo is
+    # not run; by its maker's key it would have been
+    assert _memory_run(tmp_path, p_note="x", note="b") == ["pick"]
+    assert json.loads((tmp_path / "end.json").read_text()) == {"v": 6, "kept": 1}
 
 
 def test_value_digest_follows_every_part_of_a_value_and_declines_what_it_cannot_read():

@@ -596,6 +596,13 @@ class _Incremental:
         super()._release_datasets(node, catalog, load_counts, pipeline)
         if node.name in self._cut:  # its inputs' bytes unchanged: up to date, not run
             log.info("%s: its inputs are as when it last ran; not run", node.name)
+            key, found = self._keys.get(node.name), self._contents.get(node.name)
+            if key is not None and isinstance(found, dict) and found.get("inputs") != key:
+                # a record by its in-memory inputs' makers, matched: from now on by their
+                # values, so that a maker whose code changes and makes the same value
+                # leaves it up to date (by makers, it would have run)
+                self._contents[node.name] = {**found, "inputs": key}
+                _write(content_path(self._state), self._contents)
             self._node_seconds(node)  # the sequential clock moves on
             if node.name in self._current:
                 self._records[node.name] = self._current[node.name]
