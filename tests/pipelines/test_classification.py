@@ -447,6 +447,47 @@ def test_several_choices_apply_in_order_each_on_its_own_options():
         choose_augmentation(spec, *[_metrics(0.5)] * 5)
 
 
+def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it():
+    """The study's headline misclassified experiment: its source first, then DDIM's edit
+    strength only when DDIM is the source; traditional chosen, the strength rule is recorded
+    (its options' results) but chooses nothing, so the label and settings carry no strength."""
+    from cxr_augment.classify import experiments as ex
+    from cxr_augment.pipelines.classification.nodes import choose_augmentation
+
+    source = {
+        "options": {
+            "traditional": {"experiment": "t", "set": {"source": "transforms"}},
+            "ddim": {"experiment": "d", "set": {"source": "ddim"}},
+        }
+    }
+    strength = {"when": {"source": "ddim"}, "require": {"parent_nearest_share": 0.5},
+                "options": {"s1": {"experiment": "e1", "set": {"strength": 0.25}},
+                            "s2": {"experiment": "e2", "set": {"strength": 0.5}}}}  # fmt: skip
+    spec = {"name": "m", "augmentation": {"strategy": "misclassified", "seed": 1,
+                                          "choose": [source, strength]}}  # fmt: skip
+    near = [{"parent_nearest_share": 0.9}, {"parent_nearest_share": 0.8}]
+    out = choose_augmentation(spec, _metrics(0.7), _metrics(0.6), _metrics(0.5), _metrics(0.8),
+                              *near)  # fmt: skip
+    assert out["chosen"] == "traditional" and out["set"] == {"source": "transforms"}
+    assert out["decisions"][1]["chosen"] is None and out["decisions"][1]["set"] == {}
+    assert out["decisions"][1]["options"]["s2"]["roc_auc"] == 0.8
+    assert "applies when source ddim: not so" in out["decisions"][1]["rule"]
+    assert "options" not in out and "rule" not in out  # each rule's record once, in decisions
+    out = choose_augmentation(spec, _metrics(0.6), _metrics(0.7), _metrics(0.5), _metrics(0.8),
+                              *near)  # fmt: skip
+    assert out["chosen"] == "ddim + s2" and out["set"] == {"source": "ddim", "strength": 0.5}
+    # the experiment's own settings count too: a DDIM experiment's strength rule applies
+    spec["augmentation"] = {"source": "ddim", "strategy": "misclassified", "choose": [strength]}
+    assert choose_augmentation(spec, _metrics(0.5), _metrics(0.8), *near)["chosen"] == "s2"
+    # the options each variant is checked with: the strength joins the DDIM variant only
+    assert ex.rule_applies(strength, {"source": "ddim"})
+    assert not ex.rule_applies(strength, {}) and ex.rule_applies(source, {})
+    for bad in ("ddim", {}, [["source", "ddim"]]):
+        aug = {"methods": ["noise"], "seed": 1, "choose": [{**strength, "when": bad}]}
+        with pytest.raises(ValueError, match="augmentation.choose's when takes"):
+            ex.experiment_spec(DEFAULTS, {"augmentation": aug}, "x")
+
+
 def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp_path):
     manifest, store = synthetic(tmp_path)
     choose = {

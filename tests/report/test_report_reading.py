@@ -163,6 +163,14 @@ def test_an_experiment_whose_source_was_chosen_gets_the_thesis_row_of_that_sourc
         rows = resolve_chosen(thesis, {record: {"chosen": chosen}})["rows"]
         assert rows["ptx_misclassified_best"]["roc_auc"] == auc
         assert rows["ptx_misclassified_best"]["label"] == f"ptx_misclassified_best (thesis: {row})"
+    # several rules (the study profile's source, then DDIM's strength): the source decides
+    for label, decisions in (("ddim + s025", [{"chosen": "ddim"}, {"chosen": "s025"}]),
+                             ("traditional", [{"chosen": "traditional"}, {"chosen": None}])):  # fmt: skip
+        rows = resolve_chosen(thesis, {record: {"chosen": label, "decisions": decisions}})["rows"]
+        assert rows["ptx_misclassified_best"]["label"].endswith(
+            "(thesis: ptx_ddim_misclassified)" if label.startswith("ddim")
+            else "(thesis: ptx_aug_combined_misclassified)"
+        )  # fmt: skip
     # no choice made yet (or an unknown source): no row
     assert "ptx_misclassified_best" not in resolve_chosen(thesis, {})["rows"]
     assert "ptx_misclassified_best" not in resolve_chosen(thesis, {record: {"chosen": "x"}})["rows"]

@@ -92,6 +92,15 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                     f"experiment {name}: augmentation.choose needs `options` (label: "
                     "{experiment: whose validation result decides, set: {settings it implies}})"
                 )
+            when = (rule or {}).get("when")
+            if when is not None and (
+                not isinstance(when, dict) or not when
+                or not all(isinstance(k, str) for k in when)
+            ):  # fmt: skip
+                raise ValueError(
+                    f"experiment {name}: augmentation.choose's when takes the settings the "
+                    f"rule applies under ({{source: ddim}}); got {when!r}"
+                )
             require = (rule or {}).get("require") or {}
             share = require.get("parent_nearest_share")
             if set(require) - {"parent_nearest_share"} or (
@@ -104,9 +113,13 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                     f"parent_nearest_share, a share in [0, 1]; got {require!r}"
                 )
             variants = {
-                f"{k} + {label}".strip(" +"): {**v, **(o.get("set") or {})}
-                for k, v in variants.items()
-                for label, o in options.items()
+                **{k: v for k, v in variants.items() if not rule_applies(rule, v)},
+                **{
+                    f"{k} + {label}".strip(" +"): {**v, **(o.get("set") or {})}
+                    for k, v in variants.items()
+                    if rule_applies(rule, v)
+                    for label, o in options.items()
+                },
             }
         for label, variant in variants.items():
             _check_augmentation(f"{name} (option {label})" if label else name, variant, label)
@@ -117,6 +130,17 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
             raise ValueError(f"experiment {name}: augmentation needs a binary target and model")
     spec["name"] = name
     return spec
+
+
+def rule_applies(rule: dict, settings: dict) -> bool:
+    """Whether a choice rule applies to augmentation ``settings`` (the experiment's own with
+    the earlier rules' choices): each setting of its ``when`` equal (the source's default
+    is ``transforms``); a rule without ``when`` always applies."""
+    defaults = {"source": "transforms"}
+    return all(
+        settings.get(key, defaults.get(key)) == value
+        for key, value in ((rule or {}).get("when") or {}).items()
+    )
 
 
 def _check_augmentation(name: str, aug: dict, option: str = "") -> None:

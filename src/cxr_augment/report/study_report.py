@@ -374,6 +374,14 @@ def _thesis_frame(thesis: dict | None, experiments: list[str]) -> pd.DataFrame |
 CHOSEN = "{experiment}.chosen_augmentation"
 
 
+def source_chosen(record) -> str | None:
+    """The label a ``chosen_augmentation`` record chose by its first rule (the source, where
+    later rules choose the source's settings); None for no record."""
+    if not isinstance(record, dict):
+        return None
+    return (record.get("decisions") or [record])[0].get("chosen")
+
+
 def resolve_chosen(thesis: dict | None, sources: dict) -> dict | None:
     """The thesis's rows with one added for each experiment of ``thesis["chosen"]`` whose
     source was chosen on validation: the thesis's row of that source (``{experiment: {source:
@@ -383,7 +391,7 @@ def resolve_chosen(thesis: dict | None, sources: dict) -> dict | None:
     rows = dict(thesis.get("rows") or {})
     for experiment, by_source in thesis["chosen"].items():
         record = sources.get(CHOSEN.format(experiment=experiment))
-        picked = by_source.get(record.get("chosen")) if isinstance(record, dict) else None
+        picked = by_source.get(source_chosen(record))
         if picked in rows:
             rows[experiment] = {**rows[picked], "label": f"{experiment} (thesis: {picked})"}
     return {**thesis, "rows": rows}
@@ -1103,9 +1111,9 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
         g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
     }  # the answer's candidate tables
     chosen = {  # the experiments whose source validation chose, and the source
-        k.removesuffix(".chosen_augmentation"): v.get("chosen")
+        k.removesuffix(".chosen_augmentation"): source_chosen(v)
         for k, v in sources.items()
-        if k.endswith(".chosen_augmentation") and isinstance(v, dict) and v.get("chosen")
+        if k.endswith(".chosen_augmentation") and source_chosen(v)
     }
     paragraphs, used = answer(
         groups, {**params["answer"], "env": params.get("env"), "chosen": chosen}

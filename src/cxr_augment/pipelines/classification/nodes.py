@@ -110,11 +110,22 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
     ``require: {parent_nearest_share: x}`` limits a rule to the options whose copies keep
     their parent (``copies_closeness``: at least the share ``x`` of them have their parent
     nearest); when none does, every option stays in and the decision says so.
+    ``when: {setting: value}`` applies a rule only where the settings so far (the
+    experiment's own, then the earlier rules' choices) have those values: a DDIM edit
+    strength is chosen only when the source chosen before it is DDIM; a rule that does not
+    apply is recorded with its options' results and chooses nothing.
     ``option_results`` are the options' metrics tables, rule after rule, then the
     ``copies_closeness`` of the options of each rule with a requirement. The test sets are
     never read.
+
+    Returns:
+        One rule: its options' results, the label ``chosen`` and its ``set``. Several: the
+        labels joined (``traditional``, ``ddim + s025``), the settings of all of them as
+        ``set``, and each rule's record under ``decisions``.
     """
+    rule_applies = _experiments().rule_applies
     rules = choose_rules(spec["augmentation"]["choose"])
+    own = {k: v for k, v in spec["augmentation"].items() if k != "choose"}
     n_metrics = sum(len(rule["options"]) for rule in rules)
     tables = list(option_results[:n_metrics])
     closeness = list(option_results[n_metrics:])
@@ -142,6 +153,11 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
             words += (f" whose copies have their parent nearest for at least {need:g} of them"
                       + ("" if eligible else " (none has: every option stays in)"))  # fmt: skip
             eligible = eligible or labels
+        if not rule_applies(rule, {**own, **merged}):
+            when = ", ".join(f"{k} {v}" for k, v in rule["when"].items())
+            words += f"; applies when {when}: not so, nothing chosen"
+            decisions.append({"rule": words, "options": options, "chosen": None, "set": {}})
+            continue
         best = max(eligible, key=lambda k: scores[k])  # max keeps the first of equal values
         chosen_set = dict(rule["options"][best].get("set") or {})
         merged.update(chosen_set)
@@ -151,11 +167,14 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
             f"choose_augmentation: {len(tables)} metrics tables and {len(closeness)} closeness "
             "summaries left over"
         )
-    out = {"experiment": spec["name"], **decisions[0], "set": merged}
-    if len(decisions) > 1:
-        out["chosen"] = " + ".join(d["chosen"] for d in decisions)
-        out["decisions"] = decisions
-    return out
+    if len(decisions) == 1:
+        return {"experiment": spec["name"], **decisions[0]}
+    return {
+        "experiment": spec["name"],
+        "chosen": " + ".join(d["chosen"] for d in decisions if d["chosen"] is not None),
+        "set": merged,
+        "decisions": decisions,
+    }
 
 
 def with_methods(spec: dict, chosen: dict | None) -> dict:
