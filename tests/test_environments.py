@@ -116,4 +116,6 @@ def test_every_experiment_model_and_sampler_setting_parses(env, monkeypatch, tmp
         for name in generation["models"]:
             _, unet, _, train = gen._model_settings(generation, name)
             assert unet.sample_size == 256 and train.device == "cuda", name
+            # thesis 4.6: T = 4,000, its best, which its DDPM and DDIM were set to
+            assert gen._model_settings(generation, name)[2].num_train_timesteps == 4000, name
     study._load.cache_clear()
