@@ -447,11 +447,13 @@ def test_several_choices_apply_in_order_each_on_its_own_options():
         choose_augmentation(spec, *[_metrics(0.5)] * 5)
 
 
-def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it():
+def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monkeypatch):
     """The study's headline misclassified experiment: its source first, then DDIM's edit
     strength only when DDIM is the source; traditional chosen, the strength rule is recorded
     (its options' results) but chooses nothing, so the label and settings carry no strength."""
     from cxr_augment.classify import experiments as ex
+    from cxr_augment.classify.choice import rule_applies
+    from cxr_augment.pipelines.classification import pipeline as cp
     from cxr_augment.pipelines.classification.nodes import choose_augmentation
 
     source = {
@@ -463,8 +465,8 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it():
     strength = {"when": {"source": "ddim"}, "require": {"parent_nearest_share": 0.5},
                 "options": {"s1": {"experiment": "e1", "set": {"strength": 0.25}},
                             "s2": {"experiment": "e2", "set": {"strength": 0.5}}}}  # fmt: skip
-    spec = {"name": "m", "augmentation": {"strategy": "misclassified", "seed": 1,
-                                          "choose": [source, strength]}}  # fmt: skip
+    spec_aug = {"strategy": "misclassified", "seed": 1, "choose": [source, strength]}
+    spec = {"name": "m", "augmentation": dict(spec_aug)}
     near = [{"parent_nearest_share": 0.9}, {"parent_nearest_share": 0.8}]
     out = choose_augmentation(spec, _metrics(0.7), _metrics(0.6), _metrics(0.5), _metrics(0.8),
                               *near)  # fmt: skip
@@ -480,8 +482,18 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it():
     spec["augmentation"] = {"source": "ddim", "strategy": "misclassified", "choose": [strength]}
     assert choose_augmentation(spec, _metrics(0.5), _metrics(0.8), *near)["chosen"] == "s2"
     # the options each variant is checked with: the strength joins the DDIM variant only
-    assert ex.rule_applies(strength, {"source": "ddim"})
-    assert not ex.rule_applies(strength, {}) and ex.rule_applies(source, {})
+    assert rule_applies(strength, {"source": "ddim"})
+    assert not rule_applies(strength, {}) and rule_applies(source, {})
+    # the wiring: the strength options' results are read (recorded), the transforms allowed
+    edits = {"source": "ddim", "strategy": "misclassified", "seed": 1}
+    with_when = {"defaults": {}, "experiments": {"m": {"augmentation": spec_aug},
+                                                 "e1": {"augmentation": edits},
+                                                 "e2": {"augmentation": edits}}}  # fmt: skip
+    monkeypatch.setattr(cp, "study_config", lambda: with_when)
+    monkeypatch.setattr(cp, "_generator_model", lambda name, src: f"{src}.model")
+    wiring = cp.augmentation_wiring("m")
+    assert wiring["choose"] == ["t", "d", "e1", "e2"] and wiring["transforms"]
+    assert wiring["choose_closeness"] == ["e1", "e2"] and list(wiring["generators"]) == ["ddim"]
     for bad in ("ddim", {}, [["source", "ddim"]]):
         aug = {"methods": ["noise"], "seed": 1, "choose": [{**strength, "when": bad}]}
         with pytest.raises(ValueError, match="augmentation.choose's when takes"):

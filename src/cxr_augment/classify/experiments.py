@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxr_augment.classify.choice import rule_applies
 from cxr_augment.classify.models import ModelConfig, build_model, feature_extractor
 from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
 from cxr_augment.preprocess import chexpert as cx
@@ -130,17 +131,6 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
             raise ValueError(f"experiment {name}: augmentation needs a binary target and model")
     spec["name"] = name
     return spec
-
-
-def rule_applies(rule: dict, settings: dict) -> bool:
-    """Whether a choice rule applies to augmentation ``settings`` (the experiment's own with
-    the earlier rules' choices): each setting of its ``when`` equal (the source's default
-    is ``transforms``); a rule without ``when`` always applies."""
-    defaults = {"source": "transforms"}
-    return all(
-        settings.get(key, defaults.get(key)) == value
-        for key, value in ((rule or {}).get("when") or {}).items()
-    )
 
 
 def _check_augmentation(name: str, aug: dict, option: str = "") -> None:

@@ -7,6 +7,7 @@ import pandas as pd
 
 from cxr_augment.classify import bootstrap, metrics, stats
 from cxr_augment.classify.checkpoints import CheckpointStore  # torch-free
+from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies
 from cxr_augment.preprocess.labels import parse_policy
 from cxr_augment.preprocess.tensor_store import TensorStore
 from cxr_augment.report import plots
@@ -88,17 +89,6 @@ def choose_methods(spec: dict, baseline: pd.DataFrame, *candidates: pd.DataFrame
     }
 
 
-def choose_rules(choose: dict | list) -> list[dict]:
-    """``augmentation.choose`` as a list of rules (one rule, or several applied in order)."""
-    return list(choose) if isinstance(choose, list) else [choose]
-
-
-def closeness_required(rule: dict) -> float | None:
-    """A rule's ``require: {parent_nearest_share: x}`` (None: no requirement)."""
-    need = (rule.get("require") or {}).get("parent_nearest_share")
-    return None if need is None else float(need)
-
-
 def choose_augmentation(spec: dict, *option_results) -> dict:
     """Augmentation settings (a source, a strategy, a sampler, an edit strength), chosen on
     validation only.
@@ -123,7 +113,6 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
         labels joined (``traditional``, ``ddim + s025``), the settings of all of them as
         ``set``, and each rule's record under ``decisions``.
     """
-    rule_applies = _experiments().rule_applies
     rules = choose_rules(spec["augmentation"]["choose"])
     own = {k: v for k, v in spec["augmentation"].items() if k != "choose"}
     n_metrics = sum(len(rule["options"]) for rule in rules)

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from kedro.pipeline import Node, Pipeline
 
+from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies
 from cxr_augment.pipelines.classification import nodes
-from cxr_augment.pipelines.classification.nodes import choose_rules, closeness_required
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import repeats, study_config
 
@@ -258,9 +258,10 @@ def augmentation_wiring(name: str) -> dict | None:
     rules = choose_rules(aug.get("choose") or [])
     base = {k: v for k, v in aug.items() if k != "choose"}
     variants = [base]
-    for rule in rules:  # every combination of the rules' options
-        variants = [{**v, **(o.get("set") or {})} for v in variants
-                    for o in (rule.get("options") or {}).values()]  # fmt: skip
+    for rule in rules:  # every combination of the rules' options (where a rule applies)
+        variants = [{**v, **(o.get("set") or {})} for v in variants if rule_applies(rule, v)
+                    for o in (rule.get("options") or {}).values()] + [
+                    v for v in variants if not rule_applies(rule, v)]  # fmt: skip
     sources = [v.get("source", "transforms") for v in variants]
     generators = {
         src: _generator_model(name, src) for src in dict.fromkeys(sources) if src != "transforms"
