@@ -498,6 +498,13 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
         aug = {"methods": ["noise"], "seed": 1, "choose": [{**strength, "when": bad}]}
         with pytest.raises(ValueError, match="augmentation.choose's when takes"):
             ex.experiment_spec(DEFAULTS, {"augmentation": aug}, "x")
+    # a when that no setting can meet (a misspelt key or value) is an error, not a rule
+    # that silently never applies
+    for bad in ({"sorce": "ddim"}, {"source": "DDIM"}):
+        aug = {"methods": ["noise"], "strategy": "misclassified", "seed": 1,
+               "choose": [source, {**strength, "when": bad}]}  # fmt: skip
+        with pytest.raises(ValueError, match="holds for none of the settings"):
+            ex.experiment_spec(DEFAULTS, {"augmentation": aug}, "x")
 
 
 def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp_path):

@@ -102,6 +102,13 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                     f"experiment {name}: augmentation.choose's when takes the settings the "
                     f"rule applies under ({{source: ddim}}); got {when!r}"
                 )
+            if when is not None and not any(rule_applies(rule, v) for v in variants.values()):
+                raise ValueError(
+                    f"experiment {name}: augmentation.choose's when {when!r} holds for none "
+                    "of the settings the experiment and the rules before it can give: "
+                    + "; ".join(sorted({repr({k: v.get(k, "transforms" if k == "source" else None)
+                                              for k in when}) for v in variants.values()}))
+                )  # fmt: skip
             require = (rule or {}).get("require") or {}
             share = require.get("parent_nearest_share")
             if set(require) - {"parent_nearest_share"} or (
