@@ -560,7 +560,9 @@ def test_a_json_summary_reads_as_flat_fields_not_raw_json():
     }
     frame = _json_frame(choice)
     rows = dict(zip(frame["field"], frame["value"], strict=True))
-    assert _json_frame({"methods": []})["value"].tolist() == ["[]"]
+    # nothing (a rule that chose nothing): "none", not null or {}
+    nothing = _json_frame({"methods": [], "chosen": None, "set": {}})
+    assert nothing["value"].tolist() == ["none", "none", "none"]
     assert rows == {
         "experiment": "ptx_misclassified_best",
         "options.ddim.experiment": "ptx_ddim_unbalanced",

@@ -542,8 +542,9 @@ def tests_frame(tests: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
 def _json_frame(data: dict) -> pd.DataFrame:
     """A JSON summary as field / value rows: nested objects flattened to dotted fields
     (``options.ddim.roc_auc``), lists of plain values joined with commas, lists of objects
-    numbered from 1 (``decisions.2.chosen``), numbers left for the table's rounding; anything
-    else as compact JSON."""
+    numbered from 1 (``decisions.2.chosen``), numbers left for the table's rounding, nothing
+    (null, an empty object or list: a rule that chose nothing) as "none"; anything else as
+    compact JSON."""
     rows: list[dict] = []
 
     def add(field: str, v) -> None:
@@ -555,6 +556,8 @@ def _json_frame(data: dict) -> pd.DataFrame:
         elif isinstance(v, list) and v and all(isinstance(x, dict) and x for x in v):
             for i, sub in enumerate(v, start=1):  # a list of objects: decisions.1.chosen, ...
                 add(f"{field}.{i}" if field else str(i), sub)
+        elif v is None or (isinstance(v, dict | list) and not v):
+            rows.append({"field": field, "value": "none"})
         elif isinstance(v, dict | list):
             rows.append({"field": field, "value": json.dumps(v, sort_keys=True)})
         else:
