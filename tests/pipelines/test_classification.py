@@ -473,7 +473,7 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
     assert out["chosen"] == "traditional" and out["set"] == {"source": "transforms"}
     assert out["decisions"][1]["chosen"] is None and out["decisions"][1]["set"] == {}
     assert out["decisions"][1]["options"]["s2"]["roc_auc"] == 0.8
-    assert "applies when source ddim: not so" in out["decisions"][1]["rule"]
+    assert "applies only when source is ddim (here transforms)" in out["decisions"][1]["rule"]
     assert "options" not in out and "rule" not in out  # each rule's record once, in decisions
     out = choose_augmentation(spec, _metrics(0.6), _metrics(0.7), _metrics(0.5), _metrics(0.8),
                               *near)  # fmt: skip

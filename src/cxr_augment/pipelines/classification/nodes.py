@@ -142,9 +142,12 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
             words += (f" whose copies have their parent nearest for at least {need:g} of them"
                       + ("" if eligible else " (none has: every option stays in)"))  # fmt: skip
             eligible = eligible or labels
-        if not rule_applies(rule, {**own, **merged}):
-            when = ", ".join(f"{k} {v}" for k, v in rule["when"].items())
-            words += f"; applies when {when}: not so, nothing chosen"
+        if not rule_applies(rule, settings := {**own, **merged}):
+            when = ", ".join(f"{k} is {v}" for k, v in rule["when"].items())
+            here = ", ".join(
+                str(settings.get(k, "transforms" if k == "source" else None)) for k in rule["when"]
+            )
+            words += f"; applies only when {when} (here {here}): nothing chosen"
             decisions.append({"rule": words, "options": options, "chosen": None, "set": {}})
             continue
         best = max(eligible, key=lambda k: scores[k])  # max keeps the first of equal values
