@@ -7,9 +7,19 @@ their settings still reach the nodes as parameters.
 
 from __future__ import annotations
 
+import copy
 import os
 from functools import lru_cache
 from pathlib import Path
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of parameter mappings (``over`` wins): how an experiment's entry goes over
+    the study's defaults (``experiment_spec``, and the pipelines' wiring alike)."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _project_root() -> Path:

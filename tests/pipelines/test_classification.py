@@ -494,6 +494,19 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
     wiring = cp.augmentation_wiring("m")
     assert wiring["choose"] == ["t", "d", "e1", "e2"] and wiring["transforms"]
     assert wiring["choose_closeness"] == ["e1", "e2"] and list(wiring["generators"]) == ["ddim"]
+    # the wiring merges the study's defaults as experiment_spec does, nested settings too: a
+    # when on the sampler the defaults and the experiment give together applies, and the
+    # generator its option brings is wired
+    sampler = {"scheduler": "ddim", "steps": 10, "guidance": 3.0}
+    nested = {"defaults": {"augmentation": {"sampler": {"scheduler": "ddim", "steps": 10}}},
+              "experiments": {"n": {"augmentation": {
+                  "source": "cfg_dpmpp", "strategy": "unbalanced", "seed": 1,
+                  "sampler": {"guidance": 3.0},
+                  "choose": [{"when": {"sampler": sampler},
+                              "options": {"a": {"experiment": "x", "set": {"source": "ddim"}}}}],
+              }}}}  # fmt: skip
+    monkeypatch.setattr(cp, "study_config", lambda: nested)
+    assert list(cp.augmentation_wiring("n")["generators"]) == ["ddim"]
     for bad in ("ddim", {}, [["source", "ddim"]]):
         aug = {"methods": ["noise"], "seed": 1, "choose": [{**strength, "when": bad}]}
         with pytest.raises(ValueError, match="augmentation.choose's when takes"):

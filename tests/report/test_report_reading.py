@@ -238,14 +238,18 @@ def test_the_tests_read_at_a_threshold_are_named_with_their_direction():
     assert "ddim (0.400" not in text  # 0.5: not significant
 
 
-def test_the_answer_names_the_source_validation_chose_and_the_labels_of_each_split():
+def test_the_answer_names_what_validation_chose_and_the_labels_of_each_split():
     table = _table({})
     extra = table[(table["experiment"] == "ddim") & (table["row"] == "comparison")
                   & (table["reference"] == "base")].assign(experiment="best")  # fmt: skip
     rows = table[(table["experiment"] == "ddim") & (table["row"] == "experiment")]
     table = pd.concat([table, rows.assign(experiment="best"), extra], ignore_index=True)
     text = " ".join(answer({"headline": table}, {**SPEC, "chosen": {"best": "ddim"}})[0])
-    assert "best (its source, chosen on validation: ddim): AUC 0.650" in text
+    assert "best (chosen on validation: ddim): AUC 0.650" in text
+    # several rules: what each chose (a strategy and a sampler, not a source)
+    spec = {**SPEC, "chosen": {"best": "balanced + ddim10"}}
+    text = " ".join(answer({"headline": table}, spec)[0])
+    assert "best (chosen on validation: balanced + ddim10): AUC 0.650" in text
     assert "official test set (the radiologists' labels;" in text
     assert "their report labels under the experiment's label policy" in text
     assert "chosen on validation" not in " ".join(answer({"headline": table}, SPEC)[0])

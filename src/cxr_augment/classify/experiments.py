@@ -7,7 +7,6 @@ Kedro; the classification nodes call these functions.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, fields
 
 import numpy as np
@@ -20,6 +19,7 @@ from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict,
 from cxr_augment.preprocess import chexpert as cx
 from cxr_augment.preprocess import imaging, labels
 from cxr_augment.preprocess.tensor_store import CombinedStore, TensorStore, torch_dataset
+from cxr_augment.study import merge
 
 EVAL_SPLITS = ("validation", "test", "internal_test")
 SPEC_KEYS = {
@@ -33,14 +33,6 @@ SPEC_KEYS = {
     "augmentation",
     "repeats",
 }
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Deep merge of parameter mappings (``over`` wins)."""
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:

@@ -310,10 +310,10 @@ def answer(tables: dict[str, pd.DataFrame | None], spec: dict) -> tuple[list[str
             ]
             for _, r in others.iterrows():
                 e_auc = _value(table, split, r["experiment"], "roc_auc")
-                source = (spec.get("chosen") or {}).get(r["experiment"])
+                chosen = (spec.get("chosen") or {}).get(r["experiment"])
                 words.append(
                     f"{r['experiment']}"
-                    + (f" (its source, chosen on validation: {source})" if source else "")
+                    + (f" (chosen on validation: {chosen})" if chosen else "")
                     + f": AUC {_fmt(e_auc)} ({e_auc - b_auc:+.3f} against the "
                     f"baseline; p = {_p(float(r['delong_p']))}, Holm "
                     f"{_p(float(r['delong_p_holm']))})."
@@ -1113,10 +1113,10 @@ def sections(params: dict, sources: dict, data_note: str) -> tuple[list[Section]
     groups = {
         g: sources.get(f"report.{g}.table") for g in params["answer"]["groups"]
     }  # the answer's candidate tables
-    chosen = {  # the experiments whose source validation chose, and the source
-        k.removesuffix(".chosen_augmentation"): source_chosen(v)
+    chosen = {  # the experiments whose settings validation chose, and what it chose
+        k.removesuffix(".chosen_augmentation"): v.get("chosen")
         for k, v in sources.items()
-        if k.endswith(".chosen_augmentation") and source_chosen(v)
+        if k.endswith(".chosen_augmentation") and isinstance(v, dict) and v.get("chosen")
     }
     paragraphs, used = answer(
         groups, {**params["answer"], "env": params.get("env"), "chosen": chosen}

@@ -14,7 +14,7 @@ from kedro.pipeline import Node, Pipeline
 from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies
 from cxr_augment.pipelines.classification import nodes
 from cxr_augment.pipelines.named import named
-from cxr_augment.study import repeats, study_config
+from cxr_augment.study import merge, repeats, study_config
 
 SETTING = "generation__"  # nodes.augmented_set's keyword arguments of generation settings
 COPIES_FIGURE = "params:augmentation.copies_figure"  # the misclassified strategy's figure
@@ -249,10 +249,10 @@ def augmentation_wiring(name: str) -> dict | None:
     generators it may sample from, its methods' rule, the experiments whose validation
     results choose its settings, whether it may use the misclassified selection."""
     study = study_config()
-    aug = {
-        **(study["defaults"].get("augmentation") or {}),
-        **(study["experiments"][name].get("augmentation") or {}),
-    }
+    aug = merge(  # as experiment_spec merges them, nested settings too
+        study["defaults"].get("augmentation") or {},
+        study["experiments"][name].get("augmentation") or {},
+    )
     if not aug:
         return None
     rules = choose_rules(aug.get("choose") or [])
