@@ -530,6 +530,9 @@ def _reply(query: str, **fields):
 def test_snapshot_files_round_trip_and_follow_the_code(tmp_path, monkeypatch, caplog):
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+    # the key below is made without KEDRO_ENV: a module fixture's Kedro session elsewhere
+    # in the suite may have named one for the process (RunHooks), and the test removes it
+    monkeypatch.delenv("KEDRO_ENV", raising=False)
     (tmp_path / "pkg").mkdir()
     code = tmp_path / "pkg" / "code.py"
     _write(code, "x = 1\n")
