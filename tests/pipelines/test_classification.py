@@ -486,14 +486,19 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
     assert not rule_applies(strength, {}) and rule_applies(source, {})
     # the wiring: the strength options' results are read (recorded), the transforms allowed
     edits = {"source": "ddim", "strategy": "misclassified", "seed": 1}
-    with_when = {"defaults": {}, "experiments": {"m": {"augmentation": spec_aug},
-                                                 "e1": {"augmentation": edits},
-                                                 "e2": {"augmentation": edits}}}  # fmt: skip
+    with_when = {"defaults": {}, "experiments": {
+        "m": {"augmentation": spec_aug},
+        "e1": {"augmentation": {**edits, "strength": 0.25}},
+        "e2": {"augmentation": {**edits, "strength": 0.5}, "model": {"arch": "densenet161"}},
+    }}  # fmt: skip
     monkeypatch.setattr(cp, "study_config", lambda: with_when)
     monkeypatch.setattr(cp, "_generator_model", lambda name, src: f"{src}.model")
     wiring = cp.augmentation_wiring("m")
     assert wiring["choose"] == ["t", "d", "e1", "e2"] and wiring["transforms"]
     assert wiring["choose_closeness"] == ["e1", "e2"] and list(wiring["generators"]) == ["ddim"]
+    # twins: a choice whose settings are an option experiment's exactly takes its training;
+    # e2 has the strength of s2 but another model, so s2 trains
+    assert wiring["twins"] == {"ddim + s1": "e1"}
     # the wiring merges the study's defaults as experiment_spec does, nested settings too: a
     # when on the sampler the defaults and the experiment give together applies, and the
     # generator its option brings is wired
@@ -540,3 +545,35 @@ def test_a_strategy_chosen_on_validation_is_the_one_its_set_and_training_use(tmp
     assert counts.loc["Negative", "real_images"] == positives
     assert counts.loc["Positive", "generated_images"] == 4 * positives
     assert catalog.load("ch.predictions")["prob"].between(0, 1).all()
+
+
+def test_a_twin_training_is_taken_only_for_its_label_and_its_inputs_must_pair_up(monkeypatch):
+    from cxr_augment.pipelines.classification import nodes as cn
+
+    trained = []
+
+    class Runner:
+        @staticmethod
+        def fit(*args, **kwargs):
+            trained.append(1)
+            return {"w": "trained"}, pd.DataFrame({"loss": [1.0]})
+
+    monkeypatch.setattr(cn, "_experiments", lambda: Runner)
+    spec = {"name": "m", "augmentation": {"source": "ddim", "choose": []}, "train": {}}
+    twins = {"s1": "e1", "ddim + s1": "e1", "s2": "e2"}
+    runs = ({"w": "e1"}, pd.DataFrame({"loss": [0.1]}), {"w": "e2"}, pd.DataFrame({"loss": [0.2]}))
+    fixed = [None, None, None, spec, {}, None, None, None]
+    model, history = cn.train_classifier_augmented(
+        *fixed, {"chosen": "s2", "set": {}}, *runs, seed=1, twins=twins
+    )
+    assert model == {"w": "e2"} and history["loss"].tolist() == [0.2] and not trained
+    model, _ = cn.train_classifier_augmented(
+        *fixed, {"chosen": "ddim + s1", "set": {}}, *runs, seed=1, twins=twins
+    )
+    assert model == {"w": "e1"} and not trained
+    model, _ = cn.train_classifier_augmented(
+        *fixed, {"chosen": "s3", "set": {}}, *runs, seed=1, twins=twins
+    )
+    assert model == {"w": "trained"} and trained == [1]  # no twin: it trains
+    with pytest.raises(ValueError, match="3 twin inputs for 2 twins"):
+        cn.train_classifier_augmented(*fixed, {"chosen": "s2"}, *runs[:3], seed=1, twins=twins)

@@ -320,6 +320,30 @@ def test_the_edit_strength_chosen_on_validation_is_the_one_the_edits_use(run):
     assert chosen["chosen"] == "s02" and chosen["options"]["s08"]["parent_nearest_share"] == 0.1
     assert "parent nearest for at least 0.5" in chosen["rule"]
     assert set(c.load("m.augmented_manifest")["strength"]) == {0.2}
+    # a choice whose settings are an option experiment's exactly (its twin) takes that
+    # experiment's training: here e02's model (m's own, one weight moved to tell them apart)
+    # and history come back as m's, and nothing trains
+    import torch
+
+    from cxr_augment.pipelines.classification import nodes as cn
+
+    theirs = {k: v.clone() for k, v in c.load("m.seed1.model").items()}
+    key = next(k for k, v in theirs.items() if v.is_floating_point())
+    theirs[key] += 1.0
+    history = c.load("m.seed1.training_history").assign(loss=0.123)
+    data["e02.seed1.model"] = MemoryDataset(theirs, copy_mode="assign")
+    data["e02.seed1.training_history"] = MemoryDataset(history)
+    data.pop("m.seed1.model"), data.pop("m.seed1.training_history")
+    wiring["twins"] = {"s02": "e02"}
+    fit = cn._experiments().fit
+    cn._experiments().fit = lambda *a, **k: pytest.fail("trained although its twin's was taken")
+    try:
+        c = run({"e02.seed1.model", "e02.seed1.training_history"})
+    finally:
+        cn._experiments().fit = fit
+    assert torch.equal(c.load("m.seed1.model")[key], theirs[key])
+    assert (c.load("m.seed1.training_history")["loss"] == 0.123).all()
+    assert len(c.load("m.seed1.predictions")) > 0  # predicted with the twin's weights
 
 
 def test_a_required_closeness_limits_the_options_and_says_when_none_meets_it():
@@ -369,6 +393,10 @@ def test_a_closeness_requirement_needs_misclassified_options_and_a_share(monkeyp
     assert cp.augmentation_wiring("x")["choose_closeness"] == ["u"]
 
 
+def twins_of(sweep: list[str]) -> dict[str, str]:
+    return {f"s{n[len('ptx_edit_s') :]}": n for n in sweep}
+
+
 def test_the_study_profile_chooses_the_edit_strength_on_validation(monkeypatch):
     """The study profile: Table 15's DDIM misclassified row and the headline's misclassified
     experiment take their edit strength from the edit sweep's validation results; the default
@@ -386,12 +414,18 @@ def test_the_study_profile_chooses_the_edit_strength_on_validation(monkeypatch):
             assert spec["augmentation"]["source"] == "ddim"
         assert cp.augmentation_wiring("ptx_ddim_misclassified")["choose"] == sweep
         assert cp.augmentation_wiring("ptx_ddim_misclassified")["choose_closeness"] == sweep
+        # the strength chosen is a sweep experiment's settings: its training is taken
+        twins = cp.augmentation_wiring("ptx_ddim_misclassified")["twins"]
+        assert twins == twins_of(sweep)
         assert config["groups"]["edit_sweep"]["splits"] == ["validation"]
         best = cp.augmentation_wiring("ptx_misclassified_best")["choose"]
         head = ["ptx_aug_thesis_unbalanced", "ptx_ddim_unbalanced"]
         assert best == (head + sweep if env == "study" else head)
         closeness = cp.augmentation_wiring("ptx_misclassified_best")["choose_closeness"]
         assert closeness == (sweep if env == "study" else None)
+        twins = cp.augmentation_wiring("ptx_misclassified_best")["twins"]  # its sources are
+        assert twins == ({f"ddim + {k}": n for k, n in twins_of(sweep).items()}  # unbalanced
+                         if env == "study" else None)  # fmt: skip
         assert not set(sweep) & set(config["headline"]["experiments"])
         for name in ("ptx_misclassified_best", "ptx_ddim_misclassified"):  # every option parses
             ex.experiment_spec(config["defaults"], config["experiments"][name], name)

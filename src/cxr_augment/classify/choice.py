@@ -25,3 +25,21 @@ def rule_applies(rule: dict, settings: dict) -> bool:
         settings.get(key, defaults.get(key)) == value
         for key, value in ((rule or {}).get("when") or {}).items()
     )
+
+
+def variants(settings: dict, rules: list[dict]) -> dict[str, dict]:
+    """Every augmentation setting the rules can choose, by its label as ``choose_augmentation``
+    writes it (``traditional``, ``ddim + s025``; ``""`` with no rule): the experiment's own
+    ``settings`` with each applying rule's options' ``set`` over them, in order."""
+    out = {"": {k: v for k, v in settings.items() if k != "choose"}}
+    for rule in rules:
+        out = {
+            **{k: v for k, v in out.items() if not rule_applies(rule, v)},
+            **{
+                f"{k} + {label}".strip(" +"): {**v, **((o or {}).get("set") or {})}
+                for k, v in out.items()
+                if rule_applies(rule, v)
+                for label, o in ((rule or {}).get("options") or {}).items()
+            },
+        }
+    return out

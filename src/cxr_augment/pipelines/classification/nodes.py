@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -13,6 +16,7 @@ from cxr_augment.preprocess.tensor_store import TensorStore
 from cxr_augment.report import plots
 from cxr_augment.report.study_report import counts_as_int
 
+log = logging.getLogger(__name__)
 EVAL_SPLITS = ("validation", "test", "internal_test")
 TRUTH_SPLIT = "internal_test_truth"
 SPLIT_NOTES = {
@@ -233,12 +237,34 @@ def train_classifier_augmented(
     augmented_store: TensorStore,
     selection: pd.DataFrame,
     chosen: dict | None = None,
-    *,
+    *twin_runs,
     seed: int,
+    twins: dict[str, str] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Train one repeat on the real training images plus the generated ones (the generated
     set is the experiment's, the same for every repeat). ``chosen``: the settings chosen on
-    validation, which the set was made with (its strategy says which real images stay)."""
+    validation, which the set was made with (its strategy says which real images stay).
+
+    ``twins`` maps a choice's label to the option experiment whose settings it is exactly
+    (``augmentation_wiring``), and ``twin_runs`` are their model and training history for
+    this seed, in the order of their first appearance: when validation chooses one of them,
+    its training is this one's (the same bytes on the CPU; on a GPU, the run validation
+    chose), not trained again."""
+    names = list(dict.fromkeys((twins or {}).values()))
+    if len(twin_runs) != 2 * len(names):
+        raise ValueError(
+            f"train_classifier_augmented: {len(twin_runs)} twin inputs for {len(names)} twins"
+        )
+    label = (chosen or {}).get("chosen")
+    if twins and label in twins:
+        i = names.index(twins[label])
+        model, history = twin_runs[2 * i], twin_runs[2 * i + 1]
+        log.info(
+            "%s seed %d: validation chose %s, the settings of %s: its training is taken, "
+            "not trained again",
+            spec["name"], seed, label, twins[label],
+        )  # fmt: skip
+        return copy.deepcopy(model), history.copy()
     return _experiments().fit(
         images,
         store,

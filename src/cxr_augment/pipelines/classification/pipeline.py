@@ -11,7 +11,8 @@ from functools import lru_cache
 
 from kedro.pipeline import Node, Pipeline
 
-from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies
+from cxr_augment.classify.choice import choose_rules, closeness_required
+from cxr_augment.classify.choice import variants as choice_variants
 from cxr_augment.pipelines.classification import nodes
 from cxr_augment.pipelines.named import named
 from cxr_augment.study import merge, repeats, study_config
@@ -103,10 +104,18 @@ def experiment_pipeline(
                 sets = ["tensor_store", "augmented_manifest", "augmented_store", settings]
                 steps.append(Node(func, sets, out, name=step))
     per_seed = []
+    twins = (wiring.get("twins") or {}) if augmented and "chosen" in inputs else {}
     for s in seeds:
         if augmented:
+            # a choice whose settings are an option experiment's takes that one's training
+            # (its settings are this one's but the augmentation, its seeds too: ``_twins``)
+            reads = [f"{o}.seed{s}.{d}" for o in dict.fromkeys(twins.values())
+                     for d in ("model", "training_history")]  # fmt: skip
+            outside |= set(reads)
             fit = Node(
-                named(nodes.train_classifier_augmented, seed=s),
+                named(
+                    nodes.train_classifier_augmented, seed=s, **({"twins": twins} if twins else {})
+                ),
                 [
                     "images",
                     "tensor_store",
@@ -117,6 +126,7 @@ def experiment_pipeline(
                     "augmented_store",
                     "augmentation_selection",
                     *([inputs["chosen"]] if "chosen" in inputs else []),
+                    *reads,
                 ],
                 [f"seed{s}.model", f"seed{s}.training_history"],
                 name=f"train_classifier_seed{s}",
@@ -256,12 +266,8 @@ def augmentation_wiring(name: str) -> dict | None:
     if not aug:
         return None
     rules = choose_rules(aug.get("choose") or [])
-    base = {k: v for k, v in aug.items() if k != "choose"}
-    variants = [base]
-    for rule in rules:  # every combination of the rules' options (where a rule applies)
-        variants = [{**v, **(o.get("set") or {})} for v in variants if rule_applies(rule, v)
-                    for o in (rule.get("options") or {}).values()] + [
-                    v for v in variants if not rule_applies(rule, v)]  # fmt: skip
+    by_label = choice_variants(aug, rules)  # every setting the rules can choose, by label
+    variants = list(by_label.values())
     sources = [v.get("source", "transforms") for v in variants]
     generators = {
         src: _generator_model(name, src) for src in dict.fromkeys(sources) if src != "transforms"
@@ -277,14 +283,37 @@ def augmentation_wiring(name: str) -> dict | None:
                 f"option experiment {other} makes no copies of selected images (it needs the "
                 "misclassified strategy)"
             )
+    options = [o["experiment"] for r in rules for o in r["options"].values()]
     return {
         "generators": generators,
         "transforms": "transforms" in sources,
         "rule": methods if isinstance(methods, dict) else None,
-        "choose": [o["experiment"] for r in rules for o in r["options"].values()] or None,
+        "choose": options or None,
         "choose_closeness": closeness or None,
         "misclassified": any(v.get("strategy") == "misclassified" for v in variants),
+        "twins": _twins(study, name, by_label, options) if rules else None,
     }
+
+
+def _twins(study: dict, name: str, by_label: dict[str, dict], options: list[str]) -> dict | None:
+    """The choices (by label) whose settings are an option experiment's exactly: its
+    settings but the augmentation the same (its seeds too), no choice of its own, and its
+    augmentation the chosen one. Such a choice trains nothing again: it takes that experiment's training
+    (the same bytes on the CPU, and on a GPU the run validation chose)."""
+    own = merge(study["defaults"], study["experiments"][name])
+    rest = {k: v for k, v in own.items() if k != "augmentation"}
+    out = {}
+    for other in dict.fromkeys(options):
+        if other not in study["experiments"] or other == name:
+            continue
+        theirs = merge(study["defaults"], study["experiments"][other])
+        aug = theirs.get("augmentation") or {}
+        if aug.get("choose") or isinstance(aug.get("methods"), dict):
+            continue  # its settings are chosen too
+        if {k: v for k, v in theirs.items() if k != "augmentation"} != rest:
+            continue
+        out |= {label: other for label, v in by_label.items() if v == aug}
+    return out or None
 
 
 def is_augmented(study: dict, name: str) -> bool:
