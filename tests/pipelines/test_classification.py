@@ -512,6 +512,22 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
               }}}}  # fmt: skip
     monkeypatch.setattr(cp, "study_config", lambda: nested)
     assert list(cp.augmentation_wiring("n")["generators"]) == ["ddim"]
+    # a label names one setting: two routes to "a + b", or a label that is not a string,
+    # are errors naming the experiment (else a twin could take another setting's training)
+    clash = {"source": "ddim", "seed": 11, "strategy": "unbalanced", "choose": [
+        {"options": {"a": {"experiment": "A", "set": {"strategy": "unbalanced"}},
+                     "a + b": {"experiment": "B", "set": {"strategy": "balanced"}}}},
+        {"when": {"strategy": "unbalanced"},
+         "options": {"b": {"experiment": "E", "set": {"sampler": {"steps": 10}}}}}]}  # fmt: skip
+    monkeypatch.setattr(cp, "study_config", lambda: {"defaults": {}, "experiments": {"c": {
+        "augmentation": clash}}})  # fmt: skip
+    with pytest.raises(ValueError, match="experiment c: .*two choices are labelled 'a \\+ b'"):
+        cp.augmentation_wiring("c")
+    with pytest.raises(ValueError, match="experiment x: .*two choices are labelled"):
+        ex.experiment_spec(DEFAULTS, {"augmentation": clash}, "x")
+    numeric = {**clash, "choose": [{"options": {0.25: {"experiment": "A", "set": {}}}}]}
+    with pytest.raises(ValueError, match="option label 0.25 is not a string"):
+        ex.experiment_spec(DEFAULTS, {"augmentation": numeric}, "x")
     for bad in ("ddim", {}, [["source", "ddim"]]):
         aug = {"methods": ["noise"], "seed": 1, "choose": [{**strength, "when": bad}]}
         with pytest.raises(ValueError, match="augmentation.choose's when takes"):

@@ -27,19 +27,40 @@ def rule_applies(rule: dict, settings: dict) -> bool:
     )
 
 
+def next_variants(variants: dict[str, dict], rule: dict) -> dict[str, dict]:
+    """``variants`` (label: settings) after one more rule: where it applies, each of its
+    options' ``set`` over the settings, labelled ``<label> + <option>`` (the option alone
+    after the first); where it does not, the settings as they were. An option label that is
+    not a string, or two routes to one label, is an error: a label names one setting."""
+    out: dict[str, dict] = {}
+    for label, settings in variants.items():
+        if not rule_applies(rule, settings):
+            routes = [(label, settings)]
+        else:
+            routes = []
+            for option, o in ((rule or {}).get("options") or {}).items():
+                if not isinstance(option, str):
+                    raise ValueError(
+                        f"augmentation.choose: option label {option!r} is not a string "
+                        "(quote it in the YAML)"
+                    )
+                joined = f"{label} + {option}" if label else option
+                routes.append((joined, {**settings, **((o or {}).get("set") or {})}))
+        for joined, value in routes:
+            if joined in out:
+                raise ValueError(
+                    f"augmentation.choose: two choices are labelled {joined!r}; rename an "
+                    "option so that each label names one setting"
+                )
+            out[joined] = value
+    return out
+
+
 def variants(settings: dict, rules: list[dict]) -> dict[str, dict]:
     """Every augmentation setting the rules can choose, by its label as ``choose_augmentation``
     writes it (``traditional``, ``ddim + s025``; ``""`` with no rule): the experiment's own
     ``settings`` with each applying rule's options' ``set`` over them, in order."""
     out = {"": {k: v for k, v in settings.items() if k != "choose"}}
     for rule in rules:
-        out = {
-            **{k: v for k, v in out.items() if not rule_applies(rule, v)},
-            **{
-                f"{k} + {label}".strip(" +"): {**v, **((o or {}).get("set") or {})}
-                for k, v in out.items()
-                if rule_applies(rule, v)
-                for label, o in ((rule or {}).get("options") or {}).items()
-            },
-        }
+        out = next_variants(out, rule)
     return out

@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_augment.classify.choice import rule_applies
-from cxr_augment.classify.choice import variants as choice_variants
+from cxr_augment.classify.choice import next_variants, rule_applies
 from cxr_augment.classify.models import ModelConfig, build_model, feature_extractor
 from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
 from cxr_augment.preprocess import chexpert as cx
@@ -113,7 +112,10 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                     f"experiment {name}: augmentation.choose's require takes "
                     f"parent_nearest_share, a share in [0, 1]; got {require!r}"
                 )
-            variants = _next_variants(variants, rule)
+            try:
+                variants = next_variants(variants, rule)
+            except ValueError as err:
+                raise ValueError(f"experiment {name}: {err}") from None
         for label, variant in variants.items():
             _check_augmentation(f"{name} (option {label})" if label else name, variant, label)
         if spec["model"].get("outputs", 1) != 1 or policy.uncertain in (
@@ -123,15 +125,6 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
             raise ValueError(f"experiment {name}: augmentation needs a binary target and model")
     spec["name"] = name
     return spec
-
-
-def _next_variants(variants: dict[str, dict], rule: dict) -> dict[str, dict]:
-    """``variants`` (label: settings) after one more rule (``choice.variants``, a step)."""
-    out: dict[str, dict] = {}
-    for label, settings in variants.items():
-        step = choice_variants(settings, [rule])
-        out |= {f"{label} + {k}".strip(" +") if k else label: v for k, v in step.items()}
-    return out
 
 
 def _check_augmentation(name: str, aug: dict, option: str = "") -> None:

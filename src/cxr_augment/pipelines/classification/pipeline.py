@@ -266,7 +266,10 @@ def augmentation_wiring(name: str) -> dict | None:
     if not aug:
         return None
     rules = choose_rules(aug.get("choose") or [])
-    by_label = choice_variants(aug, rules)  # every setting the rules can choose, by label
+    try:  # every setting the rules can choose, by label
+        by_label = choice_variants(aug, rules)
+    except ValueError as err:
+        raise ValueError(f"experiment {name}: {err}") from None
     variants = list(by_label.values())
     sources = [v.get("source", "transforms") for v in variants]
     generators = {
@@ -291,7 +294,10 @@ def augmentation_wiring(name: str) -> dict | None:
         "choose": options or None,
         "choose_closeness": closeness or None,
         "misclassified": any(v.get("strategy") == "misclassified" for v in variants),
-        "twins": _twins(study, name, by_label, options) if rules else None,
+        # twins only where choose_augmentation chooses (a methods rule chooses methods)
+        "twins": _twins(study, name, by_label, options)
+        if rules and not isinstance(methods, dict)
+        else None,
     }
 
 
