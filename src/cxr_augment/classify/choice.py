@@ -16,14 +16,18 @@ def closeness_required(rule: dict) -> float | None:
     return None if need is None else float(need)
 
 
+def setting(settings: dict, key: str):
+    """One augmentation setting as a rule's ``when`` reads it: the source's default is
+    ``transforms``; another setting not given is None."""
+    return settings.get(key, "transforms" if key == "source" else None)
+
+
 def rule_applies(rule: dict, settings: dict) -> bool:
     """Whether a choice rule applies to augmentation ``settings`` (the experiment's own with
-    the earlier rules' choices): each setting of its ``when`` equal (the source's default
-    is ``transforms``); a rule without ``when`` always applies."""
-    defaults = {"source": "transforms"}
+    the earlier rules' choices): each setting of its ``when`` equal (``setting``); a rule
+    without ``when`` always applies."""
     return all(
-        settings.get(key, defaults.get(key)) == value
-        for key, value in ((rule or {}).get("when") or {}).items()
+        setting(settings, key) == value for key, value in ((rule or {}).get("when") or {}).items()
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_augment.classify.choice import next_variants, rule_applies
+from cxr_augment.classify.choice import next_variants, rule_applies, setting
 from cxr_augment.classify.models import ModelConfig, build_model, feature_extractor
 from cxr_augment.classify.training import CheckpointStore, TrainConfig, predict, train
 from cxr_augment.preprocess import chexpert as cx
@@ -98,8 +98,8 @@ def experiment_spec(defaults: dict, overrides: dict, name: str) -> dict:
                 raise ValueError(
                     f"experiment {name}: augmentation.choose's when {when!r} holds for none "
                     "of the settings the experiment and the rules before it can give: "
-                    + "; ".join(sorted({repr({k: v.get(k, "transforms" if k == "source" else None)
-                                              for k in when}) for v in variants.values()}))
+                    + "; ".join(sorted({repr({k: setting(v, k) for k in when})
+                                        for v in variants.values()}))
                 )  # fmt: skip
             require = (rule or {}).get("require") or {}
             share = require.get("parent_nearest_share")

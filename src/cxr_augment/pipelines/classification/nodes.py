@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 
 from cxr_augment.classify import bootstrap, metrics, stats
 from cxr_augment.classify.checkpoints import CheckpointStore  # torch-free
-from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies
+from cxr_augment.classify.choice import choose_rules, closeness_required, rule_applies, setting
 from cxr_augment.preprocess.labels import parse_policy
 from cxr_augment.preprocess.tensor_store import TensorStore
 from cxr_augment.report import plots
@@ -148,9 +147,7 @@ def choose_augmentation(spec: dict, *option_results) -> dict:
             eligible = eligible or labels
         if not rule_applies(rule, settings := {**own, **merged}):
             when = ", ".join(f"{k} is {v}" for k, v in rule["when"].items())
-            here = ", ".join(
-                str(settings.get(k, "transforms" if k == "source" else None)) for k in rule["when"]
-            )
+            here = ", ".join(str(setting(settings, k)) for k in rule["when"])
             words += f"; applies only when {when} (here {here}): nothing chosen"
             decisions.append({"rule": words, "options": options, "chosen": None, "set": {}})
             continue
@@ -264,7 +261,7 @@ def train_classifier_augmented(
             "not trained again",
             spec["name"], seed, label, twins[label],
         )  # fmt: skip
-        return copy.deepcopy(model), history.copy()
+        return model, history
     return _experiments().fit(
         images,
         store,

@@ -304,8 +304,8 @@ def augmentation_wiring(name: str) -> dict | None:
 def _twins(study: dict, name: str, by_label: dict[str, dict], options: list[str]) -> dict | None:
     """The choices (by label) whose settings are an option experiment's exactly: its
     settings but the augmentation the same (its seeds too), no choice of its own, and its
-    augmentation the chosen one. Such a choice trains nothing again: it takes that experiment's training
-    (the same bytes on the CPU, and on a GPU the run validation chose)."""
+    augmentation the chosen one. Such a choice trains nothing again: it takes that
+    experiment's training (the same bytes on the CPU; on a GPU, the run validation chose)."""
     own = merge(study["defaults"], study["experiments"][name])
     rest = {k: v for k, v in own.items() if k != "augmentation"}
     out = {}
