@@ -16,16 +16,30 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _kedro_env_as_it_was():
-    """A Kedro session in a test names its environment in ``KEDRO_ENV`` for the process
-    (``hooks.RunHooks``, as a run needs); each test starts with the value the suite began with."""
-    before = os.environ.get("KEDRO_ENV")
-    yield
+def _restore_kedro_env(before):
     if before is None:
         os.environ.pop("KEDRO_ENV", None)
     else:
         os.environ["KEDRO_ENV"] = before
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kedro_env_as_the_module_found_it():
+    """A Kedro session in a module fixture names its environment in ``KEDRO_ENV`` for the
+    process (``hooks.RunHooks``, as a run needs): it holds for that module's tests, and the next
+    module starts with the value this one began with."""
+    before = os.environ.get("KEDRO_ENV")
+    yield
+    _restore_kedro_env(before)
+
+
+@pytest.fixture(autouse=True)
+def _kedro_env_as_it_was():
+    """The same for a session inside one test: the next test starts with the value this one
+    began with (the module's)."""
+    before = os.environ.get("KEDRO_ENV")
+    yield
+    _restore_kedro_env(before)
 
 
 def project_parameters() -> dict:
