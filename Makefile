@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: install run study study-dagster study-report test lint bench viz dagster clean-data
+.PHONY: install run study study-dagster study-report test lint bench gpu-prepare viz dagster clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_augmentation.py
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_generation.py
+
+# For a CUDA machine without network: the wheels bench/gpu_check.sh needs that the machine's
+# image (bench/gpu_image_packages.txt) lacks, into .whl/, and 300 demo images (make run first).
+gpu-prepare: $(STAMP)
+	$(BIN)/python bench/gpu_prepare.py
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

@@ -13,7 +13,11 @@ def demo_train_files(n: int) -> tuple[dict, list[str]]:
     the project's demo dataset or else the benchmark cache."""
     from cxr_augment.datasets import ImageFolderDataset
 
-    for source in (ROOT / "data/01_raw/chexpert_demo", ROOT / "bench/.cache/demo_2500"):
+    for source in (
+        ROOT / "data/01_raw/chexpert_demo",
+        ROOT / "bench/.cache/demo_2500",
+        ROOT / "bench/.cache/demo_gpu",  # bench/gpu_prepare.py's training images
+    ):
         if (source / "CheXpert-v1.0-small").exists():
             break
     else:
