@@ -488,6 +488,8 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
     edits = {"source": "ddim", "strategy": "misclassified", "seed": 1}
     with_when = {"defaults": {}, "experiments": {
         "m": {"augmentation": spec_aug},
+        # the source rule's option writes source: transforms; t leaves it to its default
+        "t": {"augmentation": {"strategy": "misclassified", "seed": 1}},
         "e1": {"augmentation": {**edits, "strength": 0.25}},
         "e2": {"augmentation": {**edits, "strength": 0.5}, "model": {"arch": "densenet161"}},
     }}  # fmt: skip
@@ -497,8 +499,9 @@ def test_a_rule_with_when_chooses_only_under_the_settings_chosen_before_it(monke
     assert wiring["choose"] == ["t", "d", "e1", "e2"] and wiring["transforms"]
     assert wiring["choose_closeness"] == ["e1", "e2"] and list(wiring["generators"]) == ["ddim"]
     # twins: a choice whose settings are an option experiment's exactly takes its training;
-    # e2 has the strength of s2 but another model, so s2 trains
-    assert wiring["twins"] == {"ddim + s1": "e1"}
+    # e2 has the strength of s2 but another model, so s2 trains; an omitted source is the
+    # transforms, as written out
+    assert wiring["twins"] == {"traditional": "t", "ddim + s1": "e1"}
     # the wiring merges the study's defaults as experiment_spec does, nested settings too: a
     # when on the sampler the defaults and the experiment give together applies, and the
     # generator its option brings is wired

@@ -304,7 +304,7 @@ def augmentation_wiring(name: str) -> dict | None:
 def _twins(study: dict, name: str, by_label: dict[str, dict], options: list[str]) -> dict | None:
     """The choices (by label) whose settings are an option experiment's exactly: its
     settings but the augmentation the same (its seeds too), no choice of its own, and its
-    augmentation the chosen one. Such a choice trains nothing again: it takes that
+    augmentation the chosen one (the source's default filled in, ``_settled``). Such a choice trains nothing again: it takes that
     experiment's training (the same bytes on the CPU; on a GPU, the run validation chose)."""
     own = merge(study["defaults"], study["experiments"][name])
     rest = {k: v for k, v in own.items() if k != "augmentation"}
@@ -318,8 +318,16 @@ def _twins(study: dict, name: str, by_label: dict[str, dict], options: list[str]
             continue  # its settings are chosen too
         if {k: v for k, v in theirs.items() if k != "augmentation"} != rest:
             continue
-        out |= {label: other for label, v in by_label.items() if v == aug}
+        out |= {label: other for label, v in by_label.items() if _settled(v) == _settled(aug)}
     return out or None
+
+
+def _settled(aug: dict) -> dict:
+    """Augmentation settings with the source as read (``choice.setting``): ``source:
+    transforms`` written out and left out are one setting."""
+    from cxr_augment.classify.choice import setting
+
+    return {**aug, "source": setting(aug, "source")}
 
 
 def is_augmented(study: dict, name: str) -> bool:
