@@ -79,7 +79,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_generation.py
 
 # For a CUDA machine without network: the wheels bench/gpu_check.sh needs that the machine's
-# image (bench/gpu_image_packages.txt) lacks, into .whl/, and 300 demo images (make run first).
+# image (bench/gpu_image_packages.txt) lacks, into .whl/, and 300 demo images (make run first)
+# into bench/.cache/demo_gpu; copy both to the machine with the repository.
 gpu-prepare: $(STAMP)
 	$(BIN)/python bench/gpu_prepare.py
 

@@ -301,57 +301,71 @@ def main() -> None:
         torch.manual_seed(0)
         return build_unet(cfg, "grey")
 
+    out = Path(args.out or ROOT / f"bench/results/generation_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every row: a run stopped at a time limit keeps what it measured
+        results["rows"] = [{"what": w, "images_per_s": r, "peak_gib": m} for w, r, m in rows]
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
+    def row(what: str, measure) -> None:
+        """Measure one row; on a GPU a failure (torch.compile without a compiler, memory) is
+        recorded beside the others rather than ending the run."""
+        try:
+            rows.append((what, *measure()))
+        except Exception as exc:
+            if not args.gpu:
+                raise
+            results.setdefault("errors", {})[what] = f"{type(exc).__name__}: {exc}"
+            print(f"{what}: {results['errors'][what]}", flush=True)
+        save()
+
     # training
     tb = 16
     x = torch.randn(tb, 1, size, size, device=device)
     n_steps, warm = (20, 3) if args.gpu else (12, 2)
-    rows.append(("train, stock fp32", *stock_train(fresh(), x, n_steps, warm, device)))
-    rows.append(("train, ours", *our_train(fresh(), x, n_steps, warm, device, False)))
+    row("train, stock fp32", lambda: stock_train(fresh(), x, n_steps, warm, device))
+    row("train, ours", lambda: our_train(fresh(), x, n_steps, warm, device, False))
     if args.gpu:
-        rows.append(
-            ("train, ours NCHW", *our_train(fresh(), x, n_steps, warm, device, False, False))
-        )
-        rows.append(
-            ("train, ours NCHW + compile", *our_train(fresh(), x, n_steps, 5, device, True, False))
+        row("train, ours NCHW", lambda: our_train(fresh(), x, n_steps, warm, device, False, False))
+        row(
+            "train, ours NCHW + compile",
+            lambda: our_train(fresh(), x, n_steps, 5, device, True, False),
         )
     # sampling
     stock_b, our_b, reps = (16, 64, 2) if args.gpu else (64, 128, 2)
-    rows.append(
-        (
-            f"DDIM-{steps}, stock DDIMPipeline fp32",
-            *stock_sample(fresh(), steps, stock_b, reps, device),
-        )
+    row(
+        f"DDIM-{steps}, stock DDIMPipeline fp32",
+        lambda: stock_sample(fresh(), steps, stock_b, reps, device),
     )
     if not args.gpu:  # the whole batch at once, as before cpu_chunk
-        rows.append(
-            (
-                f"DDIM-{steps}, ours, whole batch",
-                *our_sample(fresh(), steps, our_b, reps, device, False, cpu_chunk=None),
-            )
+        row(
+            f"DDIM-{steps}, ours, whole batch",
+            lambda: our_sample(fresh(), steps, our_b, reps, device, False, cpu_chunk=None),
         )
-    rows.append((f"DDIM-{steps}, ours", *our_sample(fresh(), steps, our_b, reps, device, False)))
+    row(f"DDIM-{steps}, ours", lambda: our_sample(fresh(), steps, our_b, reps, device, False))
     if args.gpu:
-        rows.append(
-            (
-                f"DDIM-{steps}, ours NCHW",
-                *our_sample(fresh(), steps, our_b, reps, device, False, False),
-            )
+        row(
+            f"DDIM-{steps}, ours NCHW",
+            lambda: our_sample(fresh(), steps, our_b, reps, device, False, False),
         )
-        rows.append(
-            (
-                f"DDIM-{steps}, ours NCHW + compile",
-                *our_sample(fresh(), steps, our_b, 3, device, True, False),
-            )
+        row(
+            f"DDIM-{steps}, ours NCHW + compile",
+            lambda: our_sample(fresh(), steps, our_b, 3, device, True, False),
         )
-    results["rows"] = [{"what": w, "images_per_s": r, "peak_gib": m} for w, r, m in rows]
+    if args.gpu:  # FID from files now, so that a failure of the ratios below loses nothing
+        try:
+            results["fid"] = fid_files(args.fid_images, device)
+        except Exception as exc:
+            results.setdefault("errors", {})["fid"] = f"{type(exc).__name__}: {exc}"
+        save()
     by = {w: r for w, r, _ in rows}
-    results["train_speedup"] = (
-        max(v for k, v in by.items() if k.startswith("train, ours")) / by["train, stock fp32"]
-    )
-    results["sample_speedup"] = (
-        max(v for k, v in by.items() if k.startswith(f"DDIM-{steps}, ours"))
-        / by[f"DDIM-{steps}, stock DDIMPipeline fp32"]
-    )
+    for key, ours, stock in (
+        ("train_speedup", "train, ours", "train, stock fp32"),
+        ("sample_speedup", f"DDIM-{steps}, ours", f"DDIM-{steps}, stock DDIMPipeline fp32"),
+    ):
+        mine = [v for k, v in by.items() if k.startswith(ours)]
+        results[key] = max(mine) / by[stock] if mine and stock in by else None
     if not args.gpu:
         from cxr_augment.cpu import use_bf16_cpu
 
@@ -359,21 +373,14 @@ def main() -> None:
         results["cpu_chunk_speedup"] = (
             by[f"DDIM-{steps}, ours"] / by[f"DDIM-{steps}, ours, whole batch"]
         )
-    if args.gpu:
-        results["fid"] = fid_files(args.fid_images, device)
     print(json.dumps(results, indent=1))
     print(f"\n{'what':<40} {'images/s':>10} {'peak GiB':>9}")
     for w, r, m in rows:
         print(f"{w:<40} {r:10.2f} {'' if m is None else f'{m:9.2f}'}")
-    print(
-        f"training speed-up {results['train_speedup']:.2f}x, "
-        f"sampling speed-up {results['sample_speedup']:.2f}x"
-    )
+    print(f"training speed-up {results['train_speedup']}, sampling {results['sample_speedup']}")
     if "fid" in results:
         print("FID from files:", json.dumps(results["fid"]))
-    out = Path(args.out or ROOT / f"bench/results/generation_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save()
     print(f"saved {out}")
 
 

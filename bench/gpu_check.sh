@@ -4,10 +4,11 @@
 # bench/.cache/demo_gpu). Results go to $OUT (else bench/results/): gpu_check.json
 # (bench/gpu_check.py: the GPU against the CPU on the same weights), generation_gpu.json
 # (bench/bench_generation.py --gpu), training_gpu.json (bench/bench_training.py), the
-# machine's description and each step's log. Every step has its own time limit, so a slow
-# one leaves the others their turn; the exit status is the first failure's.
+# machine's description (with any requirement of the check still unmet there) and each
+# step's log. Every step has its own time limit, so a slow one leaves the others their turn,
+# and writes its results as it goes; the exit status is the first failure's.
 #
-#   bash bench/gpu_check.sh                     # everything (its limits sum to 9.5 minutes)
+#   bash bench/gpu_check.sh                     # everything (its limits sum to 7.5 minutes)
 #   GPU_CHECK_QUICK=1 bash bench/gpu_check.sh   # gpu_check.py alone, small preset
 set -u
 out=${OUT:-bench/results}
@@ -27,6 +28,7 @@ fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
     "$py" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available())'
     nproc
+    "$py" bench/gpu_prepare.py --unmet 2>&1
 } | tee "$out/machine.txt"
 
 status=0
@@ -34,7 +36,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
     local name=$1 limit=$2
     shift 2
     local t0=$SECONDS
-    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
     local rc=$?
     echo "$name: rc $rc, $((SECONDS - t0)) s$([ $rc -eq 124 ] && echo ", stopped at its limit of $limit s")"
     tail -n 25 "$out/$name.log"
@@ -46,7 +48,8 @@ if [ -n "${GPU_CHECK_QUICK:-}" ]; then
     step gpu_check 240 "$py" bench/gpu_check.py --quick --out "$out/gpu_check.json"
     exit $status
 fi
-step gpu_check 150 "$py" bench/gpu_check.py --out "$out/gpu_check.json"
-step generation 300 "$py" bench/bench_generation.py --gpu --fid-images 1000 --out "$out/generation_gpu.json"
-step training 120 "$py" bench/bench_training.py --out "$out/training_gpu.json"
+# 2,100 images a folder: pytorch-fid's Frechet distance wants more than the 2,048 features
+step gpu_check 120 "$py" bench/gpu_check.py --out "$out/gpu_check.json"
+step generation 240 "$py" bench/bench_generation.py --gpu --fid-images 2100 --out "$out/generation_gpu.json"
+step training 90 "$py" bench/bench_training.py --out "$out/training_gpu.json"
 exit $status

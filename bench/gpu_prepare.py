@@ -5,7 +5,8 @@ packages, and has no network: wheels of what it lacks, and a few demo images.
 
 - ``.whl/``: the wheels (pure Python, this environment's versions) of the distributions
   ``bench/gpu_check.sh`` needs that ``bench/gpu_image_packages.txt`` (the machine's own list)
-  lacks, downloaded with pip for the machine's Python;
+  lacks or holds at a version they do not accept, downloaded with pip for the machine's
+  Python (``--unmet``, there, lists what is still unmet);
 - ``bench/.cache/demo_gpu``: the first ``--images`` training images of the demo dataset
   (``make run`` renders it), for bench_training.py's tensor store.
 
@@ -29,12 +30,10 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".whl"
 DEMO = ROOT / "bench/.cache/demo_gpu"
-# what the check imports beyond PyTorch's image, at this project's versions even where the
-# image has another: the generators and schedulers (diffusers, and the huggingface_hub it is
-# released with), FID, and the catalog datasets (kedro, and nibabel for the CT) that
-# bench_training's store is built through
-NEEDS = ("diffusers", "huggingface-hub", "kedro", "kedro-datasets", "nibabel", "omegaconf",
-         "pytorch-fid")  # fmt: skip
+# what the check imports beyond PyTorch's image: the generators and schedulers (diffusers),
+# FID, and the catalog datasets (kedro, and nibabel for the CT) that bench_training's store is
+# built through
+NEEDS = ("diffusers", "kedro", "kedro-datasets", "nibabel", "omegaconf", "pytorch-fid")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
@@ -42,35 +41,73 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def image_packages(path: Path = ROOT / "bench/gpu_image_packages.txt") -> set[str]:
-    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return {norm(line) for line in lines if line}
+def image_packages(path: Path = ROOT / "bench/gpu_image_packages.txt") -> dict[str, str | None]:
+    """The image's distributions: name -> version (None where the list gives none)."""
+    out: dict[str, str | None] = {}
+    for line in path.read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if name:
+            out[norm(name)] = version or None
+    return out
 
 
-def needed(python_version: str = "3.12", have: set[str] | None = None) -> list[tuple[str, str]]:
+def _environment(python_version: str) -> dict:
+    return {"python_version": python_version, "python_full_version": f"{python_version}.0",
+            "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+            "platform_machine": "x86_64", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython", "extra": ""}  # fmt: skip
+
+
+def needed(
+    python_version: str = "3.12", have: dict[str, str | None] | None = None
+) -> list[tuple[str, str]]:
     """(distribution, installed version) of ``NEEDS`` and of what they require, recursively,
-    for ``python_version`` on Linux; of the requirements, those the image lacks."""
+    for ``python_version`` on Linux, less what the image has: a requirement the image holds
+    is taken from it unless its listed version does not meet the requirement."""
     have = image_packages() if have is None else have
-    env = {"python_version": python_version, "python_full_version": f"{python_version}.0",
-           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-           "platform_machine": "x86_64", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "extra": ""}  # fmt: skip
+    env = _environment(python_version)
     found: dict[str, str] = {}
-    roots = {norm(n) for n in NEEDS}
-    todo = list(roots)
+    todo = [Requirement(n) for n in NEEDS]
     while todo:
-        name = norm(todo.pop())
-        if name in found or (name in have and name not in roots):
+        req = todo.pop()
+        name = norm(req.name)
+        if name in found:
+            continue
+        if name in have and (have[name] is None or req.specifier.contains(have[name], True)):
             continue
         try:
             found[name] = md.version(name)
         except md.PackageNotFoundError as exc:
             raise SystemExit(f"{name} is not installed here: run `make install` first") from exc
         for text in md.requires(name) or []:
-            req = Requirement(text)
-            if req.marker is None or Marker(str(req.marker)).evaluate(env):
-                todo.append(req.name)
+            sub = Requirement(text)
+            if sub.marker is None or Marker(str(sub.marker)).evaluate(env):
+                todo.append(sub)
     return sorted(found.items())
+
+
+def unmet() -> list[str]:
+    """On the machine itself: every requirement of ``NEEDS``, recursively (markers as this
+    Python reads them), that no installed distribution meets."""
+    problems, seen = [], set()
+    todo = [Requirement(n) for n in NEEDS]
+    while todo:
+        req = todo.pop()
+        if (norm(req.name), str(req.specifier)) in seen:
+            continue
+        seen.add((norm(req.name), str(req.specifier)))
+        try:
+            version = md.version(req.name)
+        except md.PackageNotFoundError:
+            problems.append(f"{req}: not installed")
+            continue
+        if not req.specifier.contains(version, True):
+            problems.append(f"{req}: {version} installed")
+        for text in md.requires(req.name) or []:
+            sub = Requirement(text)
+            if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                todo.append(sub)
+    return sorted(problems)
 
 
 def download(dists: list[tuple[str, str]], python_version: str) -> list[Path]:
@@ -124,7 +161,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--python-version", default="3.12")
     ap.add_argument("--images", type=int, default=300)
+    ap.add_argument(
+        "--unmet", action="store_true", help="on the machine: list the check's unmet requirements"
+    )
     args = ap.parse_args()
+    if args.unmet:
+        problems = unmet()
+        print("requirements of " + ", ".join(NEEDS) + ": " + ("; ".join(problems) or "all met"))
+        return
     dists = needed(args.python_version)
     wheels = download(dists, args.python_version)
     demo = demo_images(args.images)

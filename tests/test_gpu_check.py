@@ -1,6 +1,6 @@
 """The GPU check (bench/gpu_check.sh) as far as a CPU can take it: its checks run and can fail,
-and everything it imports is on the CUDA machine's image or among the wheels
-bench/gpu_prepare.py downloads for it."""
+the wheels bench/gpu_prepare.py downloads are what the CUDA machine's image lacks, and the
+check imports nothing beyond the image and what those distributions bring."""
 
 from __future__ import annotations
 
@@ -36,18 +36,22 @@ def check():
 
 def test_the_wheels_are_what_the_image_lacks(prepare):
     image = prepare.image_packages()
-    assert {"torch", "torchvision", "numpy", "opencv-python-headless", "pyyaml"} <= image
+    assert {"torch", "torchvision", "numpy", "opencv-python-headless", "pyyaml"} <= set(image)
+    assert image["torch"] == "2.11.0" and image["pyyaml"] is None  # a version where listed
     names = dict(prepare.needed("3.12"))
-    # the check's own needs, the versions installed here (requirements.lock's)
+    # the check's own needs, at the versions installed here (requirements.lock's)
     for name in prepare.NEEDS:
-        assert names[name] == md.version(name)
+        assert names[prepare.norm(name)] == md.version(name)
     assert "omegaconf" in names and "dynaconf" in names  # kedro's, recursively
-    # a requirement the image has is not downloaded, unless the check needs it by name (the
-    # image's huggingface_hub is not the one this diffusers is released with)
-    assert set(names) & image == {"huggingface-hub"}
-    everything = dict(prepare.needed("3.12", have=image | set(names)))
-    assert set(everything) == {prepare.norm(n) for n in prepare.NEEDS}
-    assert "dynaconf" not in dict(prepare.needed("3.12", have=image | {"dynaconf"}))
+    assert not set(names) & set(image)  # the image's huggingface_hub 1.33 meets diffusers'
+    # a listed version that does not meet a requirement brings this environment's
+    older = dict(prepare.needed("3.12", have={**image, "huggingface-hub": "1.0.0"}))
+    assert older["huggingface-hub"] == md.version("huggingface-hub")
+    # with everything there, nothing is downloaded
+    assert prepare.needed("3.12", have={**image, **dict.fromkeys(names)}) == []
+    assert "dynaconf" not in dict(prepare.needed("3.12", have={**image, "dynaconf": None}))
+    # on the machine, what is installed is read: here everything is met
+    assert prepare.unmet() == []
 
 
 def test_a_check_fails_beyond_its_tolerance(check, monkeypatch):
@@ -83,9 +87,10 @@ sys.exit(gpu_check.main())
 
 
 def test_the_check_runs_with_only_the_image_and_the_wheels(prepare, tmp_path):
-    # a distribution of the image stands in for the same one here: versions may differ (the
-    # roots, whose versions matter, are among the wheels)
-    allowed = prepare.image_packages() | {n for n, _ in prepare.needed("3.12")}
+    # what the check may import: the image's distributions and everything NEEDS brings, here;
+    # an image's distribution stands in with this environment's version, and its own needs
+    # (huggingface_hub 2.4's httpx2, which the image's 1.33 does not need) are allowed too
+    allowed = set(prepare.image_packages()) | {n for n, _ in prepare.needed("3.12", have={})}
     allowed |= {"cxr-augment"}
     blocked = sorted(
         module
@@ -107,7 +112,7 @@ def test_the_check_runs_with_only_the_image_and_the_wheels(prepare, tmp_path):
     assert result["all_ok"]
     assert set(result["checks"]) == {
         "sampling_small",
-        "diffusion_loss",
+        "diffusion_step",
         "classifier",
         "classifier_train",
     }
