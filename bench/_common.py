@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: finding demo images, and saving results."""
+"""What the benchmark scripts share: finding demo images, the UNet presets, saving results."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def unet_preset(name: str):
+    """The ``UNetConfig`` of a preset in conf/base/parameters_generation.yml."""
+    import yaml
+
+    from cxr_augment.generation.models import UNetConfig
+
+    params = yaml.safe_load((ROOT / "conf/base/parameters_generation.yml").read_text())
+    return UNetConfig(**params["generation"]["presets"][name])
 
 
 def demo_train_files(n: int) -> tuple[dict, list[str]]:

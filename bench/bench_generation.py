@@ -45,18 +45,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from cxr_augment.generation.models import (  # noqa: E402
     DiffusionModel,
     ScheduleConfig,
-    UNetConfig,
     build_unet,
 )
 from cxr_augment.generation.sampling import SamplerConfig, make_scheduler, sample_batch  # noqa: E402
 from cxr_augment.generation.training import DiffusionTrainConfig, _loss  # noqa: E402
 
-
-def preset(name: str) -> UNetConfig:
-    import yaml
-
-    params = yaml.safe_load((ROOT / "conf/base/parameters_generation.yml").read_text())
-    return UNetConfig(**params["generation"]["presets"][name])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import unet_preset  # noqa: E402  (same folder)
 
 
 def cpu_name() -> str:
@@ -293,7 +288,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
     name, size, steps = ("thesis", 256, 50) if args.gpu else ("small", 32, 25)
-    cfg = preset(name)
+    cfg = unet_preset(name)
     results["preset"] = name
     rows = []
 

@@ -172,6 +172,12 @@ def main() -> None:
         "model": args.model,
         "runs": {},
     }
+    from _common import save_results  # same folder
+
+    out = Path(
+        args.out or ROOT / "bench" / "results" / ("training_gpu.json" if gpu else "training.json")
+    )
+    # saved after every row too, so that a run cut off by a time limit keeps what it measured
     with tempfile.TemporaryDirectory() as tmp:
         store = build_store(Path(tmp) / "store", args.images)
         keys = store.index["key"].tolist()
@@ -218,6 +224,7 @@ def main() -> None:
             )
             results["runs"][name] = {**s, "images_per_s": round(rate, 2)}
             print(name, json.dumps(results["runs"][name]), flush=True)
+            save_results(results, out)
         s = settings["tuned"]
         x = torch.rand(s["batch"], 1, 389, 320)
         torch.manual_seed(0)
@@ -228,9 +235,11 @@ def main() -> None:
         rate = measure(model, batch, device, steps, s["bf16"], s["channels_last"], s["fused"])
         results["runs"]["compute_only"] = {**s, "images_per_s": round(rate, 2)}
         print("compute_only", json.dumps(results["runs"]["compute_only"]), flush=True)
+        save_results(results, out)
         if not gpu:
             results["demo_train"] = demo_train(args.images)
             print("demo_train", json.dumps(results["demo_train"]), flush=True)
+            save_results(results, out)
     r = results["runs"]
     results["speedup_tuned_vs_thesis"] = round(
         r["tuned"]["images_per_s"] / r["thesis"]["images_per_s"], 2
@@ -242,11 +251,6 @@ def main() -> None:
         "gpu_speedup_tuned_vs_thesis": ">= 4.5",
         "gpu_loader_efficiency": ">= 0.9",
     }
-    from _common import save_results  # same folder
-
-    out = Path(
-        args.out or ROOT / "bench" / "results" / ("training_gpu.json" if gpu else "training.json")
-    )
     print(json.dumps({k: results[k] for k in ("speedup_tuned_vs_thesis", "loader_efficiency")}))
     save_results(results, out)
 

@@ -39,6 +39,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))  # _common
 
 # what a check accepts, device against CPU fp32, as relative errors |a - b| / |b|: of the UNet's
 # noise prediction, of a training loss and its gradient, of the classifier's penultimate
@@ -53,13 +54,12 @@ TOLERANCE = {
 
 
 def _unet(name: str):
-    import yaml
+    from _common import unet_preset  # same folder
 
-    from cxr_augment.generation.models import UNetConfig, build_unet
+    from cxr_augment.generation.models import build_unet
 
-    params = yaml.safe_load((ROOT / "conf/base/parameters_generation.yml").read_text())
     torch.manual_seed(0)
-    return build_unet(UNetConfig(**params["generation"]["presets"][name]), "grey")
+    return build_unet(unet_preset(name), "grey")
 
 
 @contextmanager
