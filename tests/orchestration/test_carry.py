@@ -110,24 +110,52 @@ def test_runs_in_progress_are_named(instance):
     assert runs_in_progress(instance) == []
 
 
-@pytest.mark.parametrize("rev", ["folder", "HEAD"])
-def test_the_script_lists_nothing_to_carry_from_the_code_as_it_is(tmp_path, rev):
-    # the project's own definitions, loaded by the script in a subprocess: from a folder with
-    # the same code, and from a worktree of the commit checked out (its code, when unedited)
-    if rev == "HEAD" and subprocess.run(
-        ["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
-        text=True,
-    ).stdout.strip():  # fmt: skip
-        pytest.skip("src/ or conf/ has uncommitted edits: HEAD is not the code as it is")
-    home = tmp_path / "home"
-    home.mkdir()
-    out = subprocess.run(
-        [sys.executable, "scripts/carry_records.py", str(ROOT) if rev == "folder" else rev,
-         "--dagster"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "DAGSTER_HOME": str(home), "KEDRO_ENV": "local"},
+def _uncommitted() -> bool:
+    return bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
+            text=True,
+        ).stdout.strip()
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = next(s for s in out.stdout.splitlines() if "assets were materialised under" in s)
+
+
+@pytest.fixture(scope="module")
+def script_runs(tmp_path_factory):
+    """The script over the project's own definitions, from a folder with the same code and from
+    a worktree of the commit checked out (its code, when unedited): both at once, each in its
+    own process and instance."""
+    runs = {}
+    for rev in ("folder", "HEAD"):
+        if rev == "HEAD" and _uncommitted():
+            continue
+        home = tmp_path_factory.mktemp(f"home_{rev}")
+        # files, not pipes: a process whose pipe is full would wait for the other's end
+        out, err = (open(home / name, "w+") for name in ("stdout", "stderr"))  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "scripts/carry_records.py", str(ROOT) if rev == "folder" else rev,
+             "--dagster"],
+            cwd=ROOT, stdout=out, stderr=err, text=True,
+            env={**os.environ, "DAGSTER_HOME": str(home), "KEDRO_ENV": "local"},
+        )  # fmt: skip
+        runs[rev] = proc, out, err
+    done = {}
+    for rev, (proc, out, err) in runs.items():
+        try:
+            proc.wait(timeout=600)
+        finally:
+            proc.kill()
+        with out, err:
+            out.seek(0), err.seek(0)
+            done[rev] = (proc.returncode, out.read(), err.read())
+    return done
+
+
+@pytest.mark.parametrize("rev", ["folder", "HEAD"])
+def test_the_script_lists_nothing_to_carry_from_the_code_as_it_is(script_runs, rev):
+    if rev not in script_runs:
+        pytest.skip("src/ or conf/ has uncommitted edits: HEAD is not the code as it is")
+    returncode, stdout, stderr = script_runs[rev]
+    assert returncode == 0, stderr[-3000:]
+    line = next(s for s in stdout.splitlines() if "assets were materialised under" in s)
     n_assets = int(line.split(" of ")[1].split()[0])
     assert line.startswith("0 of ") and n_assets > 50
