@@ -17,17 +17,25 @@ an exact flip, a plain resize).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import stringzilla as sz
 
 REFERENCE_SIZE = (389, 320)  # (H, W) the thesis's pixel sizes refer to
-_SPAN = np.arange(-255, 256, dtype=np.float32)  # v - base for every grey v and base
 _PAD_FROM = 2  # pixels: a warp reaching further outside its source pads the source first
 _KERNELS_KEPT = 64  # Gaussian kernels a blur keeps (one per image size and fixed sigma)
+
+
+@functools.cache
+def _compiled():
+    """The compiled kernels (kernels.py), imported on first use: numba loads in a few tenths
+    of a second, which a process that never augments need not pay. (A constant module name
+    to ``import_module``: a node's code version counts the module whole.)"""
+    return importlib.import_module("cxr_augment.augment.kernels")
 
 
 def _scale(image: np.ndarray) -> float:
@@ -280,8 +288,8 @@ class RandomCrop(AffineTransform):
         top, left, ch, cw = params["top"], params["left"], params["height"], params["width"]
         crop = image[top : top + ch, left : left + cw]
         h, w = image.shape
-        if self.mode == "resize":
-            return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.mode == "resize":  # cv2.resize's INTER_LINEAR, compiled (kernels.py)
+            return _compiled().resize_linear(crop, w, h)
         out = np.full_like(image, self.fill)
         y, x = (h - ch) // 2, (w - cw) // 2
         out[y : y + ch, x : x + cw] = crop
@@ -395,32 +403,15 @@ class Blur(Transform):
 
     def apply(self, image, params):
         # the separable Gaussian kernel (cv2.getGaussianKernel, as cv2.GaussianBlur), in
-        # float32, applied row then column: half GaussianBlur's time, the same image to a
-        # grey level
+        # float32, applied row then column by the compiled kernel: the same image as
+        # cv2.GaussianBlur to a grey level, in under half its time
         key = (params["kernel"], params["sigma"])
         k = self._kernels.get(key)
         if k is None:
-            k = cv2.getGaussianKernel(*key).astype(np.float32)
+            k = cv2.getGaussianKernel(*key).astype(np.float32).ravel()
             if len(self._kernels) < _KERNELS_KEPT:
                 self._kernels[key] = k
-        return cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REFLECT_101)
-
-
-def _blend_lut(base: int, factor: float) -> np.ndarray:
-    """Pillow's ``Image.blend(grey(base), image, factor)`` as a 256-entry table: in float32,
-    ``base + factor * (v - base)``, clipped to [0, 255] and truncated (Pillow's Blend.c).
-
-    ``v - base`` is exact, so it is a slice of one table; each step is one numpy call on 256
-    values, and the steps that cannot change a value (adding 0, the clip at 0 of a blend
-    with black by a factor of at least 0) are left out.
-    """
-    out = _SPAN[255 - base : 511 - base] * np.float32(factor)  # Pillow's float factor
-    if base:
-        out += base
-    if base or factor < 0:
-        np.maximum(out, 0.0, out=out)
-    np.minimum(out, 255.0, out=out)
-    return out.astype(np.uint8)
+        return _compiled().gaussian_blur(image, k)
 
 
 class Colour(Transform):
@@ -434,9 +425,10 @@ class Colour(Transform):
 
     Both are 256-entry tables; the mean needs the brightened image, so the work is three
     passes over the pixels: a table lookup into the output, its byte sum, and the second
-    lookup in place. StringZilla's ``translate`` and ``bytesum`` do them (SIMD byte shuffles
-    and sums; albumentations' lookups are the same ``translate``), each pass at 5 to 10 times
-    ``cv2.LUT``'s speed. The image is the same as PIL's, grey level for grey level.
+    lookup in place. ``kernels.colour`` builds the tables in compiled code and runs
+    StringZilla's SIMD byte lookup and sum on the pixels (albumentations' lookups are the
+    same routine), each pass at 5 to 10 times ``cv2.LUT``'s speed. The image is the same as
+    PIL's, grey level for grey level.
     """
 
     name = "colouring"
@@ -460,17 +452,7 @@ class Colour(Transform):
     def apply(self, image, params):
         if image.dtype != np.uint8:
             raise TypeError(f"colouring: a uint8 image, got {image.dtype}")
-        image = np.ascontiguousarray(image)  # the byte routines read a flat buffer
-        out = np.empty_like(image)
-        pixels = memoryview(out)
-        # 1. Brightness: blend(black, image, brightness)
-        lut = _blend_lut(0, params["brightness"])
-        sz.translate(memoryview(image), memoryview(lut), out=pixels)
-        # 2. Contrast's grey: ImageStat's mean of the brightened image, int(mean + 0.5)
-        mean = int(sz.bytesum(pixels) / out.size + 0.5)
-        # 3. Contrast: blend(grey(mean), brightened, contrast)
-        sz.translate(pixels, memoryview(_blend_lut(mean, params["contrast"])), inplace=True)
-        return out
+        return _compiled().colour(image, params["brightness"], params["contrast"])
 
 
 class Bilateral(Transform):

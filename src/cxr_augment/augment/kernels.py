@@ -1,0 +1,267 @@
+"""Compiled kernels for three per-image augmentations: the Gaussian blur, the bilinear resize of
+a crop and the PIL-exact colouring.
+
+OpenCV's general routines spend most of their time outside the arithmetic these need (a
+filter engine with float buffers and border modes for any depth, a resize for any depth and
+interpolation), and the colouring's per-call table building in numpy costs more than its
+passes over the pixels. These kernels are compiled by numba (LLVM, vectorised for the CPU it
+runs on) and cached beside this file, one machine-code variant per kernel radius:
+
+- ``gaussian_blur``: a separable symmetric filter, rows then columns, in float32, the border
+  reflected as OpenCV's default (``BORDER_REFLECT_101``). The row pass reads each row once
+  into a padded buffer; the column pass makes four output rows per sweep, so the rows they
+  share are read once. Within a grey level of ``cv2.GaussianBlur``.
+- ``resize_linear``: OpenCV's ``INTER_LINEAR`` map (pixel centres, edges clamped) in float32,
+  as two passes that each combine whole rows: the horizontal pass runs on the transposed
+  crop (``cv2.transpose``), so both passes are vectorised along memory. Within a grey level
+  of ``cv2.resize``.
+- ``colour``: PIL's brightness then contrast, grey level for grey level: both 256-entry tables
+  are built in compiled code, and StringZilla's own C routines (its SIMD byte lookup and byte
+  sum, the ones its Python ``translate`` and ``bytesum`` call) run on the pixels.
+
+Floating point is compiled with contraction to fused multiply-adds only (no reassociation),
+so a machine gives the same bytes every run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import cv2
+import llvmlite.binding as llvm
+import numba as nb
+import numpy as np
+import stringzilla
+from numba import types
+
+_FAST = {"contract"}  # fused multiply-add; nothing that reorders a sum
+
+
+# --- Gaussian blur --------------------------------------------------------------------------
+
+
+@functools.cache
+def _blur_passes(r: int):
+    """The blur for a kernel of radius ``r``, a row pass then a column pass; ``r`` is a constant of the
+    compiled code (the closure's cell is part of numba's cache key), so its tap loops unroll
+    and the pixel loops vectorise."""
+
+    @nb.njit(nogil=True, fastmath=_FAST, cache=True)
+    def rows(image, k, padded):
+        # padded: (h + 2r, w) float32; rows r .. r + h - 1 get the row-filtered image, the r
+        # rows above and below its mirror (reflect 101), ready for the column pass
+        h, w = image.shape
+        line = np.empty(w + 2 * r, np.float32)
+        for y in range(h):
+            src = image[y]
+            for x in range(w):
+                line[x + r] = src[x]
+            for i in range(r):
+                line[r - 1 - i] = src[i + 1]
+                line[w + r + i] = src[w - 2 - i]
+            dst = padded[y + r]
+            for x in range(w):
+                s = k[r] * line[x + r]
+                for j in range(r):
+                    s += k[j] * (line[x + j] + line[x + 2 * r - j])
+                dst[x] = s
+        for i in range(r):
+            padded[r - 1 - i] = padded[r + 1 + i]
+            padded[r + h + i] = padded[r + h - 2 - i]
+
+    @nb.njit(nogil=True, fastmath=_FAST, cache=True)
+    def columns(padded, k, out):
+        # out[y] = sum_j k[j] * padded[y + j]: four output rows a sweep share their inputs.
+        # Unsigned flat indices, each written as row * width + column in full: no
+        # negative-index branch, and LLVM sees every tap as a fixed row offset, so the pixel
+        # loop vectorises (about 7x slower when the offsets are summed beforehand).
+        h, w = out.shape
+        flat = padded.ravel()
+        width = np.uint64(w)
+        half = np.float32(0.5)
+        y = 0
+        while y + 4 <= h:
+            base = np.uint64(y) * width
+            o0, o1, o2, o3 = out[y], out[y + 1], out[y + 2], out[y + 3]
+            for xi in range(w):
+                c = base + np.uint64(xi)
+                s0 = k[r] * flat[c + np.uint64(r) * width]
+                s1 = k[r] * flat[c + np.uint64(r + 1) * width]
+                s2 = k[r] * flat[c + np.uint64(r + 2) * width]
+                s3 = k[r] * flat[c + np.uint64(r + 3) * width]
+                for j in range(r):
+                    kj = k[j]
+                    s0 += kj * (
+                        flat[c + np.uint64(j) * width] + flat[c + np.uint64(2 * r - j) * width]
+                    )
+                    s1 += kj * (
+                        flat[c + np.uint64(j + 1) * width]
+                        + flat[c + np.uint64(2 * r - j + 1) * width]
+                    )
+                    s2 += kj * (
+                        flat[c + np.uint64(j + 2) * width]
+                        + flat[c + np.uint64(2 * r - j + 2) * width]
+                    )
+                    s3 += kj * (
+                        flat[c + np.uint64(j + 3) * width]
+                        + flat[c + np.uint64(2 * r - j + 3) * width]
+                    )
+                o0[xi] = np.int32(s0 + half)
+                o1[xi] = np.int32(s1 + half)
+                o2[xi] = np.int32(s2 + half)
+                o3[xi] = np.int32(s3 + half)
+            y += 4
+        while y < h:  # the last one to three rows
+            base = np.uint64(y) * width
+            o = out[y]
+            for xi in range(w):
+                c = base + np.uint64(xi)
+                s = k[r] * flat[c + np.uint64(r) * width]
+                for j in range(r):
+                    s += k[j] * (
+                        flat[c + np.uint64(j) * width] + flat[c + np.uint64(2 * r - j) * width]
+                    )
+                o[xi] = np.int32(s + half)
+            y += 1
+
+    @nb.njit(nogil=True, cache=True)
+    def blur(image, k):
+        h, w = image.shape
+        padded = np.empty((h + 2 * r, w), np.float32)
+        rows(image, k, padded)
+        out = np.empty((h, w), np.uint8)
+        columns(padded, k, out)
+        return out
+
+    return blur
+
+
+def gaussian_blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``image`` (uint8, H x W) filtered by the symmetric 1-D ``kernel`` (odd length, weights
+    summing to 1, as ``cv2.getGaussianKernel``) along both axes, border reflected (101)."""
+    k = np.ascontiguousarray(kernel, dtype=np.float32).ravel()
+    r = k.size // 2
+    h, w = image.shape
+    if k.size % 2 == 0 or h <= r or w <= r:  # the mirror needs r pixels beyond the edge one
+        col = k.reshape(-1, 1)
+        return cv2.sepFilter2D(image, -1, col, col, borderType=cv2.BORDER_REFLECT_101)
+    return _blur_passes(r)(np.ascontiguousarray(image), k)
+
+
+# --- bilinear resize ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's ``INTER_LINEAR`` source taps: ``x = (d + 0.5) * n_in / n_out - 0.5``, its
+    floor and the next index with the fraction between, clamped to the edge pixel."""
+    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    i0 = np.floor(x).astype(np.int64)
+    frac = (x - i0).astype(np.float32)
+    frac[i0 < 0] = 0.0
+    i0[i0 < 0] = 0
+    edge = i0 >= n_in - 1
+    i0[edge], frac[edge] = n_in - 1, 0.0
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    for a in (i0, i1, frac):
+        a.flags.writeable = False
+    return i0, i1, frac
+
+
+@nb.njit(nogil=True, fastmath=_FAST, cache=True)
+def _mix_rows_u8(src, i0, i1, frac, out):
+    # out[r] = (1 - f) * src[i0[r]] + f * src[i1[r]], uint8 rows to float32
+    for r in range(out.shape[0]):
+        a, b, o = src[i0[r]], src[i1[r]], out[r]
+        f = frac[r]
+        g = np.float32(1.0) - f
+        for x in range(o.shape[0]):
+            o[x] = g * np.float32(a[x]) + f * np.float32(b[x])
+
+
+@nb.njit(nogil=True, fastmath=_FAST, cache=True)
+def _mix_rows_f32(src, i0, i1, frac, out):
+    # the same for float32 rows, rounded to uint8
+    half = np.float32(0.5)
+    for r in range(out.shape[0]):
+        a, b, o = src[i0[r]], src[i1[r]], out[r]
+        f = frac[r]
+        g = np.float32(1.0) - f
+        for x in range(o.shape[0]):
+            o[x] = np.int32(g * a[x] + f * b[x] + half)
+
+
+def resize_linear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)`` for a uint8
+    (H x W) image (a view, such as a crop, is read in place)."""
+    h_in, w_in = image.shape
+    xi0, xi1, xf = _linear_taps(width, w_in)
+    yi0, yi1, yf = _linear_taps(height, h_in)
+    across = np.empty((width, h_in), np.float32)
+    _mix_rows_u8(cv2.transpose(image), xi0, xi1, xf, across)  # columns, as rows
+    out = np.empty((height, width), np.uint8)
+    _mix_rows_f32(cv2.transpose(across), yi0, yi1, yf, out)
+    return out
+
+
+# --- colouring ------------------------------------------------------------------------------
+
+
+def _stringzilla_symbols() -> None:
+    """Make StringZilla's C byte routines callable from compiled code by name (the cached
+    machine code refers to the names, resolved in each process)."""
+    lib = ctypes.CDLL(stringzilla.__file__)
+    for name in ("sz_lookup", "sz_bytesum"):
+        try:
+            address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+        except AttributeError as e:
+            raise ImportError(
+                f"stringzilla {stringzilla.__version__} at {stringzilla.__file__} does not "
+                f"export {name}; install the version pinned in requirements.lock"
+            ) from e
+        llvm.add_symbol(name, address)
+
+
+_stringzilla_symbols()
+_sz_lookup = types.ExternalFunction(
+    "sz_lookup", types.void(types.voidptr, types.uintp, types.voidptr, types.voidptr)
+)
+_sz_bytesum = types.ExternalFunction("sz_bytesum", types.uint64(types.voidptr, types.uintp))
+
+
+@nb.njit(nogil=True, cache=True)
+def _blend_table(table, base, factor):
+    # Pillow's Image.blend(grey(base), image, factor) per grey v, in float32 as Blend.c:
+    # base + factor * (v - base), clipped to [0, 255], truncated
+    f = np.float32(factor)
+    b = np.float32(base)
+    for v in range(256):
+        x = np.float32(np.float32(v - base) * f)
+        if base:
+            x = np.float32(x + b)
+        if x < 0:
+            x = np.float32(0.0)
+        elif x > 255:
+            x = np.float32(255.0)
+        table[v] = np.uint8(x)
+
+
+@nb.njit(nogil=True, cache=True)
+def _colour(image, out, brightness, contrast):
+    n = image.size
+    table = np.empty(256, np.uint8)
+    _blend_table(table, 0, brightness)  # blend with black
+    _sz_lookup(out.ctypes.data, n, image.ctypes.data, table.ctypes.data)
+    mean = int(_sz_bytesum(out.ctypes.data, n) / n + 0.5)  # ImageStat's mean, as PIL rounds it
+    _blend_table(table, mean, contrast)  # blend with the flat mean grey
+    _sz_lookup(out.ctypes.data, n, out.ctypes.data, table.ctypes.data)
+
+
+def colour(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """PIL's ``ImageEnhance.Brightness(image).enhance(brightness)`` then
+    ``ImageEnhance.Contrast(...).enhance(contrast)`` for a uint8 image."""
+    image = np.ascontiguousarray(image)
+    out = np.empty_like(image)
+    _colour(image, out, float(brightness), float(contrast))
+    return out
