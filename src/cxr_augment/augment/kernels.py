@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 
 import cv2
 import llvmlite.binding as llvm
@@ -136,15 +137,30 @@ def _blur_passes(r: int):
             y += 1
 
     @nb.njit(nogil=True, cache=True)
-    def blur(image, k):
+    def blur(image, k, scratch):
         h, w = image.shape
-        padded = _empty_aligned((h + 2 * r) * w).reshape((h + 2 * r, w))
+        padded = scratch[: (h + 2 * r) * w].reshape((h + 2 * r, w))
         rows(image, k, padded)
         out = np.empty((h, w), np.uint8)
         columns(padded, k, out)
         return out
 
     return blur
+
+
+_scratch = threading.local()
+
+
+def _scratch_for(n: int) -> np.ndarray:
+    """This thread's float32 work buffer of at least ``n`` values, 64-byte aligned, kept
+    between calls: a fresh half-megabyte buffer each image can come from the system as new
+    pages, whose faults cost as much as the blur (glibc returns freed memory above its
+    thresholds)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _empty_aligned(n)
+        _scratch.buf = buf
+    return buf
 
 
 def gaussian_blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -156,7 +172,7 @@ def gaussian_blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     if k.size % 2 == 0 or h <= r or w <= r:  # the mirror needs r pixels beyond the edge one
         col = k.reshape(-1, 1)
         return cv2.sepFilter2D(image, -1, col, col, borderType=cv2.BORDER_REFLECT_101)
-    return _blur_passes(r)(np.ascontiguousarray(image), k)
+    return _blur_passes(r)(np.ascontiguousarray(image), k, _scratch_for((h + 2 * r) * w))
 
 
 # --- bilinear resize ------------------------------------------------------------------------
