@@ -10,7 +10,8 @@ runs on) and cached beside this file, one machine-code variant per kernel radius
 - ``gaussian_blur``: a separable symmetric filter, rows then columns, in float32, the border
   reflected as OpenCV's default (``BORDER_REFLECT_101``). The row pass reads each row once
   into a padded buffer; the column pass makes four output rows per sweep, so the rows they
-  share are read once. Within a grey level of ``cv2.GaussianBlur``.
+  share are read once. Within 0.5 of the same filter in float64, so a grey level (on some
+  images two) from ``cv2.GaussianBlur``, which rounds its kernel to fixed point.
 - ``resize_linear``: OpenCV's ``INTER_LINEAR`` map (pixel centres, edges clamped) in float32,
   as two passes that each combine whole rows: the horizontal pass runs on the transposed
   crop (``cv2.transpose``), so both passes are vectorised along memory. Within a grey level
@@ -45,8 +46,7 @@ _FAST = {"contract"}  # fused multiply-add; nothing that reorders a sum
 @nb.njit(nogil=True, cache=True)
 def _empty_aligned(n):
     # n float32 values starting on a 64-byte boundary (one cache line, one AVX-512 vector):
-    # how the unaligned loads of a pass fall across cache lines is then the same every run,
-    # where a plain allocation's 16-byte alignment moves the blur's time by a quarter
+    # how the unaligned loads of a pass fall across cache lines is then the same every run
     buf = np.empty(n + 16, np.float32)
     skip = (-(buf.ctypes.data // 4)) % 16
     return buf[skip : skip + n]
@@ -54,9 +54,9 @@ def _empty_aligned(n):
 
 @functools.cache
 def _blur_passes(r: int):
-    """The blur for a kernel of radius ``r``, a row pass then a column pass; ``r`` is a constant of the
-    compiled code (the closure's cell is part of numba's cache key), so its tap loops unroll
-    and the pixel loops vectorise."""
+    """The blur for a kernel of radius ``r``, a row pass then a column pass. ``r`` is a
+    constant of the compiled code (the closure's cell is part of numba's cache key), so its
+    tap loops unroll and the pixel loops vectorise."""
 
     @nb.njit(nogil=True, fastmath=_FAST, cache=True)
     def rows(image, k, padded):
