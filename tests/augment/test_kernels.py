@@ -110,3 +110,35 @@ def test_colour_is_pils_brightness_then_contrast_exactly():
                 _pil(np.ascontiguousarray(image), b, c),
                 err_msg=str((b, c)),
             )
+
+
+def test_without_a_writable_cache_the_kernels_compile_in_the_process_and_say_so(tmp_path):
+    # numba finds no cache folder for a plain source file when only its zip locator is
+    # allowed: what a read-only install run without a writable home meets. numba itself then
+    # refuses cache=True at import; the kernels must still load, give the same bytes, write
+    # no cache and say how to keep one.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys, numpy as np\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from cxr_augment.augment import kernels\n"
+        "img = np.load(sys.argv[1])\n"
+        "np.save(sys.argv[2], kernels.colour(img, 1.7, 1.3))\n"
+    )
+    np.save(tmp_path / "img.npy", IMG)
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "img.npy"), str(tmp_path / "out.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no locator available" in done.stderr and "NUMBA_CACHE_DIR" in done.stderr
+    assert np.array_equal(np.load(tmp_path / "out.npy"), kernels.colour(IMG, 1.7, 1.3))
+    assert kernels._CACHE  # this process caches as usual

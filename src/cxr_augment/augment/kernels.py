@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import threading
 
 import cv2
@@ -38,12 +39,38 @@ import stringzilla
 from numba import types
 
 _FAST = {"contract"}  # fused multiply-add; nothing that reorders a sum
+log = logging.getLogger(__name__)
+
+
+def _probe() -> None:  # a function of this file, for _cache_available
+    pass
+
+
+def _cache_available() -> bool:
+    """Whether numba can cache this file's compiled code: in ``__pycache__`` beside it, else
+    in the user's cache folder (``~/.cache/numba``), or in ``NUMBA_CACHE_DIR``. A read-only
+    install run by a user without a writable home has none; numba then refuses
+    ``cache=True`` outright, so the kernels are compiled in each process instead (about 2 s
+    each), and a warning says how to keep them."""
+    try:
+        nb.njit(cache=True)(_probe)
+    except RuntimeError as e:  # numba: "cannot cache function ...: no locator available"
+        log.warning(
+            "%s; the augmentation kernels are compiled in every process (about 2 s each): "
+            "set NUMBA_CACHE_DIR to a writable folder to keep them",
+            e,
+        )
+        return False
+    return True
+
+
+_CACHE = _cache_available()
 
 
 # --- Gaussian blur --------------------------------------------------------------------------
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=_CACHE)
 def _empty_aligned(n):
     # n float32 values starting on a 64-byte boundary (one cache line, one AVX-512 vector):
     # how the unaligned loads of a pass fall across cache lines is then the same every run
@@ -58,7 +85,7 @@ def _blur_passes(r: int):
     constant of the compiled code (the closure's cell is part of numba's cache key), so its
     tap loops unroll and the pixel loops vectorise."""
 
-    @nb.njit(nogil=True, fastmath=_FAST, cache=True)
+    @nb.njit(nogil=True, fastmath=_FAST, cache=_CACHE)
     def rows(image, k, padded):
         # padded: (h + 2r, w) float32; rows r .. r + h - 1 get the row-filtered image, the r
         # rows above and below its mirror (reflect 101), ready for the column pass
@@ -81,7 +108,7 @@ def _blur_passes(r: int):
             padded[r - 1 - i] = padded[r + 1 + i]
             padded[r + h + i] = padded[r + h - 2 - i]
 
-    @nb.njit(nogil=True, fastmath=_FAST, cache=True)
+    @nb.njit(nogil=True, fastmath=_FAST, cache=_CACHE)
     def columns(padded, k, out):
         # out[y] = sum_j k[j] * padded[y + j]: four output rows a sweep share their inputs.
         # Unsigned flat indices, each written as row * width + column in full: no
@@ -136,7 +163,7 @@ def _blur_passes(r: int):
                 o[xi] = np.int32(s + half)
             y += 1
 
-    @nb.njit(nogil=True, cache=True)
+    @nb.njit(nogil=True, cache=_CACHE)
     def blur(image, k, scratch):
         h, w = image.shape
         padded = scratch[: (h + 2 * r) * w].reshape((h + 2 * r, w))
@@ -195,7 +222,7 @@ def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, i1, frac
 
 
-@nb.njit(nogil=True, fastmath=_FAST, cache=True)
+@nb.njit(nogil=True, fastmath=_FAST, cache=_CACHE)
 def _mix_rows_u8(src, i0, i1, frac, out):
     # out[r] = (1 - f) * src[i0[r]] + f * src[i1[r]], uint8 rows to float32
     for r in range(out.shape[0]):
@@ -206,7 +233,7 @@ def _mix_rows_u8(src, i0, i1, frac, out):
             o[x] = g * np.float32(a[x]) + f * np.float32(b[x])
 
 
-@nb.njit(nogil=True, fastmath=_FAST, cache=True)
+@nb.njit(nogil=True, fastmath=_FAST, cache=_CACHE)
 def _mix_rows_f32(src, i0, i1, frac, out):
     # the same for float32 rows, rounded to uint8
     half = np.float32(0.5)
@@ -256,7 +283,7 @@ _sz_lookup = types.ExternalFunction(
 _sz_bytesum = types.ExternalFunction("sz_bytesum", types.uint64(types.voidptr, types.uintp))
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=_CACHE)
 def _blend_table(table, base, factor):
     # Pillow's Image.blend(grey(base), image, factor) per grey v, in float32 as Blend.c:
     # base + factor * (v - base), clipped to [0, 255], truncated
@@ -273,7 +300,7 @@ def _blend_table(table, base, factor):
         table[v] = np.uint8(x)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=_CACHE)
 def _colour(image, out, brightness, contrast):
     n = image.size
     table = np.empty(256, np.uint8)
