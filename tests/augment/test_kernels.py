@@ -1,5 +1,9 @@
 """The compiled kernels against OpenCV, PIL and a float64 computation of the same maps."""
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -115,12 +119,8 @@ def test_colour_is_pils_brightness_then_contrast_exactly():
 def test_without_a_writable_cache_the_kernels_compile_in_the_process_and_say_so(tmp_path):
     # numba finds no cache folder for a plain source file when only its zip locator is
     # allowed: what a read-only install run without a writable home meets. numba itself then
-    # refuses cache=True at import; the kernels must still load, give the same bytes, write
-    # no cache and say how to keep one.
-    import os
-    import subprocess
-    import sys
-
+    # refuses cache=True at import; the kernels must still load, give the same bytes and say
+    # how to keep a cache.
     script = (
         "import logging, sys, numpy as np\n"
         "logging.basicConfig(level=logging.WARNING)\n"
