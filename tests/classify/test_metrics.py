@@ -36,3 +36,30 @@ def test_threshold_maximises_f1_on_the_given_set():
     t = metrics.choose_threshold(Y, P)
     best = max(skm.f1_score(Y, (P >= c).astype(int)) for c in np.unique(P))
     assert skm.f1_score(Y, (P >= t).astype(int)) == pytest.approx(best)
+
+
+def _threshold_one_at_a_time(y, p):
+    # the rule as stated, one point_metrics call per candidate
+    best_t, best_f1 = 0.5, -1.0
+    for t in np.unique(p):
+        f1 = metrics.point_metrics(y, p, t)["f1"]
+        if f1 > best_f1 + 1e-12:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+def test_f1_at_every_threshold_is_point_metrics_f1_and_picks_the_same_threshold():
+    rng = np.random.default_rng(4)
+    for n in (2, 5, 40, 300):
+        for _ in range(15):
+            y = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(int)
+            p = np.round(rng.random(n) * 0.7 + 0.3 * y, int(rng.integers(1, 4)))  # ties
+            t = np.unique(p)
+            f1 = metrics.f1_at_thresholds(y, p, t)
+            expected = [metrics.point_metrics(y, p, c)["f1"] for c in t]
+            np.testing.assert_array_equal(f1, expected)  # the same floats, bit for bit
+            if y.sum():
+                assert metrics.choose_threshold(y, p) == _threshold_one_at_a_time(y, p)
+    assert metrics.choose_threshold(np.zeros(4), np.arange(4.0)) == 0.5
+    with pytest.raises(ValueError, match="1 of 3 are NaN"):
+        metrics.choose_threshold(np.array([0, 1, 1]), np.array([0.2, np.nan, 0.9]))

@@ -213,12 +213,18 @@ def delong(
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm-adjusted p-values of one family (NaN entries stay NaN and are not counted)."""
+    """Holm-adjusted p-values of one family (NaN entries stay NaN and are not counted): the
+    ``k``-th smallest of ``m`` times ``m - k + 1``, made non-decreasing, at most 1. (The same
+    values as statsmodels' ``multipletests(method="holm")``, which runs a full garbage
+    collection on every call: a third of a second each in a process that has loaded torch.)"""
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
-    if ok.any():
-        from statsmodels.stats.multitest import multipletests
-
-        out[ok] = multipletests(p[ok], method="holm")[1]
+    q = p[ok]
+    m = q.size
+    if m:
+        order = np.argsort(q, kind="stable")
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum(np.maximum.accumulate(q[order] * np.arange(m, 0, -1)), 1.0)
+        out[ok] = adjusted
     return out
