@@ -116,6 +116,15 @@ def test_colour_is_pils_brightness_then_contrast_exactly():
             )
 
 
+@pytest.mark.parametrize("shape", [(389, 320), (97, 80), (5, 389), (3, 1), (1, 63), (2, 130)])
+def test_flip_is_opencvs_horizontal_flip(shape):
+    image = RNG.integers(0, 256, shape, dtype=np.uint8)
+    for im in (image, image[:, ::-1][:, 1:]):  # and a view, not contiguous
+        out = kernels.flip_horizontal(im)
+        assert out.dtype == np.uint8 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, cv2.flip(np.ascontiguousarray(im), 1))
+
+
 def test_without_a_writable_cache_the_kernels_compile_in_the_process_and_say_so(tmp_path):
     # numba finds no cache folder for a plain source file when only its zip locator is
     # allowed: what a read-only install run without a writable home meets. numba itself then

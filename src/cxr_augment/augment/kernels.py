@@ -1,11 +1,11 @@
-"""Compiled kernels for three per-image augmentations: the Gaussian blur, the bilinear resize of
-a crop and the PIL-exact colouring.
+"""Compiled kernels for four per-image augmentations: the Gaussian blur, the bilinear resize of
+a crop, the PIL-exact colouring and the horizontal flip.
 
 OpenCV's general routines spend most of their time outside the arithmetic these need (a
 filter engine with float buffers and border modes for any depth, a resize for any depth and
 interpolation), and the colouring's per-call table building in numpy costs more than its
 passes over the pixels. These kernels are compiled by numba (LLVM, vectorised for the CPU it
-runs on) and cached beside this file, one machine-code variant per kernel radius:
+runs on) and cached (``_cache_available``), one machine-code variant per kernel radius:
 
 - ``gaussian_blur``: a separable symmetric filter, rows then columns, in float32, the border
   reflected as OpenCV's default (``BORDER_REFLECT_101``). The row pass reads each row once
@@ -19,6 +19,8 @@ runs on) and cached beside this file, one machine-code variant per kernel radius
 - ``colour``: PIL's brightness then contrast, grey level for grey level: both 256-entry tables
   are built in compiled code, and StringZilla's own C routines (its SIMD byte lookup and byte
   sum, the ones its Python ``translate`` and ``bytesum`` call) run on the pixels.
+- ``flip_horizontal``: each row reversed, 64 bytes a vector permutation (``cv2.flip`` reverses
+  a row byte by byte, three times as long as copying it).
 
 Floating point is compiled with contraction to fused multiply-adds only (no reassociation),
 so a machine gives the same bytes every run.
@@ -317,4 +319,30 @@ def colour(image: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
     image = np.ascontiguousarray(image)
     out = np.empty_like(image)
     _colour(image, out, float(brightness), float(contrast))
+    return out
+
+
+# --- horizontal flip ------------------------------------------------------------------------
+
+
+@nb.njit(nogil=True, cache=_CACHE)
+def _reverse_rows(image, out):
+    # out[y, x] = image[y, w - 1 - x], unsigned flat indices (as ``columns``): LLVM sees a
+    # reversed contiguous read and makes it whole-vector loads and byte permutations
+    h, w = image.shape
+    src = image.ravel()
+    dst = out.ravel()
+    width = np.uint64(w)
+    last = np.uint64(w - 1)
+    for y in range(h):
+        base = np.uint64(y) * width
+        for x in range(w):
+            dst[base + np.uint64(x)] = src[base + last - np.uint64(x)]
+
+
+def flip_horizontal(image: np.ndarray) -> np.ndarray:
+    """``cv2.flip(image, 1)`` for a uint8 (H x W) image."""
+    image = np.ascontiguousarray(image)
+    out = np.empty_like(image)
+    _reverse_rows(image, out)
     return out

@@ -159,7 +159,9 @@ class Flip(AffineTransform):
         return _about_centre(image, -1.0, 0.0, 0.0, 1.0)
 
     def apply(self, image, params):  # exact permutation of pixels, no resampling
-        return cv2.flip(image, 0 if params["axis"] == "vertical" else 1)
+        if params["axis"] == "vertical":
+            return cv2.flip(image, 0)  # row copies
+        return _compiled().flip_horizontal(image)
 
 
 class Translation(AffineTransform):
