@@ -19,8 +19,9 @@ runs on) and cached (``_cache_available``), one machine-code variant per kernel 
 - ``colour``: PIL's brightness then contrast, grey level for grey level: both 256-entry tables
   are built in compiled code, and StringZilla's own C routines (its SIMD byte lookup and byte
   sum, the ones its Python ``translate`` and ``bytesum`` call) run on the pixels.
-- ``flip_horizontal``: each row reversed, 64 bytes a vector permutation (``cv2.flip`` took
-  three to four times as long to reverse an image's rows as to copy them).
+- ``flip_horizontal``: each row reversed by vector byte permutations, 64 bytes at a time with
+  AVX-512 (``cv2.flip`` took three to four times as long to reverse an image's rows as to
+  copy them).
 
 Floating point is compiled with contraction to fused multiply-adds only (no reassociation),
 so a machine gives the same bytes every run.
