@@ -116,6 +116,21 @@ def test_colour_is_pils_brightness_then_contrast_exactly():
             )
 
 
+@pytest.mark.skipif(not kernels._VALIGN, reason="the valignd row pass needs AVX-512F")
+@pytest.mark.parametrize("r", range(1, 9))
+def test_the_valignd_row_pass_gives_the_plain_loops_floats(r):
+    plain, used = kernels._blur_passes(r).row_passes
+    assert used is not plain
+    k = cv2.getGaussianKernel(2 * r + 1, r * 0.9).astype(np.float32).ravel()
+    for shape in ((389, 320), (40, 321), (9, 16), (12, 17), (20, 2 * r + 3), (30, 47)):
+        image = RNG.integers(0, 256, shape, dtype=np.uint8)
+        a = np.full((shape[0] + 2 * r, shape[1]), np.nan, np.float32)
+        b = a.copy()
+        plain(image, k, a)
+        used(image, k, b)
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32), err_msg=str(shape))
+
+
 @pytest.mark.parametrize("shape", [(389, 320), (97, 80), (5, 389), (3, 1), (1, 63), (2, 130)])
 def test_flip_is_opencvs_horizontal_flip(shape):
     image = RNG.integers(0, 256, shape, dtype=np.uint8)
