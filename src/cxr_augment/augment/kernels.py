@@ -94,7 +94,11 @@ def _valign_available() -> bool:
     compiles for this CPU (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` unset)."""
     if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
         return False
-    return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # llvmlite: the host's features cannot be read here
+        return False
+    return "+avx512f" in features.split(",")
 
 
 _VALIGN = _valign_available()
