@@ -121,31 +121,22 @@ def _shifted(builder, hi, lo, j: int):
 
 
 @intrinsic
-def _row_vectors(typingctx, line_address, dst_address, n, radius):
+def _row_vectors(typingctx, line_address, dst_address, k_address, n, radius):
     """``dst[x] = k[r] * line[x + r] + sum_j k[j] * (line[x + j] + line[x + 2r - j])`` for x
     in 16 * [0, n), ``r`` a literal (the shifts are immediates), the operations in the order
     of ``rows``' loop (so the same floats): each vector of 16 outputs from two aligned 64-byte
     loads of ``line`` and its ``2r`` shifted copies made in registers. An unaligned load of
     64 bytes spans two cache lines; the plain loop makes ten such loads for every 16 outputs,
-    and they bound it. The weights ``k`` follow as a third address."""
+    and they bound it."""
     if not isinstance(radius, types.IntegerLiteral):
         raise nb.core.errors.RequireLiteralValue("_row_vectors: the radius must be a constant")
     r = radius.literal_value
 
     def codegen(context, builder, signature, args):
-        line_a, dst_a, count, _ = args
+        line_a, dst_a, k_a, count, _ = args
         line = builder.inttoptr(line_a, _F32.as_pointer())
         dst = builder.inttoptr(dst_a, _F32.as_pointer())
-        # the weights sit after the 16 * (count + 2) + 2r floats of the line
-        k = builder.gep(
-            line,
-            [
-                builder.add(
-                    builder.mul(count, ir.Constant(count.type, 16)),
-                    ir.Constant(count.type, 32 + 2 * r),
-                )
-            ],
-        )
+        k = builder.inttoptr(k_a, _F32.as_pointer())
         lanes = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
         kv = []
         for j in range(r + 1):
@@ -174,7 +165,7 @@ def _row_vectors(typingctx, line_address, dst_address, n, radius):
             builder.store(acc, builder.bitcast(builder.gep(dst, [at]), _V16.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(types.uintp, types.uintp, types.intp, radius), codegen
+    return types.void(types.uintp, types.uintp, types.uintp, types.intp, radius), codegen
 
 
 @functools.cache
@@ -266,12 +257,10 @@ def _blur_passes(r: int):
         @nb.njit(nogil=True, fastmath=_FAST, cache=_CACHE)
         def rows_valign(image, k, padded):
             # as rows, with the 16-wide vectors of each row made by _row_vectors; the line is
-            # long enough for its aligned loads past the end (lanes it never uses), and the
-            # weights follow it
+            # long enough for its aligned loads past the end (lanes it never uses)
             h, w = image.shape
             full = w // 16
-            line = _empty_aligned(16 * (full + 2) + 2 * r + r + 1)
-            line[16 * (full + 2) + 2 * r :] = k[: r + 1]
+            line = _empty_aligned(16 * (full + 2) + 2 * r)
             for y in range(h):
                 src = image[y]
                 for x in range(w):
@@ -280,7 +269,7 @@ def _blur_passes(r: int):
                     line[r - 1 - i] = src[i + 1]
                     line[w + r + i] = src[w - 2 - i]
                 dst = padded[y + r]
-                _row_vectors(line.ctypes.data, dst.ctypes.data, full, r)
+                _row_vectors(line.ctypes.data, dst.ctypes.data, k.ctypes.data, full, r)
                 for x in range(16 * full, w):
                     s = k[r] * line[x + r]
                     for j in range(r):
